@@ -1,0 +1,97 @@
+"""A pixel grid: CRS + affine transform + size. The unit every read is expressed in.
+
+Every consumer (map tiles, exports, the inspector, the model's input cells) asks an image
+for "these bands on this grid", so the grid is the one currency of the read path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
+
+from ..errors import ProjectionError
+
+WEB_MERCATOR = CRS.from_epsg(3857)
+# Half the width of the EPSG:3857 world square, in metres.
+MERCATOR_HALF_WORLD = 20037508.342789244
+TILE_SIZE = 256
+
+
+def as_crs(crs) -> CRS:
+    """Turn a user CRS ("EPSG:32719", 4326, WKT, pyproj/rasterio CRS) into a rasterio CRS."""
+    if isinstance(crs, CRS):
+        return crs
+    try:
+        if isinstance(crs, int):
+            return CRS.from_epsg(crs)
+        if hasattr(crs, "to_wkt"):  # pyproj.CRS
+            return CRS.from_wkt(crs.to_wkt())
+        return CRS.from_user_input(crs)
+    except (CRSError, TypeError, ValueError) as exc:
+        raise ProjectionError(
+            f"Unknown CRS {crs!r}: use an EPSG code such as 'EPSG:4326' or 'EPSG:32719', "
+            f"or a WKT/PROJ string ({exc})."
+        ) from None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """`height` x `width` pixels; pixel (row, col) covers `transform * (col, row)` onwards."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "crs", as_crs(self.crs))
+        if self.width <= 0 or self.height <= 0:
+            raise ProjectionError(f"A grid needs a positive size, got {self.width}x{self.height}.")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols), numpy order."""
+        return (self.height, self.width)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in the grid's CRS."""
+        xs, ys = zip(
+            *(self.transform * (c, r) for c, r in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height)))
+        )
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) as positive numbers, in CRS units."""
+        t = self.transform
+        return (math.hypot(t.a, t.d), math.hypot(t.b, t.e))
+
+    def window(self, col_off: int, row_off: int, width: int, height: int) -> Grid:
+        """A sub- (or super-) grid on the same pixel lattice; offsets may be negative."""
+        return Grid(self.crs, self.transform * Affine.translation(col_off, row_off), width, height)
+
+    def scaled(self, fx: float, fy: float) -> Grid:
+        """The same area with pixels `fx` x `fy` times smaller (size multiplied by fx, fy)."""
+        return Grid(
+            self.crs,
+            self.transform * Affine.scale(1 / fx, 1 / fy),
+            round(self.width * fx),
+            round(self.height * fy),
+        )
+
+
+def xyz_grid(z: int, x: int, y: int, size: int = TILE_SIZE) -> Grid:
+    """The EPSG:3857 grid of slippy-map tile z/x/y (XYZ scheme, y down), `size` px square."""
+    n = 2**z
+    if z < 0 or not (0 <= x < n and 0 <= y < n):
+        raise ProjectionError(f"Tile {z}/{x}/{y} does not exist: at zoom {z}, x and y run from 0 to {n - 1}.")
+    span = 2 * MERCATOR_HALF_WORLD / n
+    west = -MERCATOR_HALF_WORLD + x * span
+    north = MERCATOR_HALF_WORLD - y * span
+    res = span / size
+    return Grid(WEB_MERCATOR, Affine(res, 0, west, 0, -res, north), size, size)
