@@ -61,7 +61,10 @@ class Grid:
     def bounds(self) -> tuple[float, float, float, float]:
         """(west, south, east, north) in the grid's CRS."""
         xs, ys = zip(
-            *(self.transform * (c, r) for c, r in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height)))
+            *(
+                self.transform * (c, r)
+                for c, r in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height))
+            )
         )
         return (min(xs), min(ys), max(xs), max(ys))
 
@@ -95,3 +98,42 @@ def xyz_grid(z: int, x: int, y: int, size: int = TILE_SIZE) -> Grid:
     north = MERCATOR_HALF_WORLD - y * span
     res = span / size
     return Grid(WEB_MERCATOR, Affine(res, 0, west, 0, -res, north), size, size)
+
+
+# Pixel-coordinate tolerance when snapping: keeps float noise (1e-12 px) from adding a row.
+_SNAP_EPS = 1e-6
+
+
+def snap_bounds(crs, transform: Affine, bounds: tuple[float, float, float, float]) -> Grid:
+    """The smallest grid on `transform`'s lattice covering `bounds` (in `crs` units).
+
+    Works for any invertible affine (also rotated or south-up lattices): the bounds'
+    corners are taken to pixel space and rounded outwards to whole pixels.
+    """
+    west, south, east, north = bounds
+    inv = ~transform
+    cols, rows = zip(*(inv * (x, y) for x, y in ((west, south), (west, north), (east, south), (east, north))))
+    c0 = math.floor(min(cols) + _SNAP_EPS)
+    r0 = math.floor(min(rows) + _SNAP_EPS)
+    c1 = math.ceil(max(cols) - _SNAP_EPS)
+    r1 = math.ceil(max(rows) - _SNAP_EPS)
+    return Grid(crs, transform * Affine.translation(c0, r0), max(c1 - c0, 1), max(r1 - r0, 1))
+
+
+def lattice_offset(src: Grid, dst: Grid, tol: float = 1e-6) -> tuple[int, int] | None:
+    """(col, row) of `dst`'s origin in `src` if both share one pixel lattice, else None.
+
+    Reads on the same lattice are plain array slices: exact values and no warping cost.
+    """
+    if src.crs != dst.crs:
+        return None
+    a, b = src.transform, dst.transform
+    # Same pixel size and orientation, relative to the pixel size.
+    size = max(abs(a.a), abs(a.b), abs(a.d), abs(a.e))
+    if any(abs(p - q) > tol * size for p, q in zip((a.a, a.b, a.d, a.e), (b.a, b.b, b.d, b.e))):
+        return None
+    col, row = ~a * (b.c, b.f)
+    ic, ir = round(col), round(row)
+    if abs(col - ic) > tol or abs(row - ir) > tol:
+        return None
+    return ic, ir

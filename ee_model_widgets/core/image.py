@@ -12,16 +12,58 @@ CONTRACT (other modules rely on it; keep it stable):
 - `resampling` is None (each band's default: nearest for categorical bands, bilinear
   otherwise) or a `rasterio.enums.Resampling` (or its name) applied to every band.
 - Subclasses implement `_read(grid, bands, resampling)`; `bands` is then a validated list.
+  `resolve_resampling(resampling, categorical)` turns the argument into a Resampling.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from rasterio.enums import Resampling
 
 from ..errors import InputError
 from .grid import Grid, xyz_grid
+
+if TYPE_CHECKING:
+    from .projection import Projection
+
+#: Largest grid `to_numpy` returns by default (pixels per band); exports stream instead.
+MAX_PIXELS = 100_000_000
+
+
+def resolve_resampling(resampling, categorical: bool = False) -> Resampling:
+    """None -> nearest for categorical bands, bilinear otherwise; names -> Resampling."""
+    if resampling is None:
+        return Resampling.nearest if categorical else Resampling.bilinear
+    if isinstance(resampling, Resampling):
+        return resampling
+    if isinstance(resampling, str):
+        try:
+            return Resampling[resampling.strip().lower()]
+        except KeyError:
+            pass
+    choices = ", ".join(r.name for r in Resampling if r.value < 8)
+    raise InputError(f"Unknown resampling {resampling!r}: use one of {choices} (or a rasterio Resampling).")
+
+
+def empty_read(nbands: int, grid: Grid) -> np.ma.MaskedArray:
+    """An all-masked read result (for reads that miss the image entirely)."""
+    shape = (nbands, grid.height, grid.width)
+    return np.ma.MaskedArray(np.zeros(shape, np.float32), mask=np.ones(shape, bool))
+
+
+def as_masked(data: np.ndarray, mask: np.ndarray | None = None) -> np.ma.MaskedArray:
+    """float32 masked array with a full boolean mask; NaN pixels are masked too."""
+    data = np.asarray(data, dtype=np.float32)
+    bad = ~np.isfinite(data)
+    mask = bad if mask is None else (np.asarray(mask, bool) | bad)
+    if bad.any():
+        data = np.where(bad, np.float32(0), data)
+    return np.ma.MaskedArray(data, mask=np.broadcast_to(mask, data.shape).copy())
 
 
 class Image:
@@ -30,6 +72,48 @@ class Image:
     _band_names: list[str]
     #: Bands read with nearest-neighbour resampling by default (class labels, masks).
     categorical_bands: frozenset[str] = frozenset()
+
+    # ---- constructors -----------------------------------------------------------------
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike, band_names: Sequence[str] | None = None, categorical=None
+    ) -> Image:
+        """A GeoTIFF/COG (anything GDAL reads) as a lazy image; reads are windowed.
+
+        Band names come from the file's band descriptions, else "B1".."Bn". `categorical`
+        is a list of band names (or True for all) read with nearest resampling by default;
+        bands with a colour table are categorical anyway.
+        """
+        from .raster import FileImage
+
+        return FileImage(path, band_names=band_names, categorical=categorical)
+
+    @classmethod
+    def from_array(
+        cls,
+        arr,
+        transform,
+        crs,
+        band_names: Sequence[str] | None = None,
+        nodata: float | None = None,
+        categorical=None,
+    ) -> Image:
+        """An in-memory (bands, rows, cols) or (rows, cols) array, rasterio order.
+
+        Masked-array masks are kept; pixels equal to `nodata` and NaN pixels are masked.
+        """
+        from .raster import ArrayImage
+
+        return ArrayImage(
+            arr, transform=transform, crs=crs, band_names=band_names, nodata=nodata, categorical=categorical
+        )
+
+    @classmethod
+    def from_xarray(cls, da, band_names: Sequence[str] | None = None, categorical=None) -> Image:
+        """A rioxarray-style DataArray ("band"/"y"/"x" dims with a CRS) as an image."""
+        from .raster import image_from_xarray
+
+        return image_from_xarray(da, band_names=band_names, categorical=categorical)
 
     # ---- what every image is ---------------------------------------------------------
     @property
@@ -42,16 +126,29 @@ class Image:
         raise NotImplementedError
 
     @property
-    def projection(self):
+    def projection(self) -> Projection:
         """The native `Projection` (CRS + native pixel transform), like EE's `projection()`."""
         from .projection import Projection
 
         return Projection(self.grid.crs, self.grid.transform)
 
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) of the full extent, in lon/lat degrees."""
+        from .region import lonlat_bounds
+
+        return lonlat_bounds(self.grid)
+
+    def __repr__(self) -> str:
+        g = self.grid
+        return f"<{type(self).__name__} bands={self.band_names} {g.width}x{g.height} px {g.crs.to_string()}>"
+
     # ---- the one read path ------------------------------------------------------------
     def read(self, grid: Grid, bands: Sequence[str] | None = None, resampling=None) -> np.ma.MaskedArray:
         """These bands on this grid: masked float32 (bands, rows, cols)."""
         names = self._check_bands(bands)
+        if resampling is not None:
+            resampling = resolve_resampling(resampling)
         out = self._read(grid, names, resampling)
         assert out.shape == (len(names), grid.height, grid.width), (out.shape, grid)
         return out
@@ -69,7 +166,131 @@ class Image:
             raise InputError(f"Unknown band(s) {unknown}: this image has bands {self.band_names}.")
         return list(bands)
 
+    def _resampling_for(self, bands: Sequence[str], resampling) -> list[Resampling]:
+        """The resampling of each band for one read (the per-band default when None)."""
+        return [resolve_resampling(resampling, b in self.categorical_bands) for b in bands]
+
+    # ---- band algebra (lazy views) -----------------------------------------------------
+    def select(self, names) -> Image:
+        """A lazy image with a subset / reordering of bands (names or 0-based indices)."""
+        if isinstance(names, (str, int, np.integer)):
+            names = [names]
+        picked = []
+        for n in names:
+            if isinstance(n, (int, np.integer)) and not isinstance(n, bool):
+                if not -len(self._band_names) <= n < len(self._band_names):
+                    raise InputError(
+                        f"Band index {n} is out of range: this image has {len(self._band_names)} "
+                        f"bands {self.band_names}."
+                    )
+                picked.append(self._band_names[n])
+            else:
+                picked.append(n)
+        self._check_bands(picked)
+        if not picked:
+            raise InputError(f"select() needs at least one band; this image has bands {self.band_names}.")
+        return _SelectedImage(self, picked)
+
+    def rename(self, names: Sequence[str]) -> Image:
+        """The same bands under new names (one per band, unique)."""
+        if isinstance(names, str):
+            names = [names]
+        names = [str(n) for n in names]
+        if len(names) != len(self._band_names):
+            raise InputError(
+                f"rename() got {len(names)} names {names} for {len(self._band_names)} bands {self.band_names}."
+            )
+        if len(set(names)) != len(names):
+            raise InputError(f"rename() got duplicate band names {names}: band names must be unique.")
+        return _RenamedImage(self, names)
+
     # ---- conveniences built on read ---------------------------------------------------
     def tile(self, z: int, x: int, y: int) -> np.ma.MaskedArray:
         """Masked (bands, 256, 256) for slippy-map tile z/x/y in EPSG:3857."""
         return self.read(xyz_grid(z, x, y))
+
+    def to_numpy(
+        self, region=None, proj=None, resampling=None, max_pixels: int | None = MAX_PIXELS
+    ) -> np.ma.MaskedArray:
+        """Masked float32 (bands, rows, cols) covering `region` on `proj`'s lattice.
+
+        `region`: None (full extent), a (west, south, east, north) lon/lat tuple or GeoJSON;
+        `proj`: None (native grid) or a `Projection`. Use `export` for very large outputs.
+        """
+        from .region import grid_for
+
+        grid = grid_for(self, region, proj)
+        if max_pixels is not None and grid.width * grid.height > max_pixels:
+            raise InputError(
+                f"to_numpy would return {grid.width}x{grid.height} = {grid.width * grid.height:,} pixels "
+                f"per band (limit max_pixels={max_pixels:,}): pass a smaller region, a coarser "
+                "proj (Projection(...).at_scale(metres)), raise max_pixels, or use export() which streams."
+            )
+        return self.read(grid, resampling=resampling)
+
+    def export(self, path: str | os.PathLike, region=None, proj=None, **kwargs) -> str:
+        """Write a tiled, compressed float32 GeoTIFF window by window; see `export_geotiff`."""
+        from .export import export_geotiff
+
+        return export_geotiff(self, path, region=region, proj=proj, **kwargs)
+
+    def sample(self, lon: float, lat: float, proj=None) -> dict[str, float | None]:
+        """Band values of the pixel containing (lon, lat) at native scale (None if masked)."""
+        from .region import point_grid
+
+        grid = point_grid(self, lon, lat, proj)
+        values = self.read(grid, resampling=Resampling.nearest)
+        return {
+            name: (None if values.mask[i, 0, 0] else float(values.data[i, 0, 0]))
+            for i, name in enumerate(self._band_names)
+        }
+
+
+class _SelectedImage(Image):
+    """A lazy subset / reordering of another image's bands."""
+
+    def __init__(self, parent: Image, names: list[str]):
+        self._parent = parent
+        self._band_names = list(names)
+        self.categorical_bands = frozenset(n for n in names if n in parent.categorical_bands)
+
+    @property
+    def grid(self) -> Grid:
+        return self._parent.grid
+
+    @property
+    def projection(self):
+        return self._parent.projection
+
+    def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
+        return self._parent.read(grid, bands, resampling)
+
+
+class _RenamedImage(Image):
+    """Another image's bands under new names."""
+
+    def __init__(self, parent: Image, names: list[str]):
+        self._parent = parent
+        self._band_names = list(names)
+        self._to_parent = dict(zip(names, parent.band_names))
+        self.categorical_bands = frozenset(
+            n for n, p in self._to_parent.items() if p in parent.categorical_bands
+        )
+
+    @property
+    def grid(self) -> Grid:
+        return self._parent.grid
+
+    @property
+    def projection(self):
+        return self._parent.projection
+
+    def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
+        return self._parent.read(grid, [self._to_parent[b] for b in bands], resampling)
+
+
+def _is_finite_number(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
