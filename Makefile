@@ -1,0 +1,58 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Everything is installed into .venv from the package's own metadata (pyproject.toml,
+# package.json); nothing installed by hand counts.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# npm and jupyter-builder (the labextension build) must see the venv's tools.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: demo test install install-test chromium lint typecheck pytest bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Editable install: builds the TypeScript with npm and links the labextension into the venv.
+install: $(PY)
+	$(PIP) install --quiet -e ".[lab]"
+	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
+
+install-test: $(PY)
+	$(PIP) install --quiet -e ".[test]"
+	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
+
+demo: install
+	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
+
+# The browser tests drive the system's Chromium (a test tool's own browser download cannot
+# work offline). As root on Debian we install it; otherwise we need one on PATH.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	    || command -v google-chrome >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	    echo "The browser tests need Chromium: run 'sudo apt-get install -y chromium' (Debian/Ubuntu) or put chromium/chrome on PATH." >&2; \
+	    exit 1; \
+	fi
+
+lint: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install-test
+	npm run --silent typecheck
+
+pytest: install-test chromium
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+bench: install-test
+	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) node_modules lib ee_model_widgets/labextension

@@ -1,0 +1,175 @@
+"""The kernel-side tile scheduler: a bounded queue, coalescing workers, cancellation.
+
+Comm handlers only call `submit`/`cancel`/`set_zoom` (cheap, never blocking); worker
+threads take the requests that arrived together (up to `batch_size`) and render them in one
+call, so a viewport of tiles becomes a few batched model calls instead of one call per tile.
+Nothing here imports the widget stack, so it is unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class TileRequest:
+    id: str
+    z: int
+    x: int
+    y: int
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+# render_many(requests) -> one result per request: PNG bytes, or an exception for that tile.
+RenderMany = Callable[[Sequence[TileRequest]], Sequence["bytes | BaseException"]]
+# reply(request, result) -> sends the result to the browser.
+Reply = Callable[[TileRequest, "bytes | BaseException"], None]
+
+
+class TileScheduler:
+    """Queue tile requests and render them in coalesced batches on a small worker pool."""
+
+    def __init__(
+        self,
+        render_many: RenderMany,
+        reply: Reply,
+        *,
+        workers: int = 2,
+        batch_size: int = 8,
+        max_queued: int = 256,
+        linger: float = 0.005,
+        on_change: Callable[[], None] | None = None,
+    ):
+        self._render_many = render_many
+        self._reply = reply
+        self.batch_size = max(1, int(batch_size))
+        self.max_queued = max(1, int(max_queued))
+        self.linger = linger
+        self._on_change = on_change or (lambda: None)
+        self._lock = threading.Condition()
+        self._queue: collections.OrderedDict[str, TileRequest] = collections.OrderedDict()
+        self._zoom: int | None = None
+        self._closed = False
+        self._done_times: collections.deque[float] = collections.deque(maxlen=512)
+        self.counts = {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
+        self._threads = [
+            threading.Thread(target=self._work, name=f"emw-tiles-{i}", daemon=True) for i in range(max(1, workers))
+        ]
+        for t in self._threads:
+            t.start()
+
+    # ---- called from comm handlers (any thread) ---------------------------------------
+    def submit(self, request: TileRequest) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if self._zoom is not None and request.z != self._zoom:
+                # The view has moved on to another zoom: Leaflet only asks for tiles of the
+                # zoom it shows, so a stale request is a late message; drop it.
+                self.counts["cancelled"] += 1
+            else:
+                self._queue[request.id] = request
+                while len(self._queue) > self.max_queued:  # bounded: the oldest give way
+                    self._queue.popitem(last=False)
+                    self.counts["cancelled"] += 1
+                self._lock.notify()
+            self.counts["queued"] = len(self._queue)
+        self._on_change()
+
+    def cancel(self, request_id: str) -> bool:
+        """Drop a queued request. Returns False when it already started (its reply is ignored)."""
+        with self._lock:
+            dropped = self._queue.pop(request_id, None) is not None
+            if dropped:
+                self.counts["cancelled"] += 1
+                self.counts["queued"] = len(self._queue)
+        if dropped:
+            self._on_change()
+        return dropped
+
+    def set_zoom(self, z: int) -> None:
+        """The map settled on zoom `z`: queued requests of other zooms will never be shown."""
+        with self._lock:
+            self._zoom = int(z)
+            stale = [rid for rid, r in self._queue.items() if r.z != self._zoom]
+            for rid in stale:
+                del self._queue[rid]
+            self.counts["cancelled"] += len(stale)
+            self.counts["queued"] = len(self._queue)
+        if stale:
+            self._on_change()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self.counts["cancelled"] += len(self._queue)
+            self._queue.clear()
+            self.counts["queued"] = 0
+            self._lock.notify_all()
+
+    @property
+    def tiles_per_second(self) -> float:
+        """Completed tiles per second over the last few seconds of activity."""
+        with self._lock:
+            now = time.monotonic()
+            recent = [t for t in self._done_times if now - t <= 5.0]
+        if len(recent) < 2:
+            return float(len(recent))
+        span = max(now - recent[0], 1e-3)
+        return len(recent) / span
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    # ---- workers ------------------------------------------------------------------------
+    def _take_batch(self) -> list[TileRequest] | None:
+        with self._lock:
+            while not self._queue and not self._closed:
+                self._lock.wait()
+            if self._closed:
+                return None
+        if self.linger:
+            time.sleep(self.linger)  # let the rest of a burst arrive, so it shares a batch
+        with self._lock:
+            batch = []
+            while self._queue and len(batch) < self.batch_size:
+                batch.append(self._queue.popitem(last=False)[1])
+            self.counts["running"] += len(batch)
+            self.counts["queued"] = len(self._queue)
+            return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            self._on_change()
+            try:
+                results = list(self._render_many(batch))
+                if len(results) != len(batch):
+                    raise RuntimeError(f"renderer returned {len(results)} results for {len(batch)} tiles")
+            except BaseException as exc:  # noqa: BLE001 - a failing renderer must not kill the worker
+                results = [exc] * len(batch)
+            for request, result in zip(batch, results):
+                ok = isinstance(result, (bytes, bytearray)) and bytes(result[:8]) == PNG_SIGNATURE
+                try:
+                    self._reply(request, result)
+                except Exception:  # noqa: BLE001 - e.g. the comm closed while we rendered
+                    log.warning("could not send tile %s", request.id, exc_info=True)
+                with self._lock:
+                    self.counts["running"] -= 1
+                    self.counts["done" if ok else "failed"] += 1
+                    self._done_times.append(time.monotonic())
+            self._on_change()

@@ -1,0 +1,213 @@
+"""Real-browser harness: a real JupyterLab 4 / Notebook 7 server and a real Chromium.
+
+Reusable by every end-to-end test: start a server on 127.0.0.1 with a token in a temporary
+root, open a notebook in headless Chromium (playwright-python driving the system's
+chromium; no browser download), run its cells, wait for kernel-made tiles, screenshot.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import numpy as np
+from PIL import Image as PILImage
+
+TILE_SELECTOR = ".ee-model-tile img.leaflet-tile-loaded"
+
+
+def find_chromium() -> str:
+    """The system Chromium; a clear failure (never a skip) when there is none."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise RuntimeError(
+        "No Chromium found on PATH. The browser tests need one: on Debian/Ubuntu run "
+        "`sudo apt-get install -y chromium` (or `make test`, which does it as root); elsewhere install "
+        "Chromium or Chrome and put it on PATH."
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class JupyterServer:
+    app: str  # "lab" or "notebook"
+    root: Path
+    port: int
+    token: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def notebook_url(self, name: str) -> str:
+        path = "lab/tree" if self.app == "lab" else "notebooks"
+        return f"{self.base}/{path}/{name}?token={self.token}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_server(app: str, root: Path, timeout: float = 90) -> JupyterServer:
+    """Start `jupyter lab` or `jupyter notebook` from this Python on a free loopback port."""
+    root.mkdir(parents=True, exist_ok=True)
+    port, token = free_port(), uuid.uuid4().hex
+    runtime = root / ".runtime"
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(runtime), JUPYTER_CONFIG_DIR=str(root / ".config"))
+    app_class = "LabApp" if app == "lab" else "JupyterNotebookApp"
+    cmd = [
+        sys.executable, "-m", "jupyter", app, "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        f"--{app_class}.expose_app_in_browser=True",
+        f"--LabApp.workspaces_dir={root / '.workspaces'}" if app == "lab" else "--ServerApp.open_browser=False",
+    ]  # fmt: skip
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log_path = root / f".{app}-server.log"
+    proc = subprocess.Popen(cmd, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
+    server = JupyterServer(app, root, port, token, proc, log_path)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter {app} exited early:\n{server.log()}")
+        try:
+            with urllib.request.urlopen(f"{server.base}/api/status?token={token}", timeout=2) as r:
+                if r.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"jupyter {app} did not start within {timeout} s:\n{server.log()}")
+
+
+def write_notebook(path: Path, cells: list[str]) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def launch_browser(playwright):
+    return playwright.chromium.launch(
+        executable_path=find_chromium(),
+        headless=True,
+        args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        ],
+    )  # fmt: skip
+
+
+class NotebookPage:
+    """A notebook open in the browser, with the few actions the tests need."""
+
+    def __init__(self, page, server: JupyterServer, name: str):
+        self.page, self.server, self.name = page, server, name
+        self.console: list[str] = []
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.goto(server.notebook_url(name))
+        page.wait_for_selector(".jp-Notebook", timeout=60_000)
+        page.wait_for_function(
+            "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+            " return !!(w && w.sessionContext && w.sessionContext.session"
+            " && w.sessionContext.session.kernel); }",
+            timeout=60_000,
+        )
+
+    def run_all(self, timeout: float = 120) -> None:
+        """Run every cell and wait until no prompt shows `[*]` (not kernel status: see js-layer.md 4.4)."""
+        self.page.evaluate("() => setTimeout(() => window.jupyterapp.commands.execute('notebook:run-all-cells'))")
+        self.wait_cells_done(timeout)
+
+    def run_cell(self, index: int, timeout: float = 120) -> None:
+        self.page.evaluate(
+            """(i) => setTimeout(() => {
+                const w = window.jupyterapp.shell.currentWidget;
+                w.content.activeCellIndex = i;
+                window.jupyterapp.commands.execute('notebook:run-cell');
+            })""",
+            index,
+        )
+        self.wait_cells_done(timeout)
+
+    def wait_cells_done(self, timeout: float) -> None:
+        time.sleep(0.5)
+        self.page.wait_for_function(
+            """() => {
+                const prompts = [...document.querySelectorAll('.jp-InputArea-prompt')];
+                return prompts.length > 0 && prompts.every(p => !p.textContent.includes('*'));
+            }""",
+            timeout=timeout * 1000,
+        )
+
+    def outputs_text(self) -> str:
+        return self.page.evaluate(
+            "() => [...document.querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText).join('\\n')"
+        )
+
+    def wait_tiles(self, n: int, timeout: float = 60) -> None:
+        try:
+            self.page.wait_for_function(
+                f"() => document.querySelectorAll('{TILE_SELECTOR}').length >= {n}", timeout=timeout * 1000
+            )
+        except Exception as exc:
+            raise AssertionError(
+                f"fewer than {n} kernel tiles loaded.\nOutputs:\n{self.outputs_text()}\n"
+                f"Console:\n" + "\n".join(self.console[-30:])
+            ) from exc
+
+    def loaded_tiles(self) -> list[str]:
+        """z/x/y of the kernel tiles that are loaded and fully inside the map's visible area."""
+        return self.page.evaluate(
+            """() => {
+                const out = [];
+                for (const img of document.querySelectorAll('.ee-model-tile img.leaflet-tile-loaded')) {
+                    const map = img.closest('.leaflet-container').getBoundingClientRect();
+                    const r = img.getBoundingClientRect();
+                    if (r.left >= map.left && r.top >= map.top && r.right <= map.right && r.bottom <= map.bottom)
+                        out.push(img.dataset.zxy);
+                }
+                return out;
+            }"""
+        )
+
+    def tile_pixels(self, zxy: str) -> np.ndarray:
+        """RGB pixels of tile z/x/y as the browser shows them (an element screenshot)."""
+        png = self.page.locator(f'.ee-model-tile img[data-zxy="{zxy}"]').first.screenshot()
+        return np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB"))
+
+
+def png_rgb(png: bytes, background=(255, 255, 255)) -> np.ndarray:
+    """What a PNG looks like composited over `background` (RGB uint8)."""
+    rgba = np.asarray(PILImage.open(io.BytesIO(png)).convert("RGBA")).astype(np.float64)
+    alpha = rgba[..., 3:4] / 255.0
+    rgb = rgba[..., :3] * alpha + np.asarray(background, np.float64) * (1 - alpha)
+    return np.round(rgb).astype(np.uint8)
+

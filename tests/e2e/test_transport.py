@@ -1,0 +1,37 @@
+"""The walking skeleton: kernel-made tiles drawn in a real browser, pixel for pixel."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ee_model_widgets.widgets.tile_layer import coordinate_tile
+
+from .harness import NotebookPage, png_rgb, write_notebook
+
+SKELETON = [
+    "import ipyleaflet\n"
+    "from ee_model_widgets.widgets.tile_layer import KernelTileLayer, coordinate_tile\n"
+    "layer = KernelTileLayer(coordinate_tile)\n"
+    "m = ipyleaflet.Map(center=(0, 0), zoom=2, layers=(), layout={'width': '700px', 'height': '520px'})\n"
+    "m.add(layer)\n"
+    "m",
+]
+
+
+def test_kernel_tiles_are_drawn_with_the_right_pixels(any_server, page):
+    name = f"skeleton_{any_server.app}.ipynb"
+    write_notebook(any_server.root / name, SKELETON)
+    nb = NotebookPage(page, any_server, name)
+    nb.run_all()
+    nb.wait_tiles(6)
+    tiles = nb.loaded_tiles()
+    assert len(tiles) >= 2, f"no tile fully inside the map: {tiles}"
+    for zxy in tiles[:4]:
+        z, x, y = map(int, zxy.split("/"))
+        shown = nb.tile_pixels(zxy).astype(int)
+        expected = png_rgb(coordinate_tile(z, x, y)).astype(int)
+        assert shown.shape == expected.shape == (256, 256, 3)
+        diff = np.abs(shown - expected)
+        # Lossless PNG, no scaling: the browser shows exactly what the kernel drew.
+        assert diff.mean() < 1.0 and (diff.max(axis=-1) <= 3).mean() > 0.99, (zxy, diff.mean())
+    assert not any("ee-model-widgets" in c and "error" in c.lower() for c in nb.console), nb.console

@@ -1,0 +1,163 @@
+"""The tile scheduler on its own: batching, cancellation, bounds, thread safety."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ee_model_widgets.widgets.scheduler import PNG_SIGNATURE, TileRequest, TileScheduler
+
+PNG = PNG_SIGNATURE + b"fake-but-signed"
+
+
+class Recorder:
+    """A renderer that records the batches it is given and can be held back."""
+
+    def __init__(self, gate: threading.Event | None = None):
+        self.batches: list[list[str]] = []
+        self.replies: dict[str, object] = {}
+        self.gate = gate
+        self.lock = threading.Lock()
+        self.all_replied = threading.Event()
+        self.expected = 0
+
+    def render_many(self, requests):
+        if self.gate is not None:
+            self.gate.wait(10)
+        with self.lock:
+            self.batches.append([r.id for r in requests])
+        return [PNG for _ in requests]
+
+    def reply(self, request, result):
+        with self.lock:
+            self.replies[request.id] = result
+            if len(self.replies) >= self.expected:
+                self.all_replied.set()
+
+
+def wait_for(predicate, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_requests_that_arrive_together_share_one_batch():
+    gate = threading.Event()
+    rec = Recorder(gate)
+    rec.expected = 9
+    sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=8, linger=0)
+    # The first request occupies the single worker (held at the gate) ...
+    sched.submit(TileRequest("first", 3, 0, 0))
+    assert wait_for(lambda: sched.snapshot()["running"] == 1)
+    # ... while a burst of eight arrives; they must be coalesced into one call.
+    for i in range(8):
+        sched.submit(TileRequest(f"t{i}", 3, i % 8, 1))
+    gate.set()
+    assert rec.all_replied.wait(10)
+    assert rec.batches[0] == ["first"]
+    assert rec.batches[1] == [f"t{i}" for i in range(8)]
+    assert sched.snapshot()["done"] == 9
+    sched.close()
+
+
+def test_cancel_before_start_drops_the_work():
+    gate = threading.Event()
+    rec = Recorder(gate)
+    rec.expected = 2
+    sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=1, linger=0)
+    sched.submit(TileRequest("busy", 2, 0, 0))
+    assert wait_for(lambda: sched.snapshot()["running"] == 1)
+    sched.submit(TileRequest("keep", 2, 1, 0))
+    sched.submit(TileRequest("drop", 2, 1, 1))
+    assert sched.cancel("drop") is True
+    assert sched.cancel("busy") is False  # already running: cannot be taken back
+    gate.set()
+    assert rec.all_replied.wait(10)
+    time.sleep(0.05)
+    assert "drop" not in rec.replies
+    assert set(rec.replies) == {"busy", "keep"}
+    assert sched.snapshot()["cancelled"] == 1
+    sched.close()
+
+
+def test_queue_is_bounded_and_stale_zooms_are_dropped():
+    gate = threading.Event()
+    rec = Recorder(gate)
+    sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=4, max_queued=5, linger=0)
+    sched.submit(TileRequest("busy", 1, 0, 0))
+    assert wait_for(lambda: sched.snapshot()["running"] == 1)
+    for i in range(20):  # rapid panning: far more requests than the queue holds
+        sched.submit(TileRequest(f"p{i}", 4, i, 0))
+    snap = sched.snapshot()
+    assert snap["queued"] == 5
+    assert snap["cancelled"] == 15
+    # The map zooms to 5: every queued zoom-4 request is now useless.
+    sched.set_zoom(5)
+    assert sched.snapshot()["queued"] == 0
+    # A late zoom-4 request is dropped on arrival; a zoom-5 request is served.
+    sched.submit(TileRequest("late", 4, 0, 0))
+    rec.expected = 2
+    sched.submit(TileRequest("z5", 5, 0, 0))
+    gate.set()
+    assert rec.all_replied.wait(10)
+    assert set(rec.replies) == {"busy", "z5"}
+    assert sched.snapshot()["cancelled"] == 21
+    sched.close()
+
+
+def test_failing_renderer_fails_its_tiles_and_workers_survive():
+    calls = []
+
+    def render_many(requests):
+        calls.append(len(requests))
+        if requests[0].id == "boom":
+            raise ValueError("model exploded")
+        return [PNG for _ in requests]
+
+    replies = {}
+    done = threading.Event()
+
+    def reply(request, result):
+        replies[request.id] = result
+        if len(replies) == 2:
+            done.set()
+
+    sched = TileScheduler(render_many, reply, workers=1, batch_size=1, linger=0)
+    sched.submit(TileRequest("boom", 0, 0, 0))
+    sched.submit(TileRequest("fine", 0, 0, 0))
+    assert done.wait(10)
+    assert isinstance(replies["boom"], ValueError)
+    assert replies["fine"] == PNG
+    snap = sched.snapshot()
+    assert (snap["failed"], snap["done"]) == (1, 1)
+    sched.close()
+
+
+def test_concurrent_submissions_are_all_accounted_for():
+    rec = Recorder()
+    n_threads, per_thread = 8, 50
+    rec.expected = n_threads * per_thread
+    sched = TileScheduler(rec.render_many, rec.reply, workers=3, batch_size=8, max_queued=10_000, linger=0)
+
+    def pound(t):
+        for i in range(per_thread):
+            sched.submit(TileRequest(f"{t}-{i}", 6, i, t))
+            if i % 7 == 0:
+                sched.cancel(f"{t}-{i}")
+
+    threads = [threading.Thread(target=pound, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wait_for(lambda: sched.snapshot()["queued"] == 0 and sched.snapshot()["running"] == 0)
+    snap = sched.snapshot()
+    # Every request is either answered exactly once or counted as cancelled, never both, never lost.
+    assert snap["done"] + snap["cancelled"] == n_threads * per_thread
+    assert len(rec.replies) == snap["done"]
+    assert sum(len(b) for b in rec.batches) == snap["done"]
+    assert all(len(b) <= 8 for b in rec.batches)
+    sched.close()
