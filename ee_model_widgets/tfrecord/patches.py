@@ -1,0 +1,385 @@
+"""Image patches as Earth Engine TFRecords: `export_image` out, `read_predictions` back in.
+
+Layout (reference/ee-spec.md section 5): one `tf.train.Example` per patch, one float_list
+feature per band (the patch flattened row-major), patches row-major over the region,
+continuing across `<prefix>-NNNNN.tfrecord[.gz]` shards, georeferenced by the
+`<prefix>-mixer.json` sidecar. Sizes follow Earth Engine's order: (width, height) / (x, y).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from affine import Affine
+
+from ..errors import ExportError, InputError, RegionError, TFRecordError
+from . import records
+from .mixer import Mixer, load_mixer
+
+# Upper bound on one strip read while exporting (bytes of float32): a row of patches is read
+# in chunks of whole patches no larger than this, so memory stays flat for any region size.
+STRIP_BYTES = 64 << 20
+
+
+def _pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """An int or a 2-sequence (x, y) -> (x, y) ints >= minimum."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        x, y = (int(v) for v in value)
+        if any(float(v) != int(v) for v in value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InputError(
+            f"{name} must be an int or [x, y] of ints (Earth Engine order), got {value!r}."
+        ) from None
+    if x < minimum or y < minimum:
+        raise InputError(f"{name} must be >= {minimum} on both axes, got {[x, y]}.")
+    return x, y
+
+
+def margins(kernel_size) -> tuple[int, int]:
+    """Per-side margin (x, y) of Earth Engine's `kernelSize`: kernel // 2 on each side.
+
+    Stored patches are `patch + 2 * (kernel // 2)`: `patch + kernel` for even kernels, and EE's
+    default kernelSize [1, 1] means no margin.
+    """
+    kx, ky = _pair(kernel_size, "kernel_size", 0)
+    return kx // 2, ky // 2
+
+
+def export_image(
+    image,
+    prefix: str | os.PathLike,
+    region=None,
+    proj=None,
+    patch_dimensions=(256, 256),
+    kernel_size=(0, 0),
+    compressed: bool = True,
+    max_file_size: int = 1 << 30,
+    default_value: float = 0,
+    collapse_bands: bool = False,
+    progress: bool = False,
+) -> list[str]:
+    """Export `image` as Earth Engine TFRecord patches plus the mixer; returns the files written.
+
+    `region`/`proj` pick the grid like everywhere else (None: the image's own grid and extent).
+    As in Earth Engine, when the patches do not divide the region the partial patches on the
+    right and bottom edges are dropped (a warning says how many pixels). `kernel_size` adds
+    kernel // 2 pixels of neighbouring data on each side of every patch (pixels outside the
+    image, like masked pixels, get `default_value`). Shards hold at most `max_file_size`
+    bytes before compression. All files are written under temporary names and renamed at the
+    end: a failed export leaves nothing behind, and shards of an earlier export with the same
+    prefix are removed so they cannot be mistaken for part of this one.
+    """
+    from ..core.region import grid_for
+
+    pw, ph = _pair(patch_dimensions, "patch_dimensions", 1)
+    mx, my = margins(kernel_size)
+    if not isinstance(max_file_size, (int, np.integer)) or max_file_size <= 0:
+        raise InputError(f"max_file_size must be a positive number of bytes, got {max_file_size!r}.")
+    if not np.isfinite(default_value):
+        raise InputError(f"default_value must be a finite number, got {default_value!r}.")
+    prefix = os.fspath(prefix)
+    records.ensure_parent(prefix)
+
+    grid = grid_for(image, region, proj)
+    per_row, rows = grid.width // pw, grid.height // ph
+    if per_row == 0 or rows == 0:
+        raise RegionError(
+            f"The region is {grid.width}x{grid.height} px, smaller than one {pw}x{ph} patch, so Earth "
+            "Engine's layout would export nothing: use smaller patch_dimensions or a larger region."
+        )
+    dropped_x, dropped_y = grid.width - per_row * pw, grid.height - rows * ph
+    if dropped_x or dropped_y:
+        warnings.warn(
+            f"export_image: {pw}x{ph} patches do not divide the {grid.width}x{grid.height} px region; "
+            f"as Earth Engine does, the last {dropped_x} column(s) and {dropped_y} row(s) of pixels "
+            "(partial patches on the right/bottom edges) are not exported. Choose a region that is a "
+            "multiple of the patch size to keep them.",
+            UserWarning,
+            stacklevel=2,
+        )
+    mixer = Mixer.from_grid(grid, pw, ph)
+    bands = image.band_names
+    stored_w, stored_h = pw + 2 * mx, ph + 2 * my
+    per_chunk = max(1, STRIP_BYTES // (4 * len(bands) * stored_h * max(pw, 1)))
+
+    files = records.AtomicFiles()
+    writer = records.ShardWriter(prefix, files, compressed, max_file_size)
+    bar = None
+    try:
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=mixer.total_patches, desc="TFRecord patches", unit="patch")
+        for r in range(rows):
+            for c0 in range(0, per_row, per_chunk):
+                n = min(per_chunk, per_row - c0)
+                # One read per strip of patches, margins included: neighbours overlap by 2*margin.
+                strip_grid = grid.window(c0 * pw - mx, r * ph - my, n * pw + 2 * mx, stored_h)
+                strip = image.read(strip_grid, bands)
+                strip = np.ma.filled(strip, np.float32(default_value)).astype(np.float32, copy=False)
+                for i in range(n):
+                    patch = strip[:, :, i * pw : i * pw + stored_w]
+                    writer.write(_patch_example(bands, patch, collapse_bands))
+                    if bar is not None:
+                        bar.update(1)
+        writer.close()
+        mixer_path = records.mixer_name(prefix)
+        with open(files.temp_for(mixer_path), "w", encoding="utf-8") as f:
+            f.write(mixer.to_json())
+        stale = records.stale_shards(prefix, writer.finals)
+        written = files.commit()
+    except BaseException as exc:
+        writer.close()
+        files.abort()
+        if _is_io_error(exc):
+            raise ExportError(
+                f"Could not write TFRecord export {prefix!r}: {exc}. Nothing was written."
+            ) from exc
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    for path in stale:
+        records._unlink(path)
+    return written
+
+
+def _patch_example(bands: list[str], patch: np.ndarray, collapse: bool) -> bytes:
+    """One patch (bands, h, w) as a serialized Example: a float_list per band, or with
+    `collapse` one CHW float_list named after the first band (Earth Engine's collapseBands)."""
+    if collapse:
+        return records.example_bytes({bands[0]: records.float_feature(patch)})
+    return records.example_bytes({b: records.float_feature(patch[i]) for i, b in enumerate(bands)})
+
+
+# ---- predictions back -------------------------------------------------------------------------
+def read_predictions(
+    files,
+    mixer,
+    bands: Sequence[str] | None = None,
+    kernel_size=None,
+):
+    """Reassemble prediction records into a georeferenced `Image`, like `earthengine upload image`.
+
+    `files`: the shards (paths, or a glob) holding one Example per exported patch, same count
+    and order, any number of shards; `mixer`: the export's `<prefix>-mixer.json` (path or dict).
+    Each feature becomes a band (all features, sorted by name, unless `bands` picks and orders
+    them); float_list, int64_list and Earth Engine's uint8-as-bytes features are accepted.
+    Patches may carry the kernel margin or not: it is detected from the feature length
+    (pass `kernel_size` if the margins differ between x and y) and cropped.
+    """
+    from ..core.image import Image
+
+    mix = load_mixer(mixer)
+    paths = records.resolve_files(files)
+    pw, ph = mix.patch_width, mix.patch_height
+    out = None
+    names: list[str] = []
+    margin: tuple[int, int] | None = None
+    if kernel_size is not None:
+        margin = margins(kernel_size)
+    integer = True
+    count = 0
+    counts: list[int] = []
+    for path in paths:
+        n_file = 0
+        for raw in records.iter_records(path):
+            where = f"record {n_file} of {path}"
+            if count >= mix.total_patches:
+                raise TFRecordError(
+                    f"Too many records: {where} is patch number {count + 1}, but the mixer says "
+                    f"totalPatches={mix.total_patches}. Pass only the prediction shards of this export "
+                    "(and the mixer of the same export)."
+                )
+            feats = records.parse_example(raw, where).features.feature
+            if out is None:
+                names = _pick_bands(feats, bands, where)
+                out = np.zeros((len(names), mix.rows * ph, mix.patches_per_row * pw), dtype=np.float32)
+            r, c = divmod(count, mix.patches_per_row)
+            for i, name in enumerate(names):
+                if name not in feats:
+                    raise TFRecordError(
+                        f"{where} has no feature {name!r} (it has {sorted(feats)}): every record needs "
+                        "the same features, one per output band."
+                    )
+                try:
+                    values = records.feature_array(feats[name])
+                except ValueError as exc:
+                    raise TFRecordError(
+                        f"{where}: feature {name!r} is {exc}; write a float_list per band."
+                    ) from None
+                if values.dtype.kind == "f":
+                    integer = False
+                if margin is None:
+                    margin = _detect_margin(values.size, pw, ph, where, name)
+                sw, sh = pw + 2 * margin[0], ph + 2 * margin[1]
+                if values.size != sw * sh:
+                    raise TFRecordError(
+                        f"{where}: feature {name!r} has {values.size} values, expected {sw * sh} "
+                        f"({sw}x{sh}, the size of the earlier patches). Every patch must have the same "
+                        "size: the exported patch size, with or without the kernel margin."
+                    )
+                patch = values.reshape(sh, sw)[margin[1] : margin[1] + ph, margin[0] : margin[0] + pw]
+                out[i, r * ph : (r + 1) * ph, c * pw : (c + 1) * pw] = patch
+            count += 1
+            n_file += 1
+        counts.append(n_file)
+    if count != mix.total_patches:
+        per_file = ", ".join(f"{os.path.basename(p)}: {n}" for p, n in zip(paths, counts))
+        raise TFRecordError(
+            f"The prediction files hold {count} record(s) ({per_file}) but the mixer says "
+            f"totalPatches={mix.total_patches}: a shard is missing or truncated, or the files belong "
+            "to another export. Predict every exported patch, in order, and pass all the shards."
+        )
+    data, transform = _north_up(out, mix.transform)
+    return Image.from_array(
+        data,
+        transform=transform,
+        crs=mix.crs,
+        band_names=names,
+        categorical=names if integer else None,
+    )
+
+
+def _pick_bands(feats: Mapping, bands: Sequence[str] | None, where: str) -> list[str]:
+    if bands is None:
+        names = sorted(feats)
+        if not names:
+            raise TFRecordError(f"{where} has no features: write one feature per output band.")
+        return names
+    if isinstance(bands, str):
+        bands = [bands]
+    missing = [b for b in bands if b not in feats]
+    if missing:
+        raise TFRecordError(
+            f"{where} has no feature(s) {missing}; it has {sorted(feats)}. Pick bands among those."
+        )
+    return list(bands)
+
+
+def _detect_margin(size: int, pw: int, ph: int, where: str, name: str) -> tuple[int, int]:
+    """The per-side margin from a feature's length: 0, or m with (pw + 2m)(ph + 2m) == size."""
+    if size == pw * ph:
+        return (0, 0)
+    # (pw + 2m)(ph + 2m) = size  ->  4m^2 + 2(pw + ph)m + pw*ph - size = 0
+    disc = (pw + ph) ** 2 - 4 * (pw * ph - size)
+    if disc >= 0:
+        m = round((-(pw + ph) + math.isqrt(disc)) / 4)
+        if m > 0 and (pw + 2 * m) * (ph + 2 * m) == size:
+            return (m, m)
+    raise TFRecordError(
+        f"{where}: feature {name!r} has {size} values, but the mixer's patches are {pw}x{ph} "
+        f"({pw * ph} values) and no kernel margin (pw + k) x (ph + k) gives {size}. Write patches of "
+        "patchDimensions (optionally with the export's kernel margin; pass kernel_size= if it differs "
+        "between x and y)."
+    )
+
+
+def _north_up(data: np.ndarray, t: Affine) -> tuple[np.ndarray, Affine]:
+    """Flip a south-up (positive y scale) or east-to-west patch grid to the usual orientation.
+
+    Earth Engine lays pixel rows along the export affine, so a positive y scale means the first
+    row is the southernmost; flipping keeps every pixel at the same place on the ground.
+    """
+    if t.b != 0 or t.d != 0:
+        return data, t  # rotated grids stay as they are; the affine says where pixels are
+    h, w = data.shape[1:]
+    if t.e > 0:
+        data = data[:, ::-1, :]
+        t = Affine(t.a, 0.0, t.c, 0.0, -t.e, t.f + t.e * h)
+    if t.a < 0:
+        data = data[:, :, ::-1]
+        t = Affine(-t.a, 0.0, t.c + t.a * w, 0.0, t.e, t.f)
+    return np.ascontiguousarray(data), t
+
+
+def write_predictions(
+    path: str | os.PathLike,
+    predictions,
+    band_names: Sequence[str] | None = None,
+    compressed: bool | None = None,
+) -> str:
+    """Write model outputs as Earth Engine prediction records: one Example per patch, one
+    float_list per output band, in the order of the patches (ready for `read_predictions` or
+    `earthengine upload image`).
+
+    `predictions`: a dict band -> array (N, H, W) or (N, H, W, 1), or an array (N, H, W, C)
+    (channels last, as Keras returns) with `band_names` naming the C channels. `compressed`
+    None means gzip when `path` ends in `.gz`. Written atomically.
+    """
+    path = os.fspath(path)
+    if isinstance(predictions, Mapping):
+        arrays = {str(k): np.asarray(v) for k, v in predictions.items()}
+        if band_names is not None:
+            raise InputError(
+                "Pass band_names only with an (N, H, W, C) array; a dict already names its bands."
+            )
+    else:
+        arr = np.asarray(predictions)
+        if arr.ndim == 3:
+            arr = arr[..., None]
+        if arr.ndim != 4:
+            raise InputError(
+                f"predictions must be (N, H, W, C) or a dict of (N, H, W) arrays, got shape {arr.shape}."
+            )
+        if band_names is None:
+            raise InputError(f"Name the {arr.shape[-1]} output channel(s): pass band_names=[...].")
+        band_names = [band_names] if isinstance(band_names, str) else list(band_names)
+        if len(band_names) != arr.shape[-1]:
+            raise InputError(f"{len(band_names)} band_names {band_names} for {arr.shape[-1]} channel(s).")
+        arrays = {b: arr[..., i] for i, b in enumerate(band_names)}
+    if not arrays:
+        raise InputError("predictions is empty: pass at least one output band.")
+    for name, a in arrays.items():
+        if a.ndim == 4 and a.shape[-1] == 1:
+            arrays[name] = a = a[..., 0]
+        if a.ndim != 3:
+            raise InputError(f"Band {name!r}: expected (N, H, W) patches, got shape {a.shape}.")
+    lengths = {a.shape[0] for a in arrays.values()}
+    if len(lengths) != 1:
+        raise InputError(f"All bands need the same number of patches, got {lengths}.")
+    if compressed is None:
+        compressed = path.lower().endswith(".gz")
+    records.ensure_parent(path)
+    return _write_single(
+        path,
+        compressed,
+        (
+            records.example_bytes({b: records.float_feature(a[n]) for b, a in arrays.items()})
+            for n in range(lengths.pop())
+        ),
+    )
+
+
+def _write_single(path: str, compressed: bool, serialized) -> str:
+    """Write serialized records to one TFRecord file, atomically."""
+    t = records.tf()
+    files = records.AtomicFiles()
+    try:
+        options = t.io.TFRecordOptions(compression_type="GZIP" if compressed else "")
+        with t.io.TFRecordWriter(files.temp_for(path), options) as w:
+            for rec in serialized:
+                w.write(rec)
+        files.commit()
+    except BaseException as exc:
+        files.abort()
+        if _is_io_error(exc):
+            raise ExportError(f"Could not write {path!r}: {exc}. Nothing was written.") from exc
+        raise
+    return path
+
+
+def _is_io_error(exc: BaseException) -> bool:
+    """A failure of the file system (OSError, or TensorFlow's file errors), not of our inputs."""
+    if isinstance(exc, OSError):
+        return True
+    tf_errors = getattr(sys.modules.get("tensorflow"), "errors", None)
+    return tf_errors is not None and isinstance(exc, tf_errors.OpError)
