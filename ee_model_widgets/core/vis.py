@@ -1,0 +1,315 @@
+"""Earth Engine visualisation parameters -> RGBA pixels -> PNG.
+
+`render(masked, vis_params)` follows `Map.addLayer`'s visParams: `bands` (1 or 3), `min`,
+`max` (scalar or per band), `palette` (colours or a matplotlib colormap name), `gamma`,
+`opacity`, plus `categorical: True` to map class values to palette entries exactly.
+Masked pixels are transparent. Colour parsing and colormaps come from matplotlib, PNG
+encoding from Pillow.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import textwrap
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import InputError
+
+_HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
+_KNOWN_KEYS = {"bands", "min", "max", "palette", "gamma", "opacity", "categorical"}
+
+
+# ---- colours --------------------------------------------------------------------------------
+def parse_color(color) -> tuple[float, float, float, float]:
+    """A colour as RGBA floats in 0..1: "ff0000", "#ff0000", "f00", "red", (r, g, b[, a])."""
+    from matplotlib.colors import to_rgba
+
+    if isinstance(color, str):
+        c = color.strip()
+        m = _HEX.match(c)
+        if m:
+            h = m.group(1)
+            if len(h) == 3:
+                h = "".join(ch * 2 for ch in h)
+            c = "#" + h
+        try:
+            return tuple(float(v) for v in to_rgba(c))
+        except ValueError:
+            pass
+    elif isinstance(color, (list, tuple)) and len(color) in (3, 4):
+        vals = [float(v) for v in color]
+        if max(vals) > 1:  # 0..255 integers, as people often write them
+            vals = [v / 255 for v in vals]
+        if all(0 <= v <= 1 for v in vals):
+            return tuple(vals + [1.0] * (4 - len(vals)))
+    raise InputError(
+        f"Unknown colour {color!r}: use hex like 'ff0000' or '#ff0000', a CSS colour name like 'red', "
+        "or an (r, g, b) tuple."
+    )
+
+
+def _colormap(name: str):
+    import matplotlib
+
+    try:
+        return matplotlib.colormaps[name]
+    except KeyError:
+        close = [n for n in matplotlib.colormaps if n.lower() == name.lower()]
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise InputError(
+            f"Unknown palette {name!r}: give a list of colours (['ff0000', '00ff00']) or a matplotlib "
+            f"colormap name such as 'viridis', 'magma', 'RdYlGn', 'gray'.{hint}"
+        ) from None
+
+
+@lru_cache(maxsize=64)
+def _colormap_table(name: str, n: int = 256) -> np.ndarray:
+    return np.asarray(_colormap(name)(np.linspace(0, 1, n)), dtype=np.float64)
+
+
+def parse_palette(palette) -> np.ndarray:
+    """(n, 4) RGBA floats from a colour list, a comma-separated string or a colormap name."""
+    if isinstance(palette, str):
+        p = palette.strip()
+        if "," in p:
+            palette = [c for c in (s.strip() for s in p.split(",")) if c]
+        elif _HEX.match(p) and not _is_colormap(p):
+            palette = [p]
+        else:
+            return _colormap_table(p)
+    if isinstance(palette, np.ndarray):
+        palette = palette.tolist()
+    if not isinstance(palette, (list, tuple)) or not palette:
+        raise InputError(f"palette {palette!r} must be a non-empty list of colours or a colormap name.")
+    return np.asarray([parse_color(c) for c in palette], dtype=np.float64)
+
+
+def _is_colormap(name: str) -> bool:
+    import matplotlib
+
+    return name in matplotlib.colormaps
+
+
+# ---- parameters -------------------------------------------------------------------------------
+def _per_band(value, n: int, what: str, default: float) -> np.ndarray:
+    """A scalar or per-band vis param as `n` floats ("0,0,0" strings too, as EE accepts)."""
+    if value is None:
+        return np.full(n, default, dtype=np.float64)
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    try:
+        vals = np.atleast_1d(np.asarray(value, dtype=np.float64)).ravel()
+    except (TypeError, ValueError):
+        raise InputError(
+            f"vis param {what!r} must be a number or one number per band, got {value!r}."
+        ) from None
+    if vals.size == 1:
+        vals = np.full(n, vals[0])
+    if vals.size != n:
+        raise InputError(
+            f"vis param {what!r} has {vals.size} values for {n} displayed band(s): give 1 or {n}."
+        )
+    if not np.isfinite(vals).all():
+        raise InputError(f"vis param {what!r} must be finite numbers, got {value!r}.")
+    return vals
+
+
+def _pick_bands(data: np.ma.MaskedArray, vis: dict, band_names: Sequence[str] | None) -> np.ma.MaskedArray:
+    bands = vis.get("bands")
+    if isinstance(bands, str):
+        bands = [b.strip() for b in bands.split(",")]
+    has_palette = vis.get("palette") is not None or vis.get("categorical")
+    if bands is not None:
+        bands = list(bands)
+        if len(bands) not in (1, 3):
+            raise InputError(f"vis param 'bands' must name 1 or 3 bands (grey/palette or RGB), got {bands}.")
+        if band_names is not None:
+            names = list(band_names)
+            unknown = [b for b in bands if b not in names]
+            if unknown:
+                raise InputError(f"vis param 'bands' names unknown band(s) {unknown}: the bands are {names}.")
+            return data[[names.index(b) for b in bands]]
+        if data.shape[0] != len(bands):
+            raise InputError(
+                f"vis param 'bands' is {bands} but the array has {data.shape[0]} bands and no band_names: "
+                "pass band_names= to render()."
+            )
+        return data
+    n = data.shape[0]
+    if has_palette:
+        if n != 1:
+            raise InputError(
+                f"A palette colours a single band, but there are {n} bands"
+                f"{' ' + str(list(band_names)) if band_names is not None else ''}: add 'bands': [name]."
+            )
+        return data
+    # Earth Engine's default: one band as grey, else the first three as RGB.
+    return data[:1] if n < 3 else data[:3]
+
+
+def _validate(vis: dict) -> None:
+    if not isinstance(vis, dict):
+        raise InputError(
+            f"vis_params must be a dict like {{'min': 0, 'max': 1, 'palette': 'viridis'}}, got {vis!r}."
+        )
+    unknown = set(vis) - _KNOWN_KEYS
+    if unknown:
+        raise InputError(f"Unknown vis param(s) {sorted(unknown)}: the known ones are {sorted(_KNOWN_KEYS)}.")
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+def render(masked, vis_params: dict | None = None, band_names: Sequence[str] | None = None) -> np.ndarray:
+    """uint8 RGBA (rows, cols, 4) of a (bands, rows, cols) (masked) array with EE visParams."""
+    vis = dict(vis_params or {})
+    _validate(vis)
+    data = np.ma.masked_invalid(np.ma.asarray(masked, dtype=np.float64))
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    if data.ndim != 3:
+        raise InputError(f"render needs a (bands, rows, cols) or (rows, cols) array, got shape {data.shape}.")
+    data = _pick_bands(data, vis, band_names)
+    mask = np.ma.getmaskarray(data).any(axis=0)
+    values = np.ma.getdata(data)
+    opacity = float(vis.get("opacity", 1.0))
+    if not 0 <= opacity <= 1:
+        raise InputError(f"vis param 'opacity' must be between 0 and 1, got {opacity}.")
+    n = values.shape[0]
+
+    if vis.get("categorical"):
+        rgba = _render_categorical(values[0], vis)
+    else:
+        lo = _per_band(vis.get("min"), n, "min", 0.0)
+        hi = _per_band(vis.get("max"), n, "max", 1.0)
+        if np.any(lo >= hi):
+            raise InputError(
+                f"vis param 'min' {lo.tolist()} must be below 'max' {hi.tolist()} for every band."
+            )
+        gamma = _per_band(vis.get("gamma"), n, "gamma", 1.0)
+        if np.any(gamma <= 0):
+            raise InputError(f"vis param 'gamma' must be positive, got {gamma.tolist()}.")
+        # Stretch to 0..1, clip, then gamma: out = v ** (1 / gamma), as Earth Engine does.
+        v = (values - lo[:, None, None]) / (hi - lo)[:, None, None]
+        v = np.clip(np.nan_to_num(v, nan=0.0), 0.0, 1.0)
+        v = v ** (1.0 / gamma[:, None, None])
+        if vis.get("palette") is not None:
+            if n != 1:
+                raise InputError(f"A palette colours a single band, got {n}: set 'bands' to one band.")
+            rgba = _ramp(v[0], parse_palette(vis["palette"]))
+        else:
+            rgb = np.moveaxis(v if n == 3 else np.repeat(v[:1], 3, axis=0), 0, -1)
+            rgba = np.concatenate([rgb, np.ones(rgb.shape[:2] + (1,))], axis=-1)
+    rgba[..., 3] *= opacity
+    rgba[mask] = 0.0
+    return np.rint(rgba * 255).astype(np.uint8)
+
+
+def _ramp(v: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Colours evenly spaced over 0..1, linearly interpolated (EE's palette ramp)."""
+    pos = v * (len(palette) - 1)
+    xp = np.arange(len(palette))
+    return np.stack([np.interp(pos, xp, palette[:, c]) for c in range(4)], axis=-1)
+
+
+def _render_categorical(values: np.ndarray, vis: dict) -> np.ndarray:
+    """Class value k -> palette[k - min] exactly; classes without a colour are transparent."""
+    palette = vis.get("palette")
+    if palette is None:
+        raise InputError("categorical vis params need a 'palette' with one colour per class.")
+    out = np.zeros(values.shape + (4,), dtype=np.float64)
+    classes = np.rint(np.nan_to_num(values, nan=-1e30))
+    if isinstance(palette, dict):  # {class value: colour}
+        for k, colour in palette.items():
+            out[classes == float(k)] = parse_color(colour)
+        return out
+    colours = parse_palette(palette)
+    lo = float(vis.get("min", 0) or 0)
+    idx = classes - lo
+    ok = (idx >= 0) & (idx < len(colours))
+    out[ok] = colours[idx[ok].astype(np.int64)]
+    return out
+
+
+def stretch(masked, percent: tuple[float, float] = (2, 98)) -> tuple[list[float], list[float]]:
+    """Per-band (mins, maxs) at the given percentiles of valid pixels: `{"min": mins, "max": maxs}`."""
+    data = np.ma.masked_invalid(np.ma.asarray(masked, dtype=np.float64))
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    lo_p, hi_p = percent
+    if not 0 <= lo_p < hi_p <= 100:
+        raise InputError(f"stretch percent {percent} must be two increasing numbers in 0..100.")
+    mins, maxs = [], []
+    for band in data:
+        valid = band.compressed()
+        if valid.size == 0:
+            mins.append(0.0)
+            maxs.append(1.0)
+            continue
+        lo, hi = (float(v) for v in np.percentile(valid, [lo_p, hi_p]))
+        if hi <= lo:  # a constant band still needs min < max
+            hi = lo + 1.0
+        mins.append(lo)
+        maxs.append(hi)
+    return mins, maxs
+
+
+# ---- PNG ------------------------------------------------------------------------------------
+def to_png(rgba: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 (rows, cols, 4) RGBA array."""
+    from PIL import Image as PILImage
+
+    rgba = np.asarray(rgba)
+    if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
+        raise InputError(f"to_png needs uint8 (rows, cols, 4) RGBA, got {rgba.dtype} {rgba.shape}.")
+    buf = io.BytesIO()
+    PILImage.fromarray(np.ascontiguousarray(rgba), mode="RGBA").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _text_tile(text: str, title: str, fill, border, ink, size: int = 256) -> bytes:
+    from PIL import Image as PILImage
+    from PIL import ImageDraw, ImageFont
+
+    img = PILImage.new("RGBA", (size, size), fill)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([1, 1, size - 2, size - 2], outline=border, width=3)
+    try:
+        font = ImageFont.load_default(size=14)
+        title_font = ImageFont.load_default(size=16)
+    except TypeError:  # Pillow without FreeType sizes
+        font = title_font = ImageFont.load_default()
+    y = 12
+    if title:
+        draw.text((12, y), title, fill=ink, font=title_font)
+        y += 24
+    lines: list[str] = []
+    for para in str(text).splitlines() or [""]:
+        lines.extend(textwrap.wrap(para, width=30, break_long_words=True) or [""])
+    max_lines = (size - y - 10) // 17
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [lines[max_lines - 1][:27] + "..."]
+    for line in lines:
+        draw.text((12, y), line, fill=ink, font=font)
+        y += 17
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def error_tile(text: str) -> bytes:
+    """A 256x256 PNG tile that shows an error message (red frame, wrapped text)."""
+    return _text_tile(text, "Error", (255, 235, 235, 230), (200, 30, 30, 255), (140, 0, 0, 255))
+
+
+def message_tile(text: str) -> bytes:
+    """A 256x256 PNG tile that shows a notice such as "zoom in" (grey frame, wrapped text)."""
+    return _text_tile(text, "", (245, 245, 245, 210), (120, 120, 120, 255), (40, 40, 40, 255))
+
+
+def colormap_preview(name, width: int = 256, height: int = 16) -> bytes:
+    """PNG of a horizontal strip of a palette (colormap name or colour list), for legends."""
+    ramp = _ramp(np.linspace(0, 1, width)[None, :].repeat(height, 0), parse_palette(name))
+    return to_png(np.rint(ramp * 255).astype(np.uint8))
