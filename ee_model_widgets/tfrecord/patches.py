@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from affine import Affine
 
-from ..errors import ExportError, InputError, RegionError, TFRecordError
+from ..errors import EEModelWidgetsError, ExportError, InputError, RegionError, TFRecordError
 from . import records
 from .mixer import Mixer, load_mixer
 
@@ -186,7 +186,7 @@ def read_predictions(
     margin: tuple[int, int] | None = None
     if kernel_size is not None:
         margin = margins(kernel_size)
-    integer = True
+    float_bands: set[str] = set()  # bands with float values; the others are class-like
     count = 0
     counts: list[int] = []
     for path in paths:
@@ -217,7 +217,7 @@ def read_predictions(
                         f"{where}: feature {name!r} is {exc}; write a float_list per band."
                     ) from None
                 if values.dtype.kind == "f":
-                    integer = False
+                    float_bands.add(name)
                 if margin is None:
                     margin = _detect_margin(values.size, pw, ph, where, name)
                 sw, sh = pw + 2 * margin[0], ph + 2 * margin[1]
@@ -245,7 +245,8 @@ def read_predictions(
         transform=transform,
         crs=mix.crs,
         band_names=names,
-        categorical=names if integer else None,
+        # int64 / uint8 predictions are class labels: nearest-neighbour when resampled.
+        categorical=[n for n in names if n not in float_bands],
     )
 
 
@@ -378,7 +379,10 @@ def _write_single(path: str, compressed: bool, serialized) -> str:
 
 
 def _is_io_error(exc: BaseException) -> bool:
-    """A failure of the file system (OSError, or TensorFlow's file errors), not of our inputs."""
+    """A failure of the file system (OSError, or TensorFlow's file errors), not of our inputs
+    (our own errors, e.g. an unreadable source image, already say what to do)."""
+    if isinstance(exc, EEModelWidgetsError):
+        return False
     if isinstance(exc, OSError):
         return True
     tf_errors = getattr(sys.modules.get("tensorflow"), "errors", None)

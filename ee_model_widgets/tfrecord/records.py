@@ -176,10 +176,11 @@ def resolve_files(files: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
         missing_nums = sorted(set(range(max(nums) + 1)) - set(nums))
         if missing_nums:
             prefix = matches[0]["prefix"]
-            lost = ", ".join(f"{prefix}-{n:05d}.tfrecord" for n in missing_nums[:5])
+            ext = ".tfrecord" + (matches[0]["gz"] or "")
+            lost = ", ".join(f"{prefix}-{n:05d}{ext}" for n in missing_nums[:5])
             raise TFRecordError(
                 f"Missing shard(s) {missing_nums[:20]} ({lost}{'...' if len(missing_nums) > 5 else ''}) "
-                f"among {[os.path.basename(p) for _, p in numbered]}: records would land in the wrong "
+                f"among the {len(nums)} shard(s) given (up to {numbered[-1][1]}): records would land in the wrong "
                 "patches. Add the missing shard file(s) (all shards of the export, numbered from 00000)."
             )
         raise TFRecordError(
@@ -217,13 +218,20 @@ def iter_records(path: str) -> Iterator[bytes]:
             return
         except t.errors.OpError as exc:
             what = "gzip stream" if compression else "TFRecord framing"
-            msg = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0]
+            msg = _tf_message(exc)
             raise TFRecordError(
                 f"{path} is corrupt after {index} record(s): its {what} cannot be read ({msg}). "
                 "The file is truncated or damaged: copy or download it again."
             ) from None
         index += 1
         yield rec.numpy()
+
+
+def _tf_message(exc) -> str:
+    """TensorFlow's error text without its graph-node prefix and op suffix."""
+    msg = str(getattr(exc, "message", exc)).splitlines()[0]
+    msg = re.sub(r"\{\{.*?\}\}\s*", "", msg)
+    return re.sub(r"\s*\[Op:.*$", "", msg).strip() or type(exc).__name__
 
 
 # ---- atomic, sharded writing --------------------------------------------------------------
