@@ -40,7 +40,7 @@ def as_crs(crs) -> CRS:
 
 @dataclass(frozen=True)
 class Grid:
-    """`height` x `width` pixels; pixel (row, col) covers `transform * (col, row)` onwards."""
+    """`height` x `width` pixels; pixel (row, col) covers `transform @ (col, row)` onwards."""
 
     crs: CRS
     transform: Affine
@@ -62,7 +62,7 @@ class Grid:
         """(west, south, east, north) in the grid's CRS."""
         xs, ys = zip(
             *(
-                self.transform * (c, r)
+                self.transform @ (c, r)
                 for c, r in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height))
             )
         )
@@ -76,13 +76,13 @@ class Grid:
 
     def window(self, col_off: int, row_off: int, width: int, height: int) -> Grid:
         """A sub- (or super-) grid on the same pixel lattice; offsets may be negative."""
-        return Grid(self.crs, self.transform * Affine.translation(col_off, row_off), width, height)
+        return Grid(self.crs, self.transform @ Affine.translation(col_off, row_off), width, height)
 
     def scaled(self, fx: float, fy: float) -> Grid:
         """The same area with pixels `fx` x `fy` times smaller (size multiplied by fx, fy)."""
         return Grid(
             self.crs,
-            self.transform * Affine.scale(1 / fx, 1 / fy),
+            self.transform @ Affine.scale(1 / fx, 1 / fy),
             round(self.width * fx),
             round(self.height * fy),
         )
@@ -100,8 +100,9 @@ def xyz_grid(z: int, x: int, y: int, size: int = TILE_SIZE) -> Grid:
     return Grid(WEB_MERCATOR, Affine(res, 0, west, 0, -res, north), size, size)
 
 
-# Pixel-coordinate tolerance when snapping: keeps float noise (1e-12 px) from adding a row.
-_SNAP_EPS = 1e-6
+# Pixel-coordinate tolerance when snapping (1/1000 px): float noise and sub-millimetre
+# curvature of a lon/lat box taken back into a projected CRS do not add a row of pixels.
+_SNAP_EPS = 1e-3
 
 
 def snap_bounds(crs, transform: Affine, bounds: tuple[float, float, float, float]) -> Grid:
@@ -112,12 +113,12 @@ def snap_bounds(crs, transform: Affine, bounds: tuple[float, float, float, float
     """
     west, south, east, north = bounds
     inv = ~transform
-    cols, rows = zip(*(inv * (x, y) for x, y in ((west, south), (west, north), (east, south), (east, north))))
+    cols, rows = zip(*(inv @ (x, y) for x, y in ((west, south), (west, north), (east, south), (east, north))))
     c0 = math.floor(min(cols) + _SNAP_EPS)
     r0 = math.floor(min(rows) + _SNAP_EPS)
     c1 = math.ceil(max(cols) - _SNAP_EPS)
     r1 = math.ceil(max(rows) - _SNAP_EPS)
-    return Grid(crs, transform * Affine.translation(c0, r0), max(c1 - c0, 1), max(r1 - r0, 1))
+    return Grid(crs, transform @ Affine.translation(c0, r0), max(c1 - c0, 1), max(r1 - r0, 1))
 
 
 def lattice_offset(src: Grid, dst: Grid, tol: float = 1e-6) -> tuple[int, int] | None:
@@ -132,7 +133,7 @@ def lattice_offset(src: Grid, dst: Grid, tol: float = 1e-6) -> tuple[int, int] |
     size = max(abs(a.a), abs(a.b), abs(a.d), abs(a.e))
     if any(abs(p - q) > tol * size for p, q in zip((a.a, a.b, a.d, a.e), (b.a, b.b, b.d, b.e))):
         return None
-    col, row = ~a * (b.c, b.f)
+    col, row = ~a @ (b.c, b.f)
     ic, ir = round(col), round(row)
     if abs(col - ic) > tol or abs(row - ir) > tol:
         return None

@@ -17,7 +17,6 @@ CONTRACT (other modules rely on it; keep it stable):
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -287,10 +286,3 @@ class _RenamedImage(Image):
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         return self._parent.read(grid, [self._to_parent[b] for b in bands], resampling)
-
-
-def _is_finite_number(v) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False

@@ -115,7 +115,7 @@ class Projection:
         if self._transform is None:
             raise ProjectionError(f"{self!r} has no scale to multiply: call .at_scale(metres) first.")
         fy = fx if fy is None else fy
-        return Projection(self._crs, self._transform * Affine.scale(fx, fy))
+        return Projection(self._crs, self._transform @ Affine.scale(fx, fy))
 
     @classmethod
     def from_grid(cls, grid: Grid) -> Projection:

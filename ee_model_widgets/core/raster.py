@@ -12,19 +12,28 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
 from ..errors import ImageReadError, InputError, ProjectionError
 from .grid import Grid, as_crs, lattice_offset
 from .image import Image, empty_read
+
+# rasterio's MEM -> MEM reproject sometimes warns "Dataset has no geotransform" under
+# concurrency although both transforms are given and the output is right (a known spurious
+# warning: opendatacube/odc-geo#131). Silence exactly that one, only from rasterio.warp;
+# catch_warnings() is not thread-safe, so a targeted filter it is.
+warnings.filterwarnings(
+    "ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning, module="rasterio.warp"
+)
 
 # Extra source pixels read around the target footprint so that resampling kernels at the
 # edge of the footprint see their neighbours (lanczos needs 3).
@@ -287,14 +296,14 @@ class FileImage(Image):
         for i, r in enumerate(resamplings):
             groups.setdefault(r, []).append(i)
         for r, idx in groups.items():
-            win_t = rasterio.windows.transform(window, src.transform)
+            win_t = src.transform @ Affine.translation(window.col_off, window.row_off)
             if factor > 1:
                 # Decimated read: GDAL picks the best overview (or averages on the fly), so
                 # zoomed-out reads cost about as much as the target grid, not the source.
                 shape = (max(1, math.ceil(window.height / factor)), max(1, math.ceil(window.width / factor)))
                 dec = r if r in (Resampling.nearest, Resampling.mode) else Resampling.average
                 data = self._read_window([indexes[i] for i in idx], window, shape, dec)
-                win_t = win_t * Affine.scale(window.width / shape[1], window.height / shape[0])
+                win_t = win_t @ Affine.scale(window.width / shape[1], window.height / shape[0])
             else:
                 data = self._read_window([indexes[i] for i in idx], window)
             part = warp_array(data, win_t, src.crs, grid, [r] * len(idx))
@@ -319,7 +328,7 @@ def _source_window(src: Grid, grid: Grid) -> tuple[Window, float] | None:
         ok = False
     if ok:
         inv = ~src.transform
-        cols, rows = zip(*(inv * (x, y) for x, y in ((b[0], b[1]), (b[0], b[3]), (b[2], b[1]), (b[2], b[3]))))
+        cols, rows = zip(*(inv @ (x, y) for x, y in ((b[0], b[1]), (b[0], b[3]), (b[2], b[1]), (b[2], b[3]))))
         c0, c1 = math.floor(min(cols)) - _PAD, math.ceil(max(cols)) + _PAD
         r0, r1 = math.floor(min(rows)) - _PAD, math.ceil(max(rows)) + _PAD
         if c1 <= 0 or r1 <= 0 or c0 >= src.width or r0 >= src.height:
@@ -344,11 +353,11 @@ def _pixel_ratio(src: Grid, grid: Grid) -> float:
         gb = grid.bounds
         cx = (max(sb[0], gb[0]) + min(sb[2], gb[2])) / 2
         cy = (max(sb[1], gb[1]) + min(sb[3], gb[3])) / 2
-        col, row = ~grid.transform * (cx, cy)
-        pts = [grid.transform * (col, row), grid.transform * (col + 1, row), grid.transform * (col, row + 1)]
+        col, row = ~grid.transform @ (cx, cy)
+        pts = [grid.transform @ (col, row), grid.transform @ (col + 1, row), grid.transform @ (col, row + 1)]
         xs, ys = transform_points(grid.crs, src.crs, [p[0] for p in pts], [p[1] for p in pts])
         inv = ~src.transform
-        p = [inv * (x, y) for x, y in zip(xs, ys)]
+        p = [inv @ (x, y) for x, y in zip(xs, ys)]
         d = max(math.dist(p[0], p[1]), math.dist(p[0], p[2]))
         return d if math.isfinite(d) and d > 0 else 1.0
     except Exception:  # noqa: BLE001

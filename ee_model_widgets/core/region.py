@@ -252,5 +252,5 @@ def point_grid(image: Image, lon: float, lat: float, proj=None) -> Grid:
     xs, ys = transform_points(WGS84, p.crs, [lon], [lat])
     if not (math.isfinite(xs[0]) and math.isfinite(ys[0])):
         raise RegionError(f"Point ({lon}, {lat}) cannot be expressed in {p!r}.")
-    col, row = ~p.transform * (xs[0], ys[0])
-    return Grid(p.crs, p.transform * Affine.translation(math.floor(col), math.floor(row)), 1, 1)
+    col, row = ~p.transform @ (xs[0], ys[0])
+    return Grid(p.crs, p.transform @ Affine.translation(math.floor(col), math.floor(row)), 1, 1)

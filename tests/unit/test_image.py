@@ -1,0 +1,326 @@
+"""Images from files and arrays: values, masks, band names, reprojection, errors."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+
+from ee_model_widgets import Image, Projection
+from ee_model_widgets.core.grid import Grid, xyz_grid
+from ee_model_widgets.core.region import grid_for
+from ee_model_widgets.errors import ImageReadError, InputError, ProjectionError, RegionError
+from tests.conftest import UTM_TRANSFORM
+
+RNG = np.random.default_rng(42)
+
+
+def _scene(bands=2, rows=60, cols=80):
+    return RNG.random((bands, rows, cols)).astype(np.float32)
+
+
+# ---- files ----------------------------------------------------------------------------------
+def test_open_reads_values_and_band_descriptions(write_geotiff):
+    data = _scene()
+    img = Image.open(write_geotiff(data, descriptions=["red", "nir"]))
+    assert img.band_names == ["red", "nir"]
+    assert img.grid == Grid("EPSG:32719", UTM_TRANSFORM, 80, 60)
+    assert img.projection == Projection("EPSG:32719", UTM_TRANSFORM)
+    out = img.read(img.grid)
+    assert out.dtype == np.float32 and out.shape == (2, 60, 80)
+    assert not out.mask.any()
+    np.testing.assert_array_equal(out.data, data)
+    np.testing.assert_array_equal(img.read(img.grid, ["nir"]).data[0], data[1])
+
+
+def test_open_without_descriptions_names_bands_b1_to_bn(write_geotiff):
+    img = Image.open(write_geotiff(_scene(3)))
+    assert img.band_names == ["B1", "B2", "B3"]
+    assert Image.open(write_geotiff(_scene(2), name="x.tif"), band_names=["a", "b"]).band_names == ["a", "b"]
+    with pytest.raises(InputError, match="3 band"):
+        Image.open(write_geotiff(_scene(3), name="y.tif"), band_names=["a"])
+
+
+def test_nodata_becomes_the_mask(write_geotiff):
+    data = (np.arange(12, dtype=np.int16).reshape(1, 3, 4)) * 10
+    data[0, 1, 2] = -9999
+    out = Image.open(write_geotiff(data, nodata=-9999)).to_numpy()
+    assert out.mask.sum() == 1 and out.mask[0, 1, 2]
+    assert out[0, 0, 3] == 30
+
+
+def test_internal_mask_becomes_the_mask_of_every_band(write_geotiff):
+    data = _scene(2, 4, 5)
+    mask = np.zeros((4, 5), bool)
+    mask[0, :] = True
+    out = Image.open(write_geotiff(data, mask=mask)).to_numpy()
+    assert out.mask[:, 0, :].all() and not out.mask[:, 1:, :].any()
+    np.testing.assert_array_equal(out.data[:, 1:], data[:, 1:])
+
+
+def test_window_partly_outside_is_masked_outside(write_geotiff):
+    data = _scene(1, 10, 10)
+    img = Image.open(write_geotiff(data))
+    out = img.read(img.grid.window(-2, 5, 6, 8))
+    assert out.shape == (1, 8, 6)
+    assert out.mask[:, :, :2].all() and out.mask[:, 5:, :].all()
+    np.testing.assert_array_equal(out.data[0, :5, 2:], data[0, 5:, :4])
+    assert img.read(img.grid.window(100, 100, 4, 4)).mask.all()
+
+
+def test_reading_in_another_crs_matches_rasterio_reproject(write_geotiff):
+    data = _scene(2, 50, 70)
+    path = write_geotiff(data)
+    img = Image.open(path)
+    grid = grid_for(img, None, Projection("EPSG:4326").at_scale(12))
+    ours = img.read(grid)
+    ref = np.full((2, grid.height, grid.width), np.nan, np.float32)
+    with rasterio.open(path) as ds:
+        reproject(
+            rasterio.band(ds, [1, 2]),
+            ref,
+            dst_transform=grid.transform,
+            dst_crs=grid.crs,
+            dst_nodata=np.nan,
+            resampling=Resampling.bilinear,
+        )
+    assert (ours.mask == np.isnan(ref)).all()
+    np.testing.assert_allclose(ours.data[~ours.mask], ref[~np.isnan(ref)], atol=1e-6)
+    # and nearest is available per read
+    near = img.read(grid, resampling="nearest")
+    assert np.isin(near.compressed(), data).all()
+
+
+def test_coarse_reads_use_the_files_overviews(write_geotiff):
+    # Overviews built from ones, then the full-res data overwritten with fives: a read
+    # 8x coarser returns ones only if GDAL took the overview instead of the full data.
+    path = write_geotiff(np.ones((1, 512, 512), np.float32), tiled=True)
+    with rasterio.open(path, "r+") as ds:
+        ds.build_overviews([2, 4, 8], Resampling.average)
+    with rasterio.open(path, "r+") as ds:
+        ds.write(np.full((1, 512, 512), 5, np.float32))
+    img = Image.open(path)
+    assert float(img.read(img.grid).mean()) == 5.0
+    coarse = img.to_numpy(proj=Projection("EPSG:32719", UTM_TRANSFORM).at_scale(80))
+    assert coarse.shape == (1, 64, 64)
+    assert float(coarse.mean()) == 1.0
+
+
+def test_categorical_bands_default_to_nearest(write_geotiff):
+    classes = np.repeat(np.repeat(np.array([[0, 1], [2, 3]], np.uint8), 5, 0), 5, 1)
+    data = np.stack([classes, classes]).astype(np.uint8)
+    img = Image.open(write_geotiff(data, descriptions=["label", "value"]), categorical=["label"])
+    assert img.categorical_bands == {"label"}
+    shifted = Grid("EPSG:32719", UTM_TRANSFORM @ Affine.translation(0.5, 0.5), 9, 9)
+    out = img.read(shifted)
+    assert set(np.unique(out[0].compressed())) <= {0, 1, 2, 3}
+    assert not set(np.unique(out[1].compressed())) <= {0, 1, 2, 3}  # bilinear mixes values
+
+
+def test_corrupt_file_raises_image_read_error_with_path_and_gdal_message(tmp_path):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00this is not really a tiff" * 10)
+    with pytest.raises(ImageReadError) as exc:
+        Image.open(bad)
+    assert str(bad) in str(exc.value) and "GDAL says" in str(exc.value)
+
+
+def test_truncated_file_raises_image_read_error_on_read(write_geotiff, tmp_path):
+    path = write_geotiff(RNG.random((1, 256, 256)).astype(np.float32), compress="deflate", tiled=True)
+    blob = path.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ImageReadError, match="cut.tif"):
+        img = Image.open(cut)
+        img.to_numpy()
+
+
+def test_missing_file_raises_image_read_error(tmp_path):
+    with pytest.raises(ImageReadError, match="No such file"):
+        Image.open(tmp_path / "nope.tif")
+
+
+def test_file_without_crs_is_refused(tmp_path):
+    path = tmp_path / "nocrs.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as ds:
+        ds.write(np.zeros((1, 4, 4), np.uint8))
+    with pytest.raises(ImageReadError, match="no coordinate reference system"):
+        Image.open(path)
+
+
+def test_concurrent_reads_from_threads_agree(write_geotiff):
+    data = _scene(2, 64, 64)
+    img = Image.open(write_geotiff(data))
+    grid = grid_for(img, None, Projection("EPSG:3857").at_scale(7))
+    expected = img.read(grid)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(img.read(grid))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 20
+    for r in results:
+        np.testing.assert_array_equal(r.filled(-1), expected.filled(-1))
+
+
+# ---- arrays -----------------------------------------------------------------------------------
+def test_from_array_keeps_masked_array_masks_nan_and_nodata():
+    data = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    data[0, 0, 0] = np.nan
+    data[1, 2, 3] = -1
+    m = np.ma.MaskedArray(data, mask=np.zeros_like(data, bool))
+    m.mask[0, 1, 1] = True
+    img = Image.from_array(m, transform=UTM_TRANSFORM, crs="EPSG:32719", band_names=["a", "b"], nodata=-1)
+    out = img.to_numpy()
+    assert out.dtype == np.float32
+    assert sorted(map(tuple, np.argwhere(out.mask))) == [(0, 0, 0), (0, 1, 1), (1, 2, 3)]
+    assert out[1, 0, 0] == 12
+
+
+def test_from_array_2d_is_one_band_and_does_not_alias_the_input():
+    arr = np.ones((3, 4))
+    img = Image.from_array(arr, transform=UTM_TRANSFORM, crs=32719)
+    arr[:] = 7
+    assert img.band_names == ["B1"]
+    assert float(img.to_numpy().max()) == 1.0
+
+
+def test_from_array_masks_do_not_leak_into_bilinear_values():
+    data = np.full((1, 20, 20), 100.0)
+    data[0, :, 10:] = -1e6  # masked: must not pull neighbours down
+    img = Image.from_array(np.ma.MaskedArray(data, mask=data < 0), transform=UTM_TRANSFORM, crs="EPSG:32719")
+    out = img.read(img.grid.scaled(3, 3))  # finer grid, bilinear
+    assert out.compressed().min() == pytest.approx(100.0)
+    assert out.mask[0, :, 33:].all()
+
+
+def test_from_array_reprojection_matches_rasterio(tmp_path):
+    data = _scene(1, 40, 40)
+    img = Image.from_array(data, transform=UTM_TRANSFORM, crs="EPSG:32719")
+    grid = xyz_grid(17, 45200, 74700)  # not necessarily over the scene: masks must say so
+    out = img.read(grid)
+    ref = np.full((1, 256, 256), np.nan, np.float32)
+    reproject(
+        data,
+        ref,
+        src_transform=UTM_TRANSFORM,
+        src_crs="EPSG:32719",
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        dst_nodata=np.nan,
+        resampling=Resampling.bilinear,
+    )
+    assert (out.mask == np.isnan(ref)).all()
+    np.testing.assert_allclose(out.data[~out.mask], ref[~np.isnan(ref)], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "arr, words",
+    [
+        (np.zeros((1, 1, 2, 2)), r"\(bands, rows, cols\)"),
+        (np.zeros((0, 3, 3)), "non-empty"),
+        (np.array([["a", "b"]]), "numeric"),
+    ],
+)
+def test_from_array_bad_shapes_and_dtypes(arr, words):
+    with pytest.raises(InputError, match=words):
+        Image.from_array(arr, transform=UTM_TRANSFORM, crs="EPSG:32719")
+
+
+def test_from_array_unknown_crs_raises_projection_error():
+    with pytest.raises(ProjectionError, match="EPSG:1234567"):
+        Image.from_array(np.zeros((2, 2)), transform=UTM_TRANSFORM, crs="EPSG:1234567")
+
+
+def test_from_array_band_names_must_match_and_be_unique():
+    with pytest.raises(InputError, match="2 band"):
+        Image.from_array(np.zeros((2, 2, 2)), transform=UTM_TRANSFORM, crs=32719, band_names=["a"])
+    with pytest.raises(InputError, match="duplicates"):
+        Image.from_array(np.zeros((2, 2, 2)), transform=UTM_TRANSFORM, crs=32719, band_names=["a", "a"])
+
+
+# ---- band algebra and conveniences ------------------------------------------------------------
+@pytest.fixture
+def three():
+    data = np.stack([np.full((4, 5), v, np.float32) for v in (1, 2, 3)])
+    return Image.from_array(data, transform=UTM_TRANSFORM, crs="EPSG:32719", band_names=["r", "g", "b"])
+
+
+def test_select_by_name_and_index_reorders_lazily(three):
+    sel = three.select(["b", 0])
+    assert sel.band_names == ["b", "r"]
+    assert sel.grid == three.grid
+    out = sel.to_numpy()
+    assert out[:, 0, 0].tolist() == [3, 1]
+    assert three.select("g").to_numpy()[0, 0, 0] == 2
+
+
+def test_select_unknown_band_lists_the_available_ones(three):
+    with pytest.raises(InputError, match=r"\['nir'\].*\['r', 'g', 'b'\]"):
+        three.select(["nir"])
+    with pytest.raises(InputError, match="out of range"):
+        three.select([5])
+
+
+def test_rename(three):
+    ren = three.rename(["x", "y", "z"])
+    assert ren.band_names == ["x", "y", "z"]
+    assert ren.select("z").to_numpy()[0, 0, 0] == 3
+    with pytest.raises(InputError, match="3 bands"):
+        three.rename(["x"])
+
+
+def test_unknown_resampling_name_lists_choices(three):
+    with pytest.raises(InputError, match="bilinear"):
+        three.read(three.grid, resampling="smooth")
+
+
+def test_to_numpy_with_region_and_pixel_limit(three):
+    w, s, e, n = three.bounds
+    out = three.to_numpy(region=(w, s, (w + e) / 2, n))
+    assert out.shape[1] == 4 and 2 <= out.shape[2] <= 4
+    with pytest.raises(InputError, match="max_pixels"):
+        three.to_numpy(max_pixels=10)
+    with pytest.raises(RegionError):
+        three.to_numpy(region=(0, 0, 1, 1))
+
+
+def test_sample_returns_the_pixel_under_a_point(three):
+    w, s, e, n = three.bounds
+    assert three.sample((w + e) / 2, (s + n) / 2) == {"r": 1.0, "g": 2.0, "b": 3.0}
+    assert three.sample(0.0, 0.0) == {"r": None, "g": None, "b": None}
+
+
+def test_tile_is_256_square_and_masked_off_the_image(three):
+    t = three.tile(10, 10, 10)
+    assert t.shape == (3, 256, 256) and t.mask.all()
+
+
+def test_from_xarray_uses_rioxarray_georeferencing():
+    rioxarray = pytest.importorskip("rioxarray")
+    import xarray as xr
+
+    da = xr.DataArray(
+        np.arange(12, dtype=np.float32).reshape(1, 3, 4),
+        dims=("band", "y", "x"),
+        coords={"band": [1], "y": 7000000 - 5 - 10 * np.arange(3), "x": 500005 + 10 * np.arange(4)},
+    ).rio.write_crs("EPSG:32719")
+    assert rioxarray is not None
+    img = Image.from_xarray(da)
+    assert img.grid == Grid("EPSG:32719", UTM_TRANSFORM, 4, 3)
+    np.testing.assert_array_equal(img.to_numpy().data, da.values)
