@@ -62,7 +62,8 @@ class TileScheduler:
         self._done_times: collections.deque[float] = collections.deque(maxlen=512)
         self.counts = {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
         self._threads = [
-            threading.Thread(target=self._work, name=f"emw-tiles-{i}", daemon=True) for i in range(max(1, workers))
+            threading.Thread(target=self._work, name=f"emw-tiles-{i}", daemon=True)
+            for i in range(max(1, workers))
         ]
         for t in self._threads:
             t.start()

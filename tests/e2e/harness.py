@@ -143,7 +143,9 @@ class NotebookPage:
 
     def run_all(self, timeout: float = 120) -> None:
         """Run every cell and wait until no prompt shows `[*]` (not kernel status: see js-layer.md 4.4)."""
-        self.page.evaluate("() => setTimeout(() => window.jupyterapp.commands.execute('notebook:run-all-cells'))")
+        self.page.evaluate(
+            "() => setTimeout(() => window.jupyterapp.commands.execute('notebook:run-all-cells'))"
+        )
         self.wait_cells_done(timeout)
 
     def run_cell(self, index: int, timeout: float = 120) -> None:
@@ -177,6 +179,8 @@ class NotebookPage:
             self.page.wait_for_function(
                 f"() => document.querySelectorAll('{TILE_SELECTOR}').length >= {n}", timeout=timeout * 1000
             )
+            # Leaflet fades new tiles in (opacity transition, 0.2 s): let it finish before pixels count.
+            self.page.wait_for_timeout(600)
         except Exception as exc:
             raise AssertionError(
                 f"fewer than {n} kernel tiles loaded.\nOutputs:\n{self.outputs_text()}\n"
@@ -199,8 +203,11 @@ class NotebookPage:
         )
 
     def tile_pixels(self, zxy: str) -> np.ndarray:
-        """RGB pixels of tile z/x/y as the browser shows them (an element screenshot)."""
-        png = self.page.locator(f'.ee-model-tile img[data-zxy="{zxy}"]').first.screenshot()
+        """RGB pixels of tile z/x/y as the browser shows them (a screenshot of its 256x256 box)."""
+        box = self.page.locator(f'.ee-model-tile img[data-zxy="{zxy}"]').first.bounding_box()
+        # The map may sit at a fractional page offset; tiles are snapped to device pixels.
+        clip = {"x": round(box["x"]), "y": round(box["y"]), "width": 256, "height": 256}
+        png = self.page.screenshot(clip=clip)
         return np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB"))
 
 
@@ -210,4 +217,3 @@ def png_rgb(png: bytes, background=(255, 255, 255)) -> np.ndarray:
     alpha = rgba[..., 3:4] / 255.0
     rgb = rgba[..., :3] * alpha + np.asarray(background, np.float64) * (1 - alpha)
     return np.round(rgb).astype(np.uint8)
-

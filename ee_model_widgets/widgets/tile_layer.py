@@ -1,0 +1,166 @@
+"""`KernelTileLayer`: an ipyleaflet layer whose tiles are PNGs made by Python in the kernel.
+
+The browser half (js/tile_layer.ts) is a Leaflet GridLayer that asks for each tile over the
+widget comm; replies carry the PNG as a binary buffer. No HTTP server, no proxy, no side port:
+it works wherever widgets work (remote JupyterHub, Binder, Notebook 7).
+Comm handlers only enqueue into a `TileScheduler`; its workers render and reply.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+import ipyleaflet
+from traitlets import Float, Int, Unicode
+
+from .._version import EXTENSION_VERSION
+from .scheduler import PNG_SIGNATURE, TileRequest, TileScheduler
+
+log = logging.getLogger(__name__)
+
+
+class KernelTileLayer(ipyleaflet.RasterLayer):
+    """A map layer drawn by `tile_fn(z, x, y) -> PNG bytes`, called in the kernel.
+
+    Progress traits (`tiles_queued`, `tiles_running`, `tiles_done`, `tiles_failed`,
+    `tiles_cancelled`, `tiles_per_second`) and `last_error` are updated as tiles are served;
+    a tile whose `tile_fn` raises or returns something that is not a PNG is drawn as an
+    error tile and its message is put in `last_error`, while other tiles keep coming.
+    """
+
+    _view_name = Unicode("EEKernelTileLayerView").tag(sync=True)
+    _model_name = Unicode("EEKernelTileLayerModel").tag(sync=True)
+    _view_module = Unicode("ee-model-widgets").tag(sync=True)
+    _model_module = Unicode("ee-model-widgets").tag(sync=True)
+    _view_module_version = Unicode(EXTENSION_VERSION).tag(sync=True)
+    _model_module_version = Unicode(EXTENSION_VERSION).tag(sync=True)
+
+    # Leaflet GridLayer options (o=True: forwarded to the JS layer's options, camelCased).
+    tile_size = Int(256).tag(sync=True, o=True)
+    min_zoom = Int(0).tag(sync=True, o=True)
+    max_zoom = Int(22).tag(sync=True, o=True)
+    class_name = Unicode("ee-model-tile").tag(sync=True, o=True)  # CSS hook (and for tests)
+    # Seconds the browser waits for a tile before asking once more, then drawing an error tile.
+    request_timeout = Float(60.0).tag(sync=True)
+
+    tiles_queued = Int(0).tag(sync=True)
+    tiles_running = Int(0).tag(sync=True)
+    tiles_done = Int(0).tag(sync=True)
+    tiles_failed = Int(0).tag(sync=True)
+    tiles_cancelled = Int(0).tag(sync=True)
+    tiles_per_second = Float(0.0).tag(sync=True)
+    last_error = Unicode("").tag(sync=True)
+
+    def __init__(
+        self,
+        tile_fn: Callable[[int, int, int], bytes] | None = None,
+        *,
+        workers: int = 2,
+        batch_size: int = 8,
+        max_queued: int = 256,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.tile_fn = tile_fn
+        self._publish_lock = threading.Lock()
+        self.scheduler = TileScheduler(
+            self._render_many,
+            self._reply,
+            workers=workers,
+            batch_size=batch_size,
+            max_queued=max_queued,
+            on_change=self._publish_progress,
+        )
+        self.on_msg(self._handle_tile_message)
+
+    # ---- rendering (overridden by PredictionLayer to batch model calls) --------------
+    def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | BaseException]:
+        results: list[bytes | BaseException] = []
+        for r in requests:
+            try:
+                results.append(self._render_one(r.z, r.x, r.y))
+            except Exception as exc:  # noqa: BLE001 - shown as an error tile
+                results.append(exc)
+        return results
+
+    def _render_one(self, z: int, x: int, y: int) -> bytes:
+        if self.tile_fn is None:
+            raise RuntimeError("this KernelTileLayer has no tile_fn: pass one, e.g. KernelTileLayer(my_fn)")
+        return self.tile_fn(z, x, y)
+
+    # ---- comm protocol -------------------------------------------------------------------
+    def _handle_tile_message(self, _widget, content, buffers) -> None:
+        """Enqueue/cancel tile work. Never blocks: this may run on the kernel's main thread."""
+        if not isinstance(content, dict):
+            log.warning("ignoring a malformed tile-layer message: %r", content)
+            return
+        kind = content.get("type")
+        try:
+            if kind == "tile_request":
+                rid, z, x, y = content["id"], content["z"], content["x"], content["y"]
+                if not isinstance(rid, str) or not all(isinstance(v, int) for v in (z, x, y)):
+                    raise TypeError("id must be a string and z, x, y integers")
+                self.scheduler.submit(TileRequest(rid, z, x, y))
+            elif kind == "tile_cancel":
+                self.scheduler.cancel(str(content["id"]))
+            elif kind == "view":
+                self.scheduler.set_zoom(int(content["z"]))
+            # Anything else (mouse events handled by ipyleaflet itself, future messages) is not ours.
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("ignoring a malformed %r message (%s): %r", kind, exc, content)
+
+    def _reply(self, request: TileRequest, result: bytes | BaseException) -> None:
+        status = "ok"
+        if isinstance(result, BaseException):
+            status = "error"
+            message = f"tile {request.z}/{request.x}/{request.y}: {type(result).__name__}: {result}"
+        elif not isinstance(result, (bytes, bytearray)) or bytes(result[:8]) != PNG_SIGNATURE:
+            status = "error"
+            message = (
+                f"tile {request.z}/{request.x}/{request.y}: tile_fn returned {type(result).__name__}, "
+                "not PNG bytes; return the bytes of a PNG image (e.g. ee_model_widgets.core.vis.to_png(rgba))"
+            )
+        if status == "error":
+            from ..core.vis import error_tile  # lazy: only failing tiles need the drawing code
+
+            self.last_error = message
+            result = error_tile(message)
+        self.send({"type": "tile_response", "id": request.id, "status": status}, buffers=[bytes(result)])
+
+    def _publish_progress(self) -> None:
+        counts = self.scheduler.snapshot()
+        with self._publish_lock, self.hold_sync():
+            self.tiles_queued = counts["queued"]
+            self.tiles_running = counts["running"]
+            self.tiles_done = counts["done"]
+            self.tiles_failed = counts["failed"]
+            self.tiles_cancelled = counts["cancelled"]
+            self.tiles_per_second = round(self.scheduler.tiles_per_second, 2)
+
+    # ---- user API ------------------------------------------------------------------------
+    def redraw(self) -> None:
+        """Ask every view to drop its tiles and request them again (after the data changed)."""
+        self.send({"type": "redraw"})
+
+    def close(self) -> None:
+        self.scheduler.close()
+        super().close()
+
+
+def coordinate_tile(z: int, x: int, y: int) -> bytes:
+    """An opaque debug tile showing its own z/x/y: the quickest way to see the transport work."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    # A colour that differs between neighbours, so misplaced tiles are obvious.
+    colour = (60 + (x * 67) % 160, 60 + (y * 101) % 160, 60 + (z * 53) % 160, 255)
+    img = PILImage.new("RGBA", (256, 256), colour)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([0, 0, 255, 255], outline=(255, 255, 255, 255), width=2)
+    draw.text((12, 12), f"z={z}\nx={x}\ny={y}", fill=(255, 255, 255, 255), font_size=28)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
