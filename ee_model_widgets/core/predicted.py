@@ -1,0 +1,548 @@
+"""`PredictedImage`: a model applied to an image, lazily, cell by cell (EE's `predictImage`).
+
+Reading a grid from a predicted image:
+1. plan the model cells covering it on a fixed lattice (`tiling`): with
+   `fix_input_proj=True` the lattice is the model's `proj` (default: the source image's
+   native grid), with False it is the request grid's own CRS and pixel size anchored at the
+   CRS origin;
+2. take the cells already in the cell cache (or being computed by another thread: each
+   missing cell is computed once, whoever asks first);
+3. read the inputs of the missing ones, one `image.read` per contiguous block of cells,
+   each cell with its overlap; cut them into a batch and make one model call
+   (`Model.predict_batch`, split only by `max_batch_size`);
+4. crop the overlap, apply the masks (an output pixel is valid only where every input
+   pixel under it was), store the cells in the cache;
+5. assemble the cells: a plain copy when the request lies on the output lattice, else the
+   mosaic of cells is resampled onto the request grid by GDAL through the same path as
+   `Image.from_array` reads (`raster.warp_array`).
+
+A predicted image is an `Image`: it can be read, exported, displayed, or fed to another
+model (its reads then plan that model's cells).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from affine import Affine
+from rasterio.warp import transform_bounds
+
+from ..errors import InputError, ModelError
+from .cache import CellCache, default_cache
+from .grid import Grid
+from .image import Image, empty_read
+from .raster import warp_array
+from .tiling import (
+    Lattice,
+    aligned_offset,
+    extract_cells,
+    intersect,
+    lattice_for_proj,
+    lattice_for_request,
+    mask_to_output,
+    pixel_window,
+)
+
+#: The most model cells one read may need unless `predict_image(max_cells=...)` says otherwise.
+DEFAULT_MAX_CELLS = 4096
+# Cached marker for a cell whose core has no valid input pixel (all masked, no model call).
+_EMPTY = np.zeros(0, np.float32)
+_EMPTY.flags.writeable = False
+# How many single-cell retries are spent to find which cell of a failed batch raised.
+_MAX_BLAME_RETRIES = 16
+
+
+# ---- image identity ------------------------------------------------------------------------
+def image_fingerprint(image: Image) -> str:
+    """A string identifying an image's pixels, for cache keys.
+
+    Uses `image.fingerprint()` if the image has one; files are identified by path, size and
+    modification time; band views by their parent; other images by a token stored on the
+    object (so the cache is shared by everything reading that same object).
+    """
+    fp = getattr(image, "fingerprint", None)
+    if callable(fp):
+        fp = fp()
+    if isinstance(fp, str):
+        return fp
+    extra = f"{image.band_names}|{sorted(image.categorical_bands)}"
+    path = getattr(image, "path", None)
+    if isinstance(path, str) and os.path.exists(path):
+        st = os.stat(path)
+        return f"file:{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}:{extra}"
+    parent = getattr(image, "_parent", None)
+    if isinstance(parent, Image):
+        return f"{type(image).__name__}({image_fingerprint(parent)})|{extra}"
+    token = image.__dict__.get("_emw_token") if hasattr(image, "__dict__") else None
+    if token is None:
+        token = uuid.uuid4().hex
+        try:
+            image._emw_token = token
+        except AttributeError:
+            token = f"id{id(image)}"
+    return f"obj:{token}|{extra}"
+
+
+# ---- in-flight de-duplication ----------------------------------------------------------------
+class _Pending:
+    """A cell being computed by one thread; others wait on it instead of recomputing."""
+
+    __slots__ = ("event", "value", "error")
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.value: np.ndarray | None = None
+        self.error: BaseException | None = None
+
+
+_INFLIGHT: dict[tuple, _Pending] = {}
+_INFLIGHT_LOCK = threading.Lock()
+
+
+@dataclass
+class _Plan:
+    """What one request grid needs."""
+
+    grid: Grid
+    bands: list[str]
+    resampling: object
+    lattice: Lattice
+    offset: tuple[int, int] | None  # request origin on the output lattice, if aligned
+    cells: tuple[int, int, int, int] | None  # i0, j0, i1, j1 (end exclusive); None = nothing to do
+
+    @property
+    def count(self) -> int:
+        if self.cells is None:
+            return 0
+        i0, j0, i1, j1 = self.cells
+        return (i1 - i0) * (j1 - j0)
+
+
+class PredictedImage(Image):
+    """`model` applied to `source`, computed lazily per cell; see the module docstring."""
+
+    def __init__(self, model, source: Image, cache="default", max_cells: int | None = None):
+        if not isinstance(source, Image):
+            raise InputError(
+                f"predict_image needs an emw.Image, got {type(source).__name__}: wrap arrays with "
+                "emw.Image.from_array(arr, transform=, crs=) or files with emw.Image.open(path)."
+            )
+        if cache == "default":
+            cache = default_cache()
+        if cache is not None and not isinstance(cache, CellCache):
+            raise InputError(f"cache must be 'default', a CellCache or None, got {cache!r}.")
+        if max_cells is not None and (
+            isinstance(max_cells, bool) or not isinstance(max_cells, int) or max_cells < 1
+        ):
+            raise InputError(f"max_cells must be a positive integer, got {max_cells!r}.")
+        self.model = model
+        self.source = source
+        self.params = p = model.params
+        self.cache = cache
+        self.max_cells = max_cells or DEFAULT_MAX_CELLS
+        self._plan_in = model.input_plan(source.band_names, getattr(source, "properties", None))
+        self._slots = model.output_slots(probe=self._probe)
+        self._band_names = [n for s in self._slots for n in s.band_names]
+        self.categorical_bands = frozenset(n for s in self._slots if s.band.is_integer for n in s.band_names)
+        self._key_prefix = (
+            model.fingerprint,
+            p.fingerprint(),
+            image_fingerprint(source),
+            self._plan_in,
+            tuple(self._band_names),
+        )
+        proj = p.proj if p.proj is not None else source.projection
+        self._native = lattice_for_proj(
+            proj.crs, proj.transform, p.input_tile_size, p.overlap, p.output_tile_size
+        )
+        self._grid: Grid | None = None
+        self._footprints: dict[tuple, tuple[int, int, int, int] | None] = {}
+        self._fp_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        p = self.params
+        return (
+            f"<PredictedImage of {self.model.name!r} bands={self.band_names} tile={list(p.input_tile_size)} "
+            f"overlap={list(p.overlap)} fix_input_proj={p.fix_input_proj}>"
+        )
+
+    def fingerprint(self) -> str:
+        """Identity of this prediction (model, parameters, source), for caches of composed models."""
+        return "pred:" + "|".join(map(str, self._key_prefix))
+
+    # ---- geometry ------------------------------------------------------------------------
+    @property
+    def grid(self) -> Grid:
+        """The native output grid: the output lattice (`proj`, or the source's grid, at the
+        output scale) over the source image's footprint."""
+        if self._grid is None:
+            win = self._footprint(self._native)
+            if win is None:
+                raise InputError(
+                    f"The source image does not overlap the model's proj {self.params.proj!r}: use a "
+                    "proj whose CRS covers the image."
+                )
+            c0, r0, c1, r1 = win
+            lat = self._native
+            self._grid = Grid(lat.crs, lat.out_transform @ _translate(c0, r0), c1 - c0, r1 - r0)
+        return self._grid
+
+    def _footprint(self, lattice: Lattice) -> tuple[int, int, int, int] | None:
+        """The source image's extent as an output-pixel window of `lattice` (cached)."""
+        key = lattice.key
+        with self._fp_lock:
+            if key in self._footprints:
+                return self._footprints[key]
+        src = self.source.grid
+        if src.crs == lattice.crs:
+            bounds = src.bounds
+        else:
+            try:
+                bounds = transform_bounds(src.crs, lattice.crs, *src.bounds, densify_pts=21)
+            except Exception:  # noqa: BLE001 - PROJ errors come in several types
+                bounds = None
+            if bounds is not None and not all(math.isfinite(v) for v in bounds):
+                bounds = None
+        win = pixel_window(lattice.out_transform, bounds) if bounds is not None else None
+        with self._fp_lock:
+            if len(self._footprints) > 64:  # one entry per zoom level in practice
+                self._footprints.clear()
+            self._footprints[key] = win
+        return win
+
+    # ---- planning ----------------------------------------------------------------------------
+    def _make_plan(self, grid: Grid, bands: list[str], resampling) -> _Plan:
+        p = self.params
+        if p.fix_input_proj:
+            lattice = self._native
+            offset = aligned_offset(lattice.out_transform, lattice.crs, grid)
+        else:
+            lattice, offset = lattice_for_request(grid, p.input_tile_size, p.overlap, p.output_tile_size)
+        foot = self._footprint(lattice)
+        if offset is not None:
+            window = (offset[0], offset[1], offset[0] + grid.width, offset[1] + grid.height)
+        else:
+            window = self._request_window(grid, lattice, resampling)
+            if window is None:
+                window = foot
+        cells = None
+        if window is not None and foot is not None:
+            hit = intersect(window, foot)
+            if hit is not None:
+                cells = lattice.cells_for_output_window(*hit)
+        return _Plan(grid, bands, resampling, lattice, offset, cells)
+
+    def _request_window(self, grid: Grid, lattice: Lattice, resampling) -> tuple[int, int, int, int] | None:
+        """Output-lattice pixels needed to resample onto `grid` (kernel margin included)."""
+        if grid.crs == lattice.crs:
+            bounds = grid.bounds
+        else:
+            try:
+                bounds = transform_bounds(grid.crs, lattice.crs, *grid.bounds, densify_pts=21)
+            except Exception:  # noqa: BLE001
+                return None
+            if not all(math.isfinite(v) for v in bounds):
+                return None
+        name = getattr(resampling, "name", "bilinear") if resampling is not None else "bilinear"
+        pad = 1 if name in ("nearest", "bilinear", "mode") else 3
+        return pixel_window(lattice.out_transform, bounds, pad=pad)
+
+    def cell_count(self, grid: Grid) -> int:
+        """How many model cells reading `grid` needs (cached or not); cheap, no I/O.
+
+        The map layer uses it to refuse zoomed-out tiles before doing any work.
+        """
+        return self._make_plan(grid, self.band_names, None).count
+
+    def _check_budget(self, plans: Sequence[_Plan]) -> None:
+        total = sum(pl.count for pl in plans)
+        if total > self.max_cells:
+            p = self.params
+            where = "zoom in" if p.fix_input_proj else "read a smaller area"
+            raise InputError(
+                f"This read needs {total:,} model cells of {p.input_tile_size[0]}x{p.input_tile_size[1]} px "
+                f"(limit max_cells={self.max_cells:,}): {where}, read a smaller region or a coarser proj, "
+                "or pass predict_image(..., max_cells=N)."
+            )
+
+    # ---- the read path ---------------------------------------------------------------------
+    def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
+        return self._read_plans([self._make_plan(grid, bands, resampling)])[0]
+
+    def read_many(self, grids: Sequence[Grid], bands=None, resampling=None) -> list[np.ma.MaskedArray]:
+        """Read several grids with one batched pass over the union of their missing cells.
+
+        The map layer coalesces concurrent tile requests through this: N tiles cost one
+        model call (split only by `max_batch_size`) instead of N.
+        """
+        names = self._check_bands(bands)
+        if resampling is not None:
+            from .image import resolve_resampling
+
+            resampling = resolve_resampling(resampling)
+        plans = [self._make_plan(g, names, resampling) for g in grids]
+        out = self._read_plans(plans)
+        for g, a in zip(grids, out):
+            assert a.shape == (len(names), g.height, g.width)
+        return out
+
+    def _read_plans(self, plans: list[_Plan]) -> list[np.ma.MaskedArray]:
+        self._check_budget(plans)
+        wanted: dict[tuple, tuple[Lattice, tuple[int, int]]] = {}
+        for pl in plans:
+            if pl.cells is None:
+                continue
+            i0, j0, i1, j1 = pl.cells
+            lk = pl.lattice.key
+            for j in range(j0, j1):
+                for i in range(i0, i1):
+                    wanted[(lk, i, j)] = (pl.lattice, (i, j))
+        values = self._cells(wanted)
+        return [self._assemble(pl, values) for pl in plans]
+
+    def _key(self, lattice_key: tuple, cell: tuple[int, int]) -> tuple:
+        return (*self._key_prefix, lattice_key, cell)
+
+    def _cells(self, wanted: dict[tuple, tuple[Lattice, tuple[int, int]]]) -> dict[tuple, np.ndarray]:
+        """Values of the wanted cells: cached, computed by us, or awaited from other threads."""
+        values: dict[tuple, np.ndarray] = {}
+        missing = []
+        for wk, (_lattice, cell) in wanted.items():
+            v = self.cache.get(self._key(wk[0], cell)) if self.cache is not None else None
+            if v is None:
+                missing.append(wk)
+            else:
+                values[wk] = v
+        if not missing:
+            return values
+        owned: dict[tuple, _Pending] = {}
+        waiting: dict[tuple, _Pending] = {}
+        with _INFLIGHT_LOCK:
+            for wk in missing:
+                full = self._key(wk[0], wanted[wk][1])
+                pending = _INFLIGHT.get(full)
+                if pending is None:
+                    # Last chance: another thread may have finished it since our cache check.
+                    v = self.cache.get(full) if self.cache is not None else None
+                    if v is not None:
+                        values[wk] = v
+                        continue
+                    pending = _INFLIGHT[full] = _Pending()
+                    owned[wk] = pending
+                else:
+                    waiting[wk] = pending
+        if owned:
+            try:
+                computed = self._compute({wk: wanted[wk] for wk in owned})
+            except BaseException as exc:
+                with _INFLIGHT_LOCK:
+                    for wk, pending in owned.items():
+                        pending.error = exc
+                        _INFLIGHT.pop(self._key(wk[0], wanted[wk][1]), None)
+                        pending.event.set()
+                raise
+            with _INFLIGHT_LOCK:
+                for wk, pending in owned.items():
+                    v = computed[wk]
+                    full = self._key(wk[0], wanted[wk][1])
+                    if self.cache is not None:
+                        self.cache.put(full, v)
+                    pending.value = v
+                    _INFLIGHT.pop(full, None)
+                    pending.event.set()
+                    values[wk] = v
+        # Only now wait for cells other threads own: ours are done, so no thread waits on a
+        # thread that waits on it (composed models read lower levels only).
+        for wk, pending in waiting.items():
+            pending.event.wait()
+            if pending.error is not None:
+                raise pending.error
+            values[wk] = pending.value
+        return values
+
+    def _compute(self, cells: dict[tuple, tuple[Lattice, tuple[int, int]]]) -> dict[tuple, np.ndarray]:
+        """Read inputs and run the model for these cells (any lattices) in one batched pass."""
+        p = self.params
+        by_lattice: dict[tuple, tuple[Lattice, list[tuple[int, int]]]] = {}
+        for wk, (lattice, cell) in cells.items():
+            by_lattice.setdefault(wk[0], (lattice, []))[1].append(cell)
+        results: dict[tuple, np.ndarray] = {}
+        inputs, valids, order = [], [], []
+        tx, ty = p.input_tile_size
+        ox, oy = p.overlap
+        for lk, (lattice, cell_list) in by_lattice.items():
+            for i0, j0, i1, j1 in _rectangles(cell_list):
+                block_grid = lattice.input_block_grid(i0, j0, i1, j1)
+                if self._plan_in.bands:
+                    data = self.source.read(block_grid, list(self._plan_in.bands))
+                    bad = np.ma.getmaskarray(data)
+                    filled = np.ma.getdata(data)
+                    bad = bad | ~np.isfinite(filled)
+                    filled = np.where(bad, np.float32(0), filled).astype(np.float32, copy=False)
+                    valid_px = ~bad.any(axis=0)
+                else:  # only input properties: nothing to mask
+                    filled = np.zeros((0, block_grid.height, block_grid.width), np.float32)
+                    valid_px = np.ones((block_grid.height, block_grid.width), bool)
+                nc, nr = i1 - i0, j1 - j0
+                batch = extract_cells(filled, nc, nr, (tx, ty), (ox, oy))
+                core = valid_px[oy : oy + nr * ty, ox : ox + nc * tx]
+                core = core.reshape(nr, ty, nc, tx).transpose(0, 2, 1, 3).reshape(nr * nc, ty, tx)
+                any_valid = core.reshape(nr * nc, -1).any(axis=1)
+                k = 0
+                for j in range(j0, j1):
+                    for i in range(i0, i1):
+                        if any_valid[k]:
+                            inputs.append(batch[k])
+                            valids.append(core[k])
+                            order.append((lk, i, j, lattice))
+                        else:
+                            results[(lk, i, j)] = _EMPTY
+                        k += 1
+        if not order:
+            return results
+        stacked = np.stack(inputs)
+        del inputs
+        out = self._run_model(stacked, order)
+        out_valid = mask_to_output(np.stack(valids), p.output_tile_size)
+        out[np.broadcast_to(~out_valid[:, None], out.shape)] = np.nan
+        for k, (lk, i, j, _) in enumerate(order):
+            results[(lk, i, j)] = np.ascontiguousarray(out[k])
+        return results
+
+    def _run_model(self, stacked: np.ndarray, order: list) -> np.ndarray:
+        """One batched model call; on failure find (and name) the cell that raised."""
+        n = stacked.shape[0]
+        try:
+            raw = self.model.predict_batch(self.model.build_inputs(self._plan_in, stacked))
+            return self.model.output_cells(self._slots, raw, n)
+        except ModelError as first:
+            blame, exc = None, first
+            if n > 1:
+                for k in range(min(n, _MAX_BLAME_RETRIES)):
+                    try:
+                        raw = self.model.predict_batch(
+                            self.model.build_inputs(self._plan_in, stacked[k : k + 1])
+                        )
+                        self.model.output_cells(self._slots, raw, 1)
+                    except ModelError as one:
+                        blame, exc = k, one
+                        break
+            else:
+                blame = 0
+            raise self._cell_error(exc, order, blame) from exc
+
+    def _cell_error(self, exc: ModelError, order: list, blame: int | None) -> ModelError:
+        def describe(k):
+            lk, i, j, lattice = order[k]
+            b = lattice.output_grid(i, j).bounds
+            return (i, j), b, lattice.crs
+
+        if blame is not None:
+            cell, bounds, crs = describe(blame)
+            where = (
+                f"cell (i={cell[0]}, j={cell[1]}) covering ({bounds[0]:.6g}, {bounds[1]:.6g}, "
+                f"{bounds[2]:.6g}, {bounds[3]:.6g}) in {crs.to_string()}"
+            )
+        else:
+            cell, bounds, crs = describe(0)
+            where = (
+                f"a batch of {len(order)} cells starting at cell (i={cell[0]}, j={cell[1]}) covering "
+                f"({bounds[0]:.6g}, {bounds[1]:.6g}, {bounds[2]:.6g}, {bounds[3]:.6g}) in {crs.to_string()}"
+            )
+        err = ModelError(f"{exc} [while predicting {where}]")
+        err.cell = cell
+        err.bounds = bounds
+        err.crs = crs
+        err.model_message = getattr(exc, "model_message", str(exc))
+        return err
+
+    def _probe(self) -> dict[str, np.ndarray]:
+        """One call on a zero cell, to learn a model's output names and per-pixel shapes."""
+        mx, my = self.params.model_input_size
+        zeros = np.zeros((1, my, mx, len(self._plan_in.bands)), np.float32)
+        with np.errstate(all="ignore"):  # e.g. 0/0 in an index model: only shapes matter here
+            return self.model.predict_batch(self.model.build_inputs(self._plan_in, zeros))
+
+    # ---- assembly ------------------------------------------------------------------------------
+    def _assemble(self, pl: _Plan, values: dict[tuple, np.ndarray]) -> np.ma.MaskedArray:
+        idx = [self._band_names.index(b) for b in pl.bands]
+        all_bands = idx == list(range(len(self._band_names)))
+        if pl.cells is None:
+            return empty_read(len(idx), pl.grid)
+        lat = pl.lattice
+        ux, uy = lat.out_tile
+        i0, j0, i1, j1 = pl.cells
+        if pl.offset is not None:
+            col, row = pl.offset
+            w, h = pl.grid.width, pl.grid.height
+        else:
+            col, row = i0 * ux, j0 * uy
+            w, h = (i1 - i0) * ux, (j1 - j0) * uy
+        out = np.full((len(idx), h, w), np.nan, np.float32)
+        lk = lat.key
+        for j in range(j0, j1):
+            r0, r1 = max(j * uy, row), min((j + 1) * uy, row + h)
+            if r0 >= r1:
+                continue
+            for i in range(i0, i1):
+                c0, c1 = max(i * ux, col), min((i + 1) * ux, col + w)
+                if c0 >= c1:
+                    continue
+                v = values[(lk, i, j)]
+                if v.size == 0:
+                    continue  # all masked
+                src = v if all_bands else v[idx]
+                out[:, r0 - row : r1 - row, c0 - col : c1 - col] = src[
+                    :, r0 - j * uy : r1 - j * uy, c0 - i * ux : c1 - i * ux
+                ]
+        if pl.offset is None:
+            mosaic_t = lat.out_transform @ _translate(col, row)
+            bands = [self._band_names[k] for k in idx]
+            return warp_array(out, mosaic_t, lat.crs, pl.grid, self._resampling_for(bands, pl.resampling))
+        mask = np.isnan(out)
+        out[mask] = 0
+        return np.ma.MaskedArray(out, mask=mask)
+
+
+def _translate(c: float, r: float) -> Affine:
+    return Affine.translation(c, r)
+
+
+def _rectangles(cells: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """Group cells into rectangles (i0, j0, i1, j1) so each block needs one image read.
+
+    Cells in a row are split into runs of consecutive columns; runs with the same columns
+    on consecutive rows merge. Exact: every cell is in exactly one rectangle.
+    """
+    rows: dict[int, list[int]] = {}
+    for i, j in cells:
+        rows.setdefault(j, []).append(i)
+    runs: list[tuple[int, int, int]] = []  # (j, i0, i1)
+    for j in sorted(rows):
+        cols = sorted(set(rows[j]))
+        start = prev = cols[0]
+        for c in cols[1:]:
+            if c != prev + 1:
+                runs.append((j, start, prev + 1))
+                start = c
+            prev = c
+        runs.append((j, start, prev + 1))
+    open_rects: dict[tuple[int, int], list[int]] = {}  # (i0, i1) -> [j0, j1]
+    done: list[tuple[int, int, int, int]] = []
+    for j, i0, i1 in runs:
+        rect = open_rects.get((i0, i1))
+        if rect is not None and rect[1] == j:
+            rect[1] = j + 1
+        else:
+            if rect is not None:
+                done.append((i0, rect[0], i1, rect[1]))
+            open_rects[(i0, i1)] = [j, j + 1]
+    for (i0, i1), (j0, j1) in open_rects.items():
+        done.append((i0, j0, i1, j1))
+    return done
