@@ -161,6 +161,9 @@ class ArrayImage(Image):
         self._band_names = _band_names(band_names, n, [f"B{i + 1}" for i in range(n)], "The array")
         self.categorical_bands = _categorical(categorical, self._band_names)
         self._grid = Grid(self._crs, self._transform, values.shape[2], values.shape[1])
+        # Lazily built 2x-reduced copies, like a file's overviews: (kind, level) -> array.
+        self._pyramid: dict[tuple[str, int], np.ndarray] = {}
+        self._pyramid_lock = threading.Lock()
 
     @property
     def grid(self) -> Grid:
@@ -168,11 +171,63 @@ class ArrayImage(Image):
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         idx = [self._band_names.index(b) for b in bands]
-        src = self._data[idx] if idx != list(range(len(self._band_names))) else self._data
         off = lattice_offset(self._grid, grid)
         if off is not None:
+            src = self._data[idx] if idx != list(range(len(self._band_names))) else self._data
             return slice_lattice(src, off[0], off[1], grid)
-        return warp_array(src, self._transform, self._crs, grid, self._resampling_for(bands, resampling))
+        footprint = _source_window(self._grid, grid)
+        if footprint is None:
+            return empty_read(len(idx), grid)
+        ratio = footprint[1]
+        # Zoomed out by 4x or more: warp from a pyramid level 2-4x finer than the target, so
+        # a map tile over a big array costs about as much as the tile, not the whole array.
+        level = int(math.floor(math.log2(ratio / 2))) if ratio >= 4 else 0
+        out = np.empty((len(idx), grid.height, grid.width), np.float32)
+        mask = np.empty(out.shape, bool)
+        groups: dict[Resampling, list[int]] = {}
+        for i, r in enumerate(self._resampling_for(bands, resampling)):
+            groups.setdefault(r, []).append(i)
+        for r, pos in groups.items():
+            data = self._level("nearest" if r in (Resampling.nearest, Resampling.mode) else "average", level)
+            t = self._transform @ Affine.scale(
+                self._grid.width / data.shape[2], self._grid.height / data.shape[1]
+            )
+            part = warp_array(data[[idx[i] for i in pos]], t, self._crs, grid, [r] * len(pos))
+            out[pos] = part.data
+            mask[pos] = part.mask
+        return np.ma.MaskedArray(out, mask=mask)
+
+    def _level(self, kind: str, level: int) -> np.ndarray:
+        """The array reduced `level` times by 2 (NaN-aware mean, or nearest for labels)."""
+        if level == 0:
+            return self._data
+        with self._pyramid_lock:
+            return self._level_unlocked(kind, level)
+
+    def _level_unlocked(self, kind: str, level: int) -> np.ndarray:
+        if level == 0:
+            return self._data
+        key = (kind, level)
+        if key not in self._pyramid:
+            self._pyramid[key] = _halve(self._level_unlocked(kind, level - 1), kind)
+        return self._pyramid[key]
+
+
+def _halve(a: np.ndarray, kind: str) -> np.ndarray:
+    """Half-resolution copy of (bands, rows, cols) with NaN = masked; odd edges padded as NaN."""
+    n, h, w = a.shape
+    if h < 2 and w < 2:
+        return a
+    if kind == "nearest":
+        return np.ascontiguousarray(a[:, ::2, ::2])
+    padded = np.full((n, h + h % 2, w + w % 2), np.nan, np.float32)
+    padded[:, :h, :w] = a
+    blocks = padded.reshape(n, padded.shape[1] // 2, 2, padded.shape[2] // 2, 2)
+    valid = ~np.isnan(blocks)
+    count = valid.sum(axis=(2, 4))
+    total = np.where(valid, blocks, 0).sum(axis=(2, 4), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan).astype(np.float32)
 
 
 # ---- files (GeoTIFF / COG / anything GDAL reads) ------------------------------------------
@@ -223,7 +278,8 @@ class FileImage(Image):
             try:
                 ds = rasterio.open(self.path)
             except (RasterioError, OSError) as exc:
-                if not os.path.exists(self.path):
+                local = "://" not in self.path and not self.path.startswith("/vsi")
+                if local and not os.path.exists(self.path):
                     raise ImageReadError(f"No such file: {self.path}. Check the path.") from None
                 raise ImageReadError(
                     f"Cannot read {self.path} as a raster (GDAL says: {_gdal_message(exc)}). "

@@ -145,6 +145,7 @@ def test_missing_file_raises_image_read_error(tmp_path):
         Image.open(tmp_path / "nope.tif")
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_file_without_crs_is_refused(tmp_path):
     path = tmp_path / "nocrs.tif"
     with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as ds:
@@ -322,5 +323,37 @@ def test_from_xarray_uses_rioxarray_georeferencing():
     ).rio.write_crs("EPSG:32719")
     assert rioxarray is not None
     img = Image.from_xarray(da)
+    assert img.grid == Grid("EPSG:32719", UTM_TRANSFORM, 4, 3)
+    np.testing.assert_array_equal(img.to_numpy().data, da.values)
+
+
+def test_zoomed_out_array_reads_average_and_keep_masks():
+    # A pixel-scale checkerboard: averaging gives ~0.5 everywhere, nearest keeps 0/1 values.
+    board = (np.indices((512, 512)).sum(axis=0) % 2).astype(np.float32)
+    data = np.ma.MaskedArray(board[np.newaxis], mask=np.zeros((1, 512, 512), bool))
+    data.mask[0, :256, :] = True  # north half has no data
+    img = Image.from_array(data, transform=UTM_TRANSFORM, crs="EPSG:32719", band_names=["v"])
+    coarse = img.to_numpy(proj=Projection("EPSG:32719", UTM_TRANSFORM).at_scale(160))
+    assert coarse.shape == (1, 32, 32)
+    assert coarse.mask[0, :15].all() and not coarse.mask[0, 17:].any()
+    np.testing.assert_allclose(coarse[0, 17:].compressed(), 0.5, atol=0.05)
+    near = img.to_numpy(proj=Projection("EPSG:32719", UTM_TRANSFORM).at_scale(160), resampling="nearest")
+    assert set(np.unique(near.compressed())) <= {0.0, 1.0}
+
+
+def test_from_xarray_plain_coords_and_crs_attribute():
+    xr = pytest.importorskip("xarray")
+    da = xr.DataArray(
+        np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+        dims=("band", "y", "x"),
+        coords={
+            "band": ["red", "nir"],
+            "y": 7000000 - 5 - 10 * np.arange(3),
+            "x": 500005 + 10 * np.arange(4),
+        },
+        attrs={"crs": "EPSG:32719"},
+    )
+    img = Image.from_xarray(da)
+    assert img.band_names == ["red", "nir"]
     assert img.grid == Grid("EPSG:32719", UTM_TRANSFORM, 4, 3)
     np.testing.assert_array_equal(img.to_numpy().data, da.values)
