@@ -11,8 +11,11 @@ CONTRACT (other modules rely on it; keep it stable):
   (True = no data). Pixels outside the image are masked.
 - `resampling` is None (each band's default: nearest for categorical bands, bilinear
   otherwise) or a `rasterio.enums.Resampling` (or its name) applied to every band.
-- Subclasses implement `_read(grid, bands, resampling)`; `bands` is then a validated list.
-  `resolve_resampling(resampling, categorical)` turns the argument into a Resampling.
+- Subclasses implement `_read(grid, bands, resampling)`; `bands` is then a validated list
+  and `resampling` is None or a `Resampling` (names are resolved by `read`);
+  `self._resampling_for(bands, resampling)` gives each band's effective Resampling.
+- Images are lazy and immutable; `select`/`rename` return views that read through
+  their parent. Reads may come from several threads at once.
 """
 
 from __future__ import annotations
