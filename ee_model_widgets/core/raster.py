@@ -251,13 +251,13 @@ class FileImage(Image):
                 f"{self.path} has no coordinate reference system, so it cannot be placed on a map: "
                 "add one (e.g. `gdal_edit.py -a_srs EPSG:xxxx`) or load it with Image.from_array(..., crs=)."
             )
-        if ds.transform.is_identity and not ds.gcps[0]:
+        if ds.transform.is_identity:
             raise ImageReadError(
-                f"{self.path} has no geotransform (pixel coordinates only): georeference it first "
-                "or load it with Image.from_array(..., transform=, crs=)."
+                f"{self.path} has no geotransform (pixel coordinates or GCPs only): warp it onto a "
+                "regular grid first (e.g. `gdalwarp -t_srs EPSG:xxxx in.tif out.tif`) or load it with "
+                "Image.from_array(..., transform=, crs=)."
             )
         self._grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
-        self._count = ds.count
         descriptions = [d if d else f"B{i + 1}" for i, d in enumerate(ds.descriptions)]
         default = (
             descriptions if len(set(descriptions)) == ds.count else [f"B{i + 1}" for i in range(ds.count)]
