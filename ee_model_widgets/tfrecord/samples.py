@@ -114,7 +114,9 @@ def export_samples(
     grid = grid_for(image, None, proj)
     xs, ys = warp_transform("EPSG:4326", grid.crs, [p[0] for p in pts], [p[1] for p in pts])
     inv = ~grid.transform
-    cols, rows = (np.floor(v).astype(np.int64) for v in inv * (np.asarray(xs), np.asarray(ys)))
+    xs, ys = np.asarray(xs), np.asarray(ys)
+    cols = np.floor(inv.a * xs + inv.b * ys + inv.c).astype(np.int64)
+    rows = np.floor(inv.d * xs + inv.e * ys + inv.f).astype(np.int64)
     outside = np.flatnonzero((cols < 0) | (rows < 0) | (cols >= grid.width) | (rows >= grid.height))
     if outside.size:
         i = int(outside[0])
