@@ -13,38 +13,13 @@ from PIL import Image as PILImage
 
 from ee_model_widgets.widgets.tile_layer import KernelTileLayer
 
+from ..widget_wire import SentMessages, browser_says
+
 
 def png_of(value: int) -> bytes:
     buf = io.BytesIO()
     PILImage.fromarray(np.full((256, 256, 4), value, np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
-
-
-class SentMessages:
-    """Stands in for the comm's wire: records what the layer sends to the browser."""
-
-    def __init__(self):
-        self.messages: list[tuple[dict, list]] = []
-        self.cond = threading.Condition()
-
-    def send(self, data=None, metadata=None, buffers=None):
-        with self.cond:
-            self.messages.append((data, buffers or []))
-            self.cond.notify_all()
-
-    def responses(self):
-        return [
-            (d["content"], b)
-            for d, b in self.messages
-            if d.get("method") == "custom" and d["content"].get("type") == "tile_response"
-        ]
-
-    def wait_responses(self, n, timeout=10):
-        end = time.monotonic() + timeout
-        with self.cond:
-            while len(self.responses()) < n and time.monotonic() < end:
-                self.cond.wait(0.05)
-        return self.responses()
 
 
 @pytest.fixture
@@ -61,11 +36,6 @@ def layer_and_wire():
     yield make
     for layer in layers:
         layer.scheduler.close()
-
-
-def browser_says(layer, content):
-    """Deliver a custom message exactly as a frontend's comm_msg reaches the widget."""
-    layer._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
 
 
 def test_request_is_answered_with_the_png_as_a_binary_buffer(layer_and_wire):

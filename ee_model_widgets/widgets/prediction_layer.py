@@ -1,0 +1,147 @@
+"""`PredictionLayer`: any `Image` (usually a model's prediction) streamed onto an ipyleaflet map.
+
+Built on `KernelTileLayer`: the scheduler hands over the tile requests that arrived together
+and this layer reads them with ONE `read_many` call, so a viewport costs a few batched model
+calls. Tile arrays (predictions, not PNGs) are cached, so a new palette, min/max or band
+choice re-renders without running the model again. With `fix_input_proj=True`, a tile that
+would need more than `max_cells_per_tile` native model cells is answered with a "zoom in"
+tile instead of a flood of work (Earth Engine's zoom-out trap).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+from traitlets import Dict, Int, List, Unicode, observe
+
+from ..core.cache import CellCache
+from ..core.grid import xyz_grid
+from ..core.vis import message_tile, render, to_png
+from .scheduler import TileRequest
+from .tile_layer import KernelTileLayer
+
+# Predicted tile arrays kept per layer: 256 MiB is ~1000 single-band float32 tiles.
+TILE_CACHE_BYTES = 256 * 1024 * 1024
+
+
+class PredictionLayer(KernelTileLayer):
+    """Show `image` on a map with Earth Engine `vis_params` (bands, min, max, palette, gamma, opacity)."""
+
+    vis_params = Dict()
+    cache_hits = Int(0).tag(sync=True)
+    tiles_zoom_in = Int(0).tag(sync=True)
+    #: A one-line human status, e.g. why some tiles say "zoom in".
+    status = Unicode("").tag(sync=True)
+    #: With fix_input_proj, a map tile needing more native cells than this gets a "zoom in" tile.
+    max_cells_per_tile = Int(64)
+    # [[south, west], [north, east]]: Leaflet asks for no tile outside the image.
+    bounds = List().tag(sync=True, o=True)
+
+    def __init__(self, image, vis_params: dict | None = None, *, name: str = "", **kwargs):
+        self._tile_cache = CellCache(kwargs.pop("tile_cache_bytes", TILE_CACHE_BYTES))
+        self._hits_lock = threading.Lock()
+        self._image = image
+        super().__init__(name=name or getattr(image, "name", "") or "prediction", **kwargs)
+        self.vis_params = dict(vis_params or {})
+        self._set_bounds()
+
+    # ---- what is shown ---------------------------------------------------------------
+    @property
+    def image(self):
+        return self._image
+
+    @image.setter
+    def image(self, image) -> None:
+        """Swap the image (or model) in place; the map redraws without being rebuilt."""
+        self._image = image
+        self._set_bounds()
+        self.refresh()
+
+    def _set_bounds(self) -> None:
+        west, south, east, north = self._image.bounds
+        self.bounds = [[south, west], [north, east]]
+
+    @observe("vis_params")
+    def _vis_changed(self, change) -> None:
+        if change["old"] != change["new"]:
+            self.redraw()  # re-rendered from cached predictions
+
+    def refresh(self) -> None:
+        """Forget the cached tile arrays of this layer and draw every tile again."""
+        self._tile_cache = CellCache(self._tile_cache.max_bytes)
+        self.status = ""
+        self.redraw()
+
+    # ---- rendering ---------------------------------------------------------------------
+    def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | BaseException]:
+        image, cache, vis = self._image, self._tile_cache, dict(self.vis_params)
+        results: dict[str, bytes | BaseException] = {}
+        arrays: dict[str, np.ma.MaskedArray] = {}
+        todo: list[TileRequest] = []
+        for r in requests:
+            cached = cache.get((r.z, r.x, r.y))
+            if cached is not None:
+                arrays[r.id] = np.ma.masked_invalid(cached, copy=False)
+            else:
+                todo.append(r)
+        if len(arrays):
+            with self._hits_lock:
+                self.cache_hits += len(arrays)
+
+        grids = {r.id: xyz_grid(r.z, r.x, r.y) for r in todo}
+        too_big = self._refuse_zoomed_out(image, todo, grids, results)
+        todo = [r for r in todo if r.id not in too_big]
+        if todo:
+            arrays.update(self._read(image, todo, grids, results))
+            for r in todo:
+                if r.id in arrays:
+                    cache.put((r.z, r.x, r.y), arrays[r.id].filled(np.nan).astype(np.float32))
+
+        for rid, arr in arrays.items():
+            try:
+                results[rid] = to_png(render(arr, vis, band_names=image.band_names))
+            except Exception as exc:  # noqa: BLE001 - bad vis params: every tile says so
+                results[rid] = exc
+        return [results[r.id] for r in requests]
+
+    def _refuse_zoomed_out(self, image, todo, grids, results) -> set[str]:
+        """Answer tiles that would need too many native model cells with a 'zoom in' tile."""
+        count = getattr(image, "cell_count", None)
+        params = getattr(getattr(image, "model", None), "params", None)
+        if count is None or not getattr(params, "fix_input_proj", False):
+            return set()
+        refused = set()
+        for r in todo:
+            n = count(grids[r.id])
+            if n > self.max_cells_per_tile:
+                refused.add(r.id)
+                results[r.id] = message_tile(
+                    f"Zoom in to see predictions.\nThis tile needs {n} model cells at the model's "
+                    f"native scale (limit {self.max_cells_per_tile})."
+                )
+        if refused:
+            with self._hits_lock:
+                self.tiles_zoom_in += len(refused)
+            self.status = (
+                f"Some tiles need more than {self.max_cells_per_tile} native model cells "
+                "(fixInputProj): zoom in to see predictions there."
+            )
+        return refused
+
+    def _read(self, image, todo, grids, results) -> dict[str, np.ma.MaskedArray]:
+        """One batched read for all tiles; if it fails, tile by tile so good tiles still come."""
+        read_many = getattr(image, "read_many", None)
+        if read_many is not None and len(todo) > 1:
+            try:
+                return dict(zip([r.id for r in todo], read_many([grids[r.id] for r in todo])))
+            except Exception:  # noqa: BLE001 - isolate the failing tiles below
+                pass
+        out = {}
+        for r in todo:
+            try:
+                out[r.id] = image.read(grids[r.id])
+            except Exception as exc:  # noqa: BLE001 - shown as this tile's error tile
+                results[r.id] = exc
+        return out
