@@ -79,8 +79,6 @@ def prepare_model(
     `dest_dir` must not exist yet (the EE CLI would silently nest the model inside it); the model
     is written to a temporary sibling and renamed, so a failure leaves nothing half-written.
     """
-    import tensorflow as tf
-
     in_map = parse_node_spec(inputs, "--input")
     out_map = parse_node_spec(outputs, "--output")
     src = Path(str(source_dir)).expanduser()
@@ -95,6 +93,10 @@ def prepare_model(
         raise InputError(
             f"--dest_dir {dest} already exists and is not empty; choose a new directory or remove it."
         )
+
+    if not src.exists():
+        raise InputError(f"--source_dir {src} does not exist: give a SavedModel directory or a .keras file.")
+    import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="ee-model-src-") as scratch:
         load_from = src

@@ -1,0 +1,225 @@
+"""The `ee-model` command: prepare models for Earth Engine's wire format, serve them, and more.
+
+    ee-model prepare --source_dir SRC --dest_dir DST --input '{"serving_default_array:0": "array"}' --output out
+    ee-model serve DST --name fcn --port 8501 [--host 127.0.0.1] [--token T]
+    ee-model describe SRC
+
+Subcommands register themselves: each module in `EXTENSIONS` that can be imported gets
+`register(subparsers)` called (e.g. `ee_model_widgets.tfrecord.cli` adds `tfrecord ...`); a
+command sets `func(args) -> int` and raises our own errors, which become one-line messages and
+exit code 1. Nothing heavy (TensorFlow) is imported until a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from .errors import EEModelWidgetsError, InputError
+
+#: Modules that add subcommands with `register(subparsers)`; missing ones are skipped.
+EXTENSIONS = ["ee_model_widgets.tfrecord.cli"]
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    for flag in ("source_dir", "dest_dir", "input", "output"):
+        if not getattr(args, flag):
+            raise InputError(f"Flag --{flag} must be set.")
+    from .serving.prepare import prepare_model
+
+    dest = prepare_model(
+        args.source_dir,
+        args.dest_dir,
+        args.input,
+        args.output,
+        tag=args.tag or "serve",
+        variables=args.variables or "/variables/variables",
+        signature=args.signature,
+    )
+    print(
+        f"Success: model at '{dest}' is ready to be hosted (ee-model serve {dest} --name NAME, or Vertex AI)."
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serving.server import is_loopback, run_forever
+
+    token = args.token or os.environ.get("EE_MODEL_TOKEN") or None
+    if not is_loopback(args.host) and not token:
+        print(
+            f"warning: serving on {args.host} without a token: anyone who can reach this machine can use the "
+            "model. Add --token (or set EE_MODEL_TOKEN).",
+            file=sys.stderr,
+        )
+
+    def ready(handle, servable) -> None:
+        sig = servable.signature()
+        print(f"Serving {servable.source} as '{handle.name}'", flush=True)
+        print(f"  model URL : {handle.url}", flush=True)
+        print(f"  predict   : POST {handle.url}:predict", flush=True)
+        print(f"  inputs    : {', '.join(i.describe() for i in sig.inputs.values())}", flush=True)
+        print(f"  outputs   : {', '.join(o.describe() for o in sig.outputs.values())}", flush=True)
+        if token:
+            print("  auth      : Authorization: Bearer <token> required", flush=True)
+        print(
+            f"  in Python : emw.Model.from_vertex_ai({handle.url!r}{', token=...' if token else ''}, "
+            "input_tile_size=[...], output_bands={...})",
+            flush=True,
+        )
+        print("Press Ctrl-C to stop.", flush=True)
+
+    run_forever(
+        args.model_dir,
+        name=args.name,
+        port=args.port,
+        host=args.host,
+        token=token,
+        on_ready=ready,
+        signature=args.signature,
+        tag=args.tag,
+        max_request_bytes=args.max_request_bytes,
+        max_instances=args.max_instances,
+        max_batch_size=args.max_batch_size,
+        batch_window_ms=args.batch_window_ms,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from .serving.prepare import describe_model
+
+    print(describe_model(args.model, tag=args.tag))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"a port is an integer from 0 to 65535 (0 = any free port), got {text!r}"
+        )
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `ee-model` argument parser, with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="ee-model",
+        description="Earth Engine's ee.Model workflow on your own machine: prepare and serve models.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"ee-model {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "prepare",
+        help="wrap a SavedModel or .keras file so it takes and returns base64 TensorProtos (Earth Engine's format)",
+        description="Same flags as `earthengine model prepare`. --input/--output: a comma list of names, or a "
+        'JSON dict {"<model input/output or graph tensor>": "<Earth Engine band/property name>"}; a trailing :N '
+        "is stripped from names. Run `ee-model describe SOURCE` to see the names.",
+    )
+    p.add_argument(
+        "--source_dir", "--source-dir", dest="source_dir", help="SavedModel directory or .keras file"
+    )
+    p.add_argument(
+        "--dest_dir", "--dest-dir", dest="dest_dir", help="new directory for the prepared SavedModel"
+    )
+    p.add_argument("--input", help="input mapping (comma list or JSON dict)")
+    p.add_argument("--output", help="output mapping (comma list or JSON dict)")
+    p.add_argument("--tag", default="serve", help="MetaGraph tag to load (default: serve)")
+    p.add_argument(
+        "--variables",
+        default="/variables/variables",
+        help="variables prefix relative to --source_dir (default: /variables/variables)",
+    )
+    p.add_argument(
+        "--signature", default="serving_default", help="signature to wrap (default: serving_default)"
+    )
+    p.set_defaults(func=_prepare)
+
+    s = sub.add_parser(
+        "serve",
+        help="serve a model over TF Serving's REST API (POST /v1/models/NAME:predict)",
+        description="Serve a prepared or plain SavedModel, or a .keras file. Binds 127.0.0.1 unless --host says "
+        "otherwise; with --token (or EE_MODEL_TOKEN) every request needs 'Authorization: Bearer <token>'.",
+    )
+    s.add_argument("model_dir", metavar="MODEL_DIR", help="SavedModel directory or .keras file")
+    s.add_argument("--name", help="model name in the URL (default: the directory/file name)")
+    s.add_argument("--port", type=_port, default=8501, help="port (default 8501; 0 = any free port)")
+    s.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)"
+    )
+    s.add_argument("--token", help="require this bearer token (default: $EE_MODEL_TOKEN, else none)")
+    s.add_argument("--signature", help="serve only this signature (default: all)")
+    s.add_argument("--tag", default="serve", help="MetaGraph tag of a SavedModel (default: serve)")
+    s.add_argument(
+        "--max-request-bytes", type=_positive_int, default=64 * 1024 * 1024, help="larger requests get 413"
+    )
+    s.add_argument(
+        "--max-instances", type=_positive_int, default=1024, help="instances per request (default 1024)"
+    )
+    s.add_argument(
+        "--max-batch-size", type=_positive_int, default=64, help="instances per model call (default 64)"
+    )
+    s.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=2.0,
+        help="wait this long for requests to batch together (default 2)",
+    )
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    s.set_defaults(func=_serve)
+
+    d = sub.add_parser(
+        "describe",
+        help="list a model's signatures, inputs and outputs (the names prepare's --input/--output take)",
+    )
+    d.add_argument("model", metavar="MODEL", help="SavedModel directory or .keras file")
+    d.add_argument("--tag", default="serve", help="MetaGraph tag (default: serve)")
+    d.set_defaults(func=_describe)
+
+    for module in EXTENSIONS:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue  # that part of the package is not installed / not built yet
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `ee-model`; returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ banner out of the output
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EEModelWidgetsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
