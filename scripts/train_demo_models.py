@@ -15,7 +15,8 @@ and `keras.ops` are used, so `keras.models.load_model(path)` needs no custom obj
              each layer) means running it on tiles with >= 3 px overlap, where pixels outside
              the image arrive as 0 like Earth Engine's masked pixels, equals running it on the
              whole image at once, also at the image edges.
-- landcover: per-pixel MLP as 1x1 convolutions on the six bands, softmax over 4 classes
+- landcover: per-pixel MLP as 1x1 convolutions on the six bands plus NDVI and mean
+             reflectance computed in the model, softmax over 4 classes
              (shadow, bare, bright, vegetation) labelled on the embedded scene by index rules.
 """
 
@@ -136,9 +137,13 @@ def build_fcn(keras):
 
 def build_landcover(keras, n_classes=4):
     inp = band_inputs(keras, BANDS6)
-    L = keras.layers
-    x = L.Concatenate(axis=-1)([inp[n] for n in BANDS6])
-    x = L.Rescaling(SCALE)(x)
+    L, ops = keras.layers, keras.ops
+    bands = L.Rescaling(SCALE)(L.Concatenate(axis=-1)([inp[n] for n in BANDS6]))
+    # Spectral indices as extra features (keras.ops serialise without custom objects).
+    red, nir = inp["red"], inp["nir"]
+    index = ops.divide_no_nan(ops.subtract(nir, red), ops.add(nir, red))
+    brightness = ops.mean(bands, axis=-1, keepdims=True)
+    x = L.Concatenate(axis=-1)([bands, index, brightness])
     x = L.Conv2D(32, 1, activation="relu")(x)
     x = L.Conv2D(32, 1, activation="relu")(x)
     out = L.Conv2D(n_classes, 1, activation="softmax", name="landcover")(x)
@@ -232,7 +237,7 @@ def main(argv=None) -> None:
         "ndvi": build_ndvi(keras),
         "downscale": build_downscale(keras),
         "fcn": train_fcn(keras, rng, max(1, round(40 * args.epochs_scale))),
-        "landcover": train_landcover(keras, rng, max(1, round(6 * args.epochs_scale))),
+        "landcover": train_landcover(keras, rng, max(1, round(8 * args.epochs_scale))),
     }
     for name, m in models.items():
         path = args.out / f"{name}.keras"
