@@ -171,7 +171,7 @@ def _resolve(
         )
         if key is None:
             raise InputError(
-                f"{flag} names '{user_key}', which is not a {'input' if flag == '--input' else 'output'} of "
+                f"{flag} names '{user_key}', which is not an {'input' if flag == '--input' else 'output'} of "
                 f"signature '{sig.name}' of {src}. Known names: "
                 + ", ".join(
                     f"{k}" + (f" (tensor {infos[k].tensor_name})" if infos[k].tensor_name else "")
