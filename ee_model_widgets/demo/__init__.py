@@ -100,13 +100,16 @@ MODEL_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 #: Suggested Earth Engine-style vis_params for the scene and each model's output.
+#: "landcover" colours the class index (argmax over landcover_0..3, in LANDCOVER_CLASSES
+#: order); "landcover_probability" shows one class's probability band.
 VIS_PARAMS: dict[str, dict[str, Any]] = {
     "scene": {"bands": ["red", "green", "blue"], "min": 600, "max": 2600, "gamma": 1.2},
     "scene_false_color": {"bands": ["nir", "red", "green"], "min": 600, "max": 3000},
-    "landcover": {"min": 0, "max": 3, "palette": ["3b3b5c", "b48c64", "f0e6c8", "28a028"]},
-    "fcn": {"min": 0.0, "max": 0.3, "palette": "YlGn"},
-    "downscale": {"min": 0.0, "max": 0.3, "palette": "YlGn"},
-    "ndvi": {"min": 0.0, "max": 0.3, "palette": "YlGn"},
+    "landcover": {"categorical": True, "min": 0, "palette": ["3b3b5c", "b48c64", "f0e6c8", "28a028"]},
+    "landcover_probability": {"bands": ["landcover_3"], "min": 0, "max": 1, "palette": "viridis"},
+    "fcn": {"min": 0.0, "max": 0.25, "palette": "YlGn"},
+    "downscale": {"min": 0.0, "max": 0.25, "palette": "YlGn"},
+    "ndvi": {"min": 0.0, "max": 0.25, "palette": "YlGn"},
 }
 
 

@@ -199,6 +199,36 @@ def test_downscale_model_halves_resolution(scene, scene_arrays):
     assert np.max(np.abs(out[0] - expected)) < 1e-5
 
 
+def test_demo_models_survive_savedmodel_export(tmp_path, scene):
+    import keras
+
+    from ee_model_widgets.core.model import Model
+
+    keras.models.load_model(demo.model_path("ndvi")).export(str(tmp_path / "ndvi"), verbose=False)
+    served = Model.from_saved_model(str(tmp_path / "ndvi"), **demo.MODEL_PARAMS["ndvi"])
+    a = served.predict_image(scene).to_numpy()
+    b = demo.model("ndvi").predict_image(scene).to_numpy()
+    assert np.array_equal(a, b)
+
+
+def test_vis_params_render_the_scene_and_the_predictions(scene):
+    from ee_model_widgets.core.vis import render
+
+    def distinct_colours(rgba):
+        return len(np.unique(rgba.reshape(-1, 4), axis=0))
+
+    a = scene.to_numpy()
+    assert distinct_colours(render(a, demo.VIS_PARAMS["scene"], scene.band_names)) > 1000
+    assert distinct_colours(render(a, demo.VIS_PARAMS["scene_false_color"], scene.band_names)) > 1000
+    lc = demo.model("landcover").predict_image(scene)
+    probs = lc.to_numpy()
+    classes = render(probs.argmax(axis=0)[None].astype(np.float32), demo.VIS_PARAMS["landcover"])
+    assert distinct_colours(classes) == 4
+    assert distinct_colours(render(probs, demo.VIS_PARAMS["landcover_probability"], lc.band_names)) > 50
+    ndvi = demo.model("ndvi").predict_image(scene).to_numpy()
+    assert distinct_colours(render(ndvi, demo.VIS_PARAMS["ndvi"])) > 50
+
+
 # ---- synthetic scenes ---------------------------------------------------------------------------
 def test_synthetic_windows_are_consistent():
     img = demo.synthetic_scene(2048, 1024, bands=demo.SYNTHETIC_BANDS, seed=3)
