@@ -22,6 +22,7 @@ model (its reads then plan that model's cells).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import threading
@@ -56,6 +57,8 @@ _EMPTY = np.zeros(0, np.float32)
 _EMPTY.flags.writeable = False
 # How many single-cell retries are spent to find which cell of a failed batch raised.
 _MAX_BLAME_RETRIES = 16
+#: Private cell cache of a streaming (export) view.
+EXPORT_SCRATCH_BYTES = 32 * 1024 * 1024
 
 
 # ---- image identity ------------------------------------------------------------------------
@@ -164,6 +167,21 @@ class PredictedImage(Image):
         self._grid: Grid | None = None
         self._footprints: dict[tuple, tuple[int, int, int, int] | None] = {}
         self._fp_lock = threading.Lock()
+        # Streaming views (exports) read the shared cache but keep new cells in a small
+        # private one, so an export's memory does not grow with its size and it does not
+        # flush the cells the map is showing.
+        self._scratch: CellCache | None = None
+
+    def streaming(self, scratch_bytes: int = EXPORT_SCRATCH_BYTES) -> PredictedImage:
+        """A view for one-pass reads (exports): uses cached cells but stores new ones only in
+        a private `scratch_bytes` LRU (cells shared by neighbouring windows are still reused)."""
+        view = copy.copy(self)
+        view._scratch = CellCache(scratch_bytes)
+        return view
+
+    def export(self, path, region=None, proj=None, **kwargs) -> str:
+        """Write a GeoTIFF window by window (see `Image.export`), without filling the cell cache."""
+        return Image.export(self.streaming() if self._scratch is None else self, path, region, proj, **kwargs)
 
     def __repr__(self) -> str:
         p = self.params
@@ -306,6 +324,12 @@ class PredictedImage(Image):
         values = self._cells(wanted)
         return [self._assemble(pl, values) for pl in plans]
 
+    def _lookup(self, key: tuple) -> np.ndarray | None:
+        v = self.cache.get(key) if self.cache is not None else None
+        if v is None and self._scratch is not None:
+            v = self._scratch.get(key)
+        return v
+
     def _key(self, lattice_key: tuple, cell: tuple[int, int]) -> tuple:
         return (*self._key_prefix, lattice_key, cell)
 
@@ -314,7 +338,7 @@ class PredictedImage(Image):
         values: dict[tuple, np.ndarray] = {}
         missing = []
         for wk, (_lattice, cell) in wanted.items():
-            v = self.cache.get(self._key(wk[0], cell)) if self.cache is not None else None
+            v = self._lookup(self._key(wk[0], cell))
             if v is None:
                 missing.append(wk)
             else:
@@ -329,7 +353,7 @@ class PredictedImage(Image):
                 pending = _INFLIGHT.get(full)
                 if pending is None:
                     # Last chance: another thread may have finished it since our cache check.
-                    v = self.cache.get(full) if self.cache is not None else None
+                    v = self._lookup(full)
                     if v is not None:
                         values[wk] = v
                         continue
@@ -351,8 +375,9 @@ class PredictedImage(Image):
                 for wk, pending in owned.items():
                     v = computed[wk]
                     full = self._key(wk[0], wanted[wk][1])
-                    if self.cache is not None:
-                        self.cache.put(full, v)
+                    store = self._scratch if self._scratch is not None else self.cache
+                    if store is not None:
+                        store.put(full, v)
                     pending.value = v
                     _INFLIGHT.pop(full, None)
                     pending.event.set()
@@ -377,6 +402,11 @@ class PredictedImage(Image):
         tx, ty = p.input_tile_size
         ox, oy = p.overlap
         for lk, (lattice, cell_list) in by_lattice.items():
+            # One read per contiguous block of cells: a read has a fixed cost (GDAL setup,
+            # footprint transforms) several times that of a cell's pixels. On the source's
+            # own pixel grid reads are plain slices, so a cell's input is exact whatever
+            # block it came in; resampled reads may differ in the last digits with the
+            # window GDAL is given (the cache keeps the first computed value).
             for i0, j0, i1, j1 in _rectangles(cell_list):
                 block_grid = lattice.input_block_grid(i0, j0, i1, j1)
                 if self._plan_in.bands:
