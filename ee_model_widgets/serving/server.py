@@ -86,7 +86,7 @@ def create_app(
 
     batcher = Batcher(max_batch_size=max_batch_size, window_s=batch_window_ms / 1000.0)
     counters = stats if stats is not None else {}
-    counters.update({"http_requests": 0, "predict_requests": 0, "errors": 0})
+    counters.update({"http_requests": 0, "predict_requests": 0, "errors": 0, "largest_request_bytes": 0})
     counters["batcher"] = batcher.stats
     expected_auth = f"Bearer {token}".encode() if token else None
 
@@ -126,6 +126,7 @@ def create_app(
                     pass
                 raise _HTTPError(413, f"{too_big}; send fewer instances per request.")
             chunks.append(chunk)
+        counters["largest_request_bytes"] = max(counters["largest_request_bytes"], size)
         return b"".join(chunks)
 
     def resolve(rest: str) -> re.Match:

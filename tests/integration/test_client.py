@@ -1,0 +1,314 @@
+"""`Model.from_vertex_ai` against real HTTP servers on 127.0.0.1.
+
+The demo scene predicted through our server (plain .keras, prepared by us, prepared by the real
+`earthengine model prepare`) equals the local model; payload splitting, the three JSON payload
+formats, and every fault a user meets (server down, 500, 429/503 then success, a slow reply,
+garbage, a wrong prediction count, 401, 413, an instance over the payload limit). The faulty
+endpoints are tiny starlette apps served by uvicorn: real HTTP servers, scripted answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+import time
+
+import keras
+import numpy as np
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ee_model_widgets import demo
+from ee_model_widgets.core.model import Model
+from ee_model_widgets.errors import EEModelWidgetsError, InputError, ServingError
+from ee_model_widgets.serving import client, serve
+from ee_model_widgets.serving.prepare import prepare_model
+from ee_model_widgets.serving.server import bind_socket
+
+from .test_prepare import run_ee_prepare
+
+FCN = demo.MODEL_PARAMS["fcn"]
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return demo.scene()  # 300 x 200 px: 3 x 2 cells of 128 px (144 px with the overlap)
+
+
+@pytest.fixture(scope="module")
+def local_prediction(scene):
+    return demo.model("fcn").predict_image(scene).to_numpy()
+
+
+@pytest.fixture(scope="module")
+def fcn_server():
+    with serve(demo.model_path("fcn"), name="fcn") as h:
+        yield h
+
+
+def assert_same(got, expected):
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(np.ma.getmaskarray(got), np.ma.getmaskarray(expected))
+    assert float(np.max(np.abs(got.filled(0) - expected.filled(0)))) < 1e-5
+
+
+# ---- same answers as the local model ------------------------------------------------------------
+
+
+def test_served_keras_model_equals_local_model(fcn_server, scene, local_prediction):
+    model = Model.from_vertex_ai(fcn_server.url, **FCN)
+    assert model.inputs is not None and sorted(s.name for s in model.inputs) == [
+        "nir",
+        "red",
+    ]  # from /metadata
+    before = fcn_server.stats["predict_requests"]
+    assert_same(model.predict_image(scene).to_numpy(), local_prediction)
+    assert fcn_server.stats["predict_requests"] > before
+
+
+def test_models_prepared_by_us_and_by_earthengine_equal_local_model(tmp_path, scene, local_prediction):
+    km = keras.saving.load_model(demo.model_path("fcn"))
+    km.export(str(tmp_path / "exported"), verbose=False)
+    ours = prepare_model(
+        demo.model_path("fcn"), tmp_path / "ours", "red,nir", '{"ndvi_smooth": "ndvi_smooth"}'
+    )
+    ee = run_ee_prepare(
+        tmp_path / "exported",
+        tmp_path / "ee",
+        {"serving_default_red:0": "red", "serving_default_nir:0": "nir"},
+        {"StatefulPartitionedCall_1:0": "ndvi_smooth"},
+    )
+    assert ee.returncode == 0, ee.stderr[-2000:]
+    for path in (ours, tmp_path / "ee"):
+        with serve(path, name="fcn") as h:
+            model = Model.fromVertexAi(h.url, **FCN)
+            assert_same(model.predictImage(scene).to_numpy(), local_prediction)
+
+
+def test_payload_splitting_keeps_every_request_under_the_limit(scene, local_prediction):
+    with serve(demo.model_path("fcn"), name="fcn") as h:
+        # one instance = red + nir, 144 x 144 float32 each: ~221 kB of base64, so two per request
+        limit = 500_000
+        model = Model.from_vertex_ai(h.url, max_payload_bytes=limit, **FCN)
+        assert_same(model.predict_image(scene).to_numpy(), local_prediction)
+        stats = h.stats
+        assert stats["instances"] >= 6
+        assert stats["predict_requests"] >= stats["instances"] / 2
+        assert limit / 2 < stats["largest_request_bytes"] <= limit
+
+
+def test_raw_json_numbers_as_strings(fcn_server, scene, local_prediction):
+    model = Model.from_vertex_ai(fcn_server.url, payload_format="RAW_JSON", **FCN)
+    assert_same(model.predict_image(scene).to_numpy(), local_prediction)
+
+
+def test_nd_arrays_channels_first(tmp_path, scene, local_prediction):
+    """ND_ARRAYS sends [C][H][W] without names (PyTorch style): a channels-first wrapper of fcn."""
+    km = keras.saving.load_model(demo.model_path("fcn"))
+    chw = keras.Input((2, None, None), name="chw")
+    hwc = keras.layers.Permute((2, 3, 1))(chw)
+    red, nir = (
+        keras.layers.Lambda(lambda t: t[..., 0:1])(hwc),
+        keras.layers.Lambda(lambda t: t[..., 1:2])(hwc),
+    )
+    out = keras.layers.Permute((3, 1, 2))(km({"red": red, "nir": nir}))
+    torch_like = keras.Model(chw, out)
+    torch_like.export(str(tmp_path / "chw"), verbose=False)
+    with serve(tmp_path / "chw", name="chw") as h:
+        # the model has one input, so the band order must be given: red first, as the wrapper expects
+        model = Model.from_vertex_ai(h.url, payload_format="ND_ARRAYS", input_names=["red", "nir"], **FCN)
+        assert_same(model.predict_image(scene).to_numpy(), local_prediction)
+
+
+def test_ai_platform_predictor_and_camel_case(fcn_server, scene, local_prediction):
+    model = Model.fromAiPlatformPredictor(
+        projectId="p",
+        modelName="fcn",
+        endpointUrl=fcn_server.url,
+        inputTileSize=[128, 128],
+        inputOverlapSize=[8, 8],
+    )
+    assert_same(model.predict_image(scene).to_numpy(), local_prediction)
+    with pytest.raises(InputError, match="needs project_id and model_name"):
+        Model.from_ai_platform_predictor(model_name="m")
+
+
+# ---- endpoints and formats ------------------------------------------------------------------------
+
+
+def test_endpoint_forms():
+    assert client.predict_url("http://h:8501/v1/models/m") == "http://h:8501/v1/models/m:predict"
+    assert client.predict_url("http://h/v1/models/m/") == "http://h/v1/models/m:predict"
+    assert client.predict_url("https://h/v1/models/m:predict") == "https://h/v1/models/m:predict"
+    assert (
+        client.predict_url("projects/p/locations/europe-west4/endpoints/123")
+        == "https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/endpoints/123:predict"
+    )
+    with pytest.raises(InputError, match="neither an http"):
+        client.predict_url("my-endpoint")
+
+
+def test_grpc_and_unknown_formats_list_what_is_supported():
+    with pytest.raises(InputError, match="needs gRPC.*SERIALIZED_TF_TENSORS, RAW_JSON, ND_ARRAYS"):
+        Model.from_vertex_ai("http://127.0.0.1:9/v1/models/m", payload_format="GRPC_SERIALIZED_TF_TENSORS")
+    with pytest.raises(InputError, match="Unknown payload_format 'JSONL'"):
+        client.RestPredictor("http://127.0.0.1:9/v1/models/m", payload_format="JSONL")
+
+
+def test_vertex_name_without_google_auth_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.auth", None)
+    monkeypatch.setitem(sys.modules, "google.auth.transport.requests", None)
+    with pytest.raises(ServingError, match=r"pip install 'ee_model_widgets\[google\]'"):
+        Model.from_vertex_ai("projects/p/locations/us-central1/endpoints/1", input_tile_size=[8, 8])
+
+
+# ---- faults -------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scripted_server(handler):
+    """A real HTTP server on 127.0.0.1 whose POST answers come from `handler(request, n)`."""
+    count = {"n": 0}
+
+    async def endpoint(request: Request):
+        count["n"] += 1
+        body = await request.body()
+        return await handler(json.loads(body), count["n"])
+
+    app = Starlette(routes=[Route("/v1/models/{rest:path}", endpoint, methods=["POST"])])
+    sock = bind_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="critical", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/m", count
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def echo_predictions(body):
+    """Return each instance's input tensor, as a single-output EE model would."""
+    return Response(json.dumps({"predictions": [inst["array"] for inst in body["instances"]]}))
+
+
+X = np.arange(2 * 3 * 3 * 1, dtype=np.float32).reshape(2, 3, 3, 1)
+
+
+def predictor(url, **kw):
+    kw.setdefault("backoff", 0.01)
+    return client.RestPredictor(url, **kw)
+
+
+def test_429_then_success_is_retried():
+    async def handler(body, n):
+        if n == 1:
+            return Response(json.dumps({"error": "slow down"}), status_code=429, headers={"Retry-After": "0"})
+        return echo_predictions(body)
+
+    with scripted_server(handler) as (url, count):
+        p = predictor(url)
+        np.testing.assert_array_equal(p({"array": X}), X)
+        assert count["n"] == 2 and p.stats["retries"] == 1
+
+
+def test_503_until_retries_run_out():
+    async def handler(body, n):
+        return Response(json.dumps({"error": "model is loading"}), status_code=503)
+
+    with scripted_server(handler) as (url, count):
+        with pytest.raises(
+            ServingError, match=r"HTTP 503 Service Unavailable: model is loading.*after 2 retries"
+        ):
+            predictor(url, max_retries=2)({"array": X})
+        assert count["n"] == 3
+
+
+def test_500_carries_the_server_error_text():
+    async def handler(body, n):
+        return Response(json.dumps({"error": "Input to reshape is a tensor with 9 values"}), status_code=500)
+
+    with scripted_server(handler) as (url, count):
+        with pytest.raises(
+            ServingError, match="HTTP 500 Internal Server Error: Input to reshape is a tensor with 9"
+        ):
+            predictor(url)({"array": X})
+        assert count["n"] == 1  # a 500 is not retried
+
+
+@pytest.mark.parametrize(
+    "reply, message",
+    [
+        (Response("<html>oops</html>", media_type="text/html"), r"not JSON \(text/html"),
+        (Response(json.dumps({"predictions": ["x"]})), "returned 1 predictions for 2 instances"),
+        (Response(json.dumps({"outputs": []})), "without 'predictions'"),
+        (Response(json.dumps({"predictions": ["!!", "!!"]})), "not a base64 serialized TensorProto"),
+        (Response(json.dumps({"error": "Prediction failed"})), "answered an error: Prediction failed"),
+    ],
+)
+def test_garbage_replies(reply, message):
+    async def handler(body, n):
+        return reply
+
+    with scripted_server(handler) as (url, _):
+        with pytest.raises(ServingError, match=message):
+            predictor(url)({"array": X})
+
+
+def test_slow_reply_times_out_without_hanging():
+    import asyncio
+
+    async def handler(body, n):
+        await asyncio.sleep(2)
+        return echo_predictions(body)
+
+    with scripted_server(handler) as (url, _):
+        t0 = time.monotonic()
+        with pytest.raises(ServingError, match=r"No reply from .* within timeout=0.5 s"):
+            predictor(url, timeout=0.5)({"array": X})
+        assert time.monotonic() - t0 < 2  # gave up before the server answered
+
+
+def test_server_down():
+    sock = bind_socket("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/m"
+    sock.close()  # nothing listens there any more
+    p = predictor(url, max_retries=2)
+    with pytest.raises(ServingError, match="Cannot reach .* after 3 attempt.*Is the server running"):
+        p({"array": X})
+    assert p.stats["retries"] == 2
+
+
+def test_401_and_413_from_our_server(scene):
+    x = np.zeros((1, 16, 16, 2), np.float32)
+    with serve(demo.model_path("fcn"), name="fcn", token="t0k", max_request_bytes=3000) as h:
+        with pytest.raises(ServingError, match="HTTP 401 Unauthorized: Unauthorized.*pass token="):
+            predictor(h.url)({"red": x[..., :1], "nir": x[..., 1:]})
+        ok = predictor(h.url, token="t0k")({"red": x[..., :1], "nir": x[..., 1:]})
+        assert ok.shape == (1, 16, 16, 1)
+        big = np.zeros((1, 32, 32, 1), np.float32)
+        with pytest.raises(ServingError, match="HTTP 413.*limit of 3000 bytes.*lower max_payload_bytes"):
+            predictor(h.url, token="t0k")({"red": big, "nir": big})
+
+
+def test_one_instance_over_the_limit_names_both_sizes():
+    p = client.RestPredictor("http://127.0.0.1:9/v1/models/m", max_payload_bytes=10_000)
+    with pytest.raises(
+        ServingError, match=r"takes \d+ bytes .* over max_payload_bytes=10000: use a smaller input_tile_size"
+    ):
+        p({"array": np.zeros((1, 64, 64, 3), np.float32)})
+
+
+def test_errors_reach_predict_image_as_our_errors(scene):
+    with serve(demo.model_path("fcn"), name="fcn", token="t0k") as h:
+        model = Model.from_vertex_ai(h.url, max_retries=0, input_names=["red", "nir"], **FCN)
+        with pytest.raises(EEModelWidgetsError, match="401"):
+            model.predict_image(scene).to_numpy()
