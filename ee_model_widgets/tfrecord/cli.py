@@ -147,17 +147,3 @@ def _import(args) -> int:
     img = read_predictions(files, args.mixer, bands=_bands(args.bands))
     print(img.export(args.output, progress=sys.stderr.isatty()))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run `tfrecord ...` on its own (what `ee-model tfrecord ...` does), for scripts and tests."""
-    from ..errors import EEModelWidgetsError
-
-    parser = argparse.ArgumentParser(prog="ee-model")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except EEModelWidgetsError as exc:
-        print(f"ee-model tfrecord: error: {exc}", file=sys.stderr)
-        return 1

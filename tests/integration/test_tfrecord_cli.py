@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from ee_model_widgets.tfrecord.cli import main
+from ee_model_widgets.cli import main
 
 
 @pytest.fixture
@@ -119,7 +119,8 @@ def test_region_and_band_selection(scene, tmp_path, capsys):
 def test_errors_are_reported_with_exit_code_1(scene, tmp_path, capsys):
     path, _ = scene
     assert main(["tfrecord", "export", str(path), str(tmp_path / "x"), "--patch", "64"]) == 1
-    assert "smaller than one 64x64 patch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "smaller than one 64x64 patch" in err and "Traceback" not in err
     assert (
         main(["tfrecord", "import", str(tmp_path / "none-*"), "--mixer", "m.json", "--output", "o.tif"]) == 1
     )
@@ -128,3 +129,17 @@ def test_errors_are_reported_with_exit_code_1(scene, tmp_path, capsys):
         main(["tfrecord", "export", str(path), "p", "--patch", "a,b"])
     assert "expected N or X,Y" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o.tif")
+
+
+def test_console_script_lists_the_tfrecord_commands():
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "ee-model")
+    out = subprocess.run([exe, "tfrecord", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "export" in out.stdout and "import" in out.stdout
+    out = subprocess.run(
+        [exe, "tfrecord", "import", "x.tfrecord"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2 and "--mixer" in out.stderr
