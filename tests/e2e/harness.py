@@ -59,8 +59,10 @@ class JupyterServer:
         return f"http://127.0.0.1:{self.port}"
 
     def notebook_url(self, name: str) -> str:
-        path = "lab/tree" if self.app == "lab" else "notebooks"
-        return f"{self.base}/{path}/{name}?token={self.token}"
+        if self.app == "lab":
+            # A fresh workspace per page: JupyterLab would otherwise reopen earlier tests' notebooks.
+            return f"{self.base}/lab/workspaces/{uuid.uuid4().hex[:12]}/tree/{name}?token={self.token}"
+        return f"{self.base}/notebooks/{name}?token={self.token}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -158,6 +160,41 @@ class NotebookPage:
             index,
         )
         self.wait_cells_done(timeout)
+
+    def run_code(self, code: str, timeout: float = 120) -> str:
+        """Append a code cell, run it, and return its text output (stdout + results).
+
+        How tests read kernel state (e.g. `print(json.dumps(layer.tiles_cancelled))`).
+        """
+        n = self.page.evaluate(
+            """(code) => {
+                const nb = window.jupyterapp.shell.currentWidget.content;
+                const n = nb.model.cells.length;
+                nb.model.sharedModel.insertCell(n, {cell_type: 'code', source: code});
+                nb.activeCellIndex = n;
+                setTimeout(() => window.jupyterapp.commands.execute('notebook:run-cell'));
+                return n;
+            }""",
+            code,
+        )
+        self.page.wait_for_function(
+            """(n) => {
+                const nb = window.jupyterapp.shell.currentWidget.content;
+                const cell = nb.model.cells.get(n);
+                return cell && cell.executionCount !== null && !nb.widgets[n].promptNode.textContent.includes('*');
+            }""",
+            arg=n,
+            timeout=timeout * 1000,
+        )
+        return self.page.evaluate(
+            """(n) => {
+                const outs = window.jupyterapp.shell.currentWidget.content.model.cells.get(n).outputs.toJSON();
+                return outs.map(o => o.text !== undefined ? [].concat(o.text).join('')
+                    : o.data ? [].concat(o.data['text/plain'] || '').join('')
+                    : o.ename ? `${o.ename}: ${o.evalue}` : '').join('');
+            }""",
+            n,
+        )
 
     def wait_cells_done(self, timeout: float) -> None:
         time.sleep(0.5)

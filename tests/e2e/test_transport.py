@@ -35,3 +35,6 @@ def test_kernel_tiles_are_drawn_with_the_right_pixels(any_server, page):
         # Lossless PNG, no scaling: the browser shows exactly what the kernel drew.
         assert diff.mean() < 1.0 and (diff.max(axis=-1) <= 3).mean() > 0.99, (zxy, diff.mean())
     assert not any("ee-model-widgets" in c and "error" in c.lower() for c in nb.console), nb.console
+    # The kernel saw the same tiles: its progress traits count them.
+    done = int(nb.run_code("print(layer.tiles_done)").strip())
+    assert done >= len(tiles)

@@ -1,0 +1,143 @@
+"""The prediction layer in a real browser: right pixels, cancellation, errors, recolouring."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ee_model_widgets import demo
+from ee_model_widgets.core.vis import render, to_png
+
+from .harness import NotebookPage, png_rgb, write_notebook
+
+VIS = {"min": 0.0, "max": 0.3, "palette": "viridis"}
+
+SETUP = f"""
+import json, time
+import ipyleaflet
+import ee_model_widgets as emw
+from ee_model_widgets import demo
+
+img = demo.scene()
+model = demo.model("fcn")
+pred = model.predict_image(img)
+layer = emw.PredictionLayer(pred, vis_params={VIS!r})
+w, s, e, n = img.bounds
+m = ipyleaflet.Map(center=((s + n) / 2, (w + e) / 2), zoom=15, layers=(),
+                   layout={{"width": "700px", "height": "500px"}})
+m.add(layer)
+m
+"""
+
+
+def open_layer_notebook(server, page, name, setup=SETUP) -> NotebookPage:
+    write_notebook(server.root / name, [setup])
+    nb = NotebookPage(page, server, name)
+    nb.run_all()
+    return nb
+
+
+def background_rgb(nb: NotebookPage) -> tuple[int, int, int]:
+    css = nb.page.evaluate(
+        "() => getComputedStyle(document.querySelector('.leaflet-container')).backgroundColor"
+    )
+    return tuple(int(v) for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+
+
+def kernel_json(nb: NotebookPage, expr: str):
+    return json.loads(nb.run_code(f"print(json.dumps({expr}))").strip().splitlines()[-1])
+
+
+def test_predicted_tiles_show_exactly_the_rendered_prediction(any_server, page):
+    nb = open_layer_notebook(any_server, page, f"pred_{any_server.app}.ipynb")
+    nb.wait_tiles(4)
+    tiles = nb.loaded_tiles()
+    assert tiles, "no predicted tile fully inside the map"
+    pred = demo.model("fcn").predict_image(demo.scene())
+    bg = background_rgb(nb)
+    checked = 0
+    for zxy in tiles[:4]:
+        z, x, y = map(int, zxy.split("/"))
+        tile = pred.tile(z, x, y)
+        if tile.count() == 0:
+            continue
+        expected = png_rgb(to_png(render(tile, VIS, band_names=pred.band_names)), background=bg).astype(int)
+        shown = nb.tile_pixels(zxy).astype(int)
+        diff = np.abs(shown - expected)
+        assert diff.mean() < 1.0 and (diff.max(axis=-1) <= 3).mean() > 0.99, (zxy, diff.mean())
+        checked += 1
+    assert checked >= 1
+    stats = kernel_json(nb, "dict(done=layer.tiles_done, failed=layer.tiles_failed, err=layer.last_error)")
+    assert stats["failed"] == 0 and stats["err"] == "" and stats["done"] >= len(tiles)
+
+
+def test_rapid_zooms_cancel_stale_tiles_and_the_final_view_loads(lab_server, page):
+    # A model slow enough that tiles queue up while the user zooms.
+    setup = SETUP.replace(
+        'model = demo.model("fcn")',
+        'base = demo.model("fcn")\n'
+        "def slow(inputs):\n"
+        "    time.sleep(0.15)\n"
+        "    return base.predict_batch(inputs)\n"
+        "model = emw.Model.from_callable(slow, input_names=['red', 'nir'], **demo.MODEL_PARAMS['fcn'])",
+    )
+    nb = open_layer_notebook(lab_server, page, "zooms.ipynb", setup)
+    box = nb.page.locator(".leaflet-container").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    for _ in range(3):  # zoom in three levels in quick succession, then back out one
+        nb.page.mouse.dblclick(cx, cy)
+        nb.page.wait_for_timeout(120)
+    nb.page.keyboard.press("-")
+    nb.page.wait_for_timeout(3000)
+    nb.page.wait_for_function(
+        """() => {
+            const map = document.querySelector('.leaflet-container').getBoundingClientRect();
+            const imgs = [...document.querySelectorAll('.ee-model-tile .leaflet-tile-container img')].filter(img => {
+                const r = img.getBoundingClientRect();
+                return r.right > map.left && r.left < map.right && r.bottom > map.top && r.top < map.bottom
+                    && getComputedStyle(img.parentElement).visibility !== 'hidden';
+            });
+            return imgs.length > 0 && imgs.every(img => img.classList.contains('leaflet-tile-loaded'));
+        }""",
+        timeout=60_000,
+    )
+    stats = kernel_json(
+        nb, "dict(cancelled=layer.tiles_cancelled, failed=layer.tiles_failed, queued=layer.tiles_queued)"
+    )
+    assert stats["cancelled"] > 0, stats
+    assert stats["failed"] == 0, stats
+
+
+def test_a_failing_model_shows_error_tiles_and_last_error(lab_server, page):
+    setup = SETUP.replace(
+        'model = demo.model("fcn")',
+        "def broken(inputs):\n"
+        "    raise RuntimeError('the model file is corrupt')\n"
+        "model = emw.Model.from_callable(broken, input_names=['red', 'nir'], **demo.MODEL_PARAMS['fcn'])",
+    )
+    nb = open_layer_notebook(lab_server, page, "broken.ipynb", setup)
+    nb.wait_tiles(2)
+    statuses = nb.page.evaluate(
+        "() => [...document.querySelectorAll('.ee-model-tile img.leaflet-tile-loaded')].map(i => i.dataset.status)"
+    )
+    assert statuses and all(s == "error" for s in statuses), statuses
+    assert "the model file is corrupt" in kernel_json(nb, "layer.last_error")
+
+
+def test_new_palette_recolours_from_cache_without_model_calls(lab_server, page):
+    nb = open_layer_notebook(lab_server, page, "palette.ipynb")
+    nb.wait_tiles(4)
+    (zxy, *_) = nb.loaded_tiles()
+    before_pixels = nb.tile_pixels(zxy)
+    before = kernel_json(nb, "dict(calls=model.stats.calls, hits=layer.cache_hits)")
+    nb.run_code("layer.vis_params = {'min': 0.0, 'max': 0.3, 'palette': ['000000', 'ff0000']}")
+    nb.page.wait_for_timeout(500)
+    nb.wait_tiles(4)
+    after = kernel_json(nb, "dict(calls=model.stats.calls, hits=layer.cache_hits)")
+    assert after["calls"] == before["calls"], (before, after)
+    assert after["hits"] > before["hits"]
+    after_pixels = nb.tile_pixels(zxy)
+    assert np.abs(after_pixels.astype(int) - before_pixels.astype(int)).mean() > 10
+    # The new tiles are black-to-red only: no green or blue left.
+    assert after_pixels[..., 1:].max() <= 221
