@@ -178,3 +178,42 @@ def test_reexport_replaces_all_shards_of_the_same_prefix(tmp_path):
     back = read_predictions(prefix + "-*.tfrecord*", prefix + "-mixer.json")
     np.testing.assert_array_equal(back.to_numpy().data, arr)
     assert sorted(os.listdir(tmp_path)) == ["x-00000.tfrecord", "x-mixer.json"]
+
+
+class RecordingImage(emw.Image):
+    """Forwards reads to `inner` and records the grids asked for."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self._band_names = inner.band_names
+        self.grids = []
+
+    @property
+    def grid(self):
+        return self._inner.grid
+
+    def _read(self, grid, bands, resampling):
+        self.grids.append(grid)
+        return self._inner.read(grid, bands)
+
+
+def test_export_reads_strips_of_patch_rows_not_the_whole_region(tmp_path, monkeypatch):
+    img, arr = make_image(width=64, height=48)
+    rec = RecordingImage(img)
+    files = export_image(rec, tmp_path / "a", patch_dimensions=8, kernel_size=4)
+    assert len(rec.grids) == 6  # one read per row of patches
+    assert {(g.width, g.height) for g in rec.grids} == {(64 + 4, 8 + 4)}
+
+    # With a small strip budget a row is read in chunks of whole patches; same records.
+    from ee_model_widgets.tfrecord import patches
+
+    monkeypatch.setattr(patches, "STRIP_BYTES", 3 * 4 * 2 * 12 * 8)  # 3 patches of 2 bands
+    rec = RecordingImage(img)
+    files2 = export_image(rec, tmp_path / "b", patch_dimensions=8, kernel_size=4)
+    assert len(rec.grids) == 6 * 3  # 8 patches per row -> chunks of 3, 3, 2
+    assert max(g.width for g in rec.grids) == 3 * 8 + 4
+    spec = {"a": tf.io.FixedLenFeature([12, 12], tf.float32)}
+    one = [p["a"].numpy() for p in parse_all(files[:-1], spec)]
+    two = [p["a"].numpy() for p in parse_all(files2[:-1], spec)]
+    assert len(one) == len(two) == 48
+    np.testing.assert_array_equal(np.stack(one), np.stack(two))
