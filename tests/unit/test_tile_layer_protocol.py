@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from ee_model_widgets.widgets.headless import HeadlessView
 from ee_model_widgets.widgets.tile_layer import KernelTileLayer
-
-from ..widget_wire import SentMessages, browser_says
 
 
 def png_of(value: int) -> bytes:
@@ -23,62 +22,74 @@ def png_of(value: int) -> bytes:
 
 
 @pytest.fixture
-def layer_and_wire():
+def make_view():
     layers = []
 
     def make(tile_fn, **kw):
         layer = KernelTileLayer(tile_fn, **kw)
-        wire = SentMessages()
-        layer.comm.send = wire.send  # only the transport is replaced; dispatch is ipywidgets'
         layers.append(layer)
-        return layer, wire
+        return layer, HeadlessView(layer)  # only the wire is replaced; dispatch is ipywidgets'
 
     yield make
     for layer in layers:
-        layer.scheduler.close()
+        layer.close()
 
 
-def test_request_is_answered_with_the_png_as_a_binary_buffer(layer_and_wire):
-    layer, wire = layer_and_wire(lambda z, x, y: png_of(10 * z + x + y))
-    browser_says(layer, {"type": "tile_request", "id": "v1-0", "z": 3, "x": 2, "y": 1})
-    ((content, buffers),) = wire.wait_responses(1)
-    assert content == {"type": "tile_response", "id": "v1-0", "status": "ok"}
-    assert bytes(buffers[0]) == png_of(33)
+def test_request_is_answered_with_the_png_as_a_binary_buffer(make_view):
+    layer, view = make_view(lambda z, x, y: png_of(10 * z + x + y))
+    view.request(3, 2, 1, id="v1-0")
+    reply = view.wait(["v1-0"])["v1-0"]
+    assert view.messages("tile_response") == [{"type": "tile_response", "id": "v1-0", "status": "ok"}]
+    assert reply.png == png_of(33)
     assert layer.tiles_done == 1 and layer.tiles_failed == 0 and layer.last_error == ""
 
 
-def test_cancel_drops_a_queued_request(layer_and_wire):
+def test_cancel_drops_a_queued_request(make_view):
     gate = threading.Event()
 
     def slow(z, x, y):
         gate.wait(10)
         return png_of(x)
 
-    layer, wire = layer_and_wire(slow, workers=1, batch_size=1)
-    browser_says(layer, {"type": "tile_request", "id": "a", "z": 1, "x": 0, "y": 0})
+    layer, view = make_view(slow, workers=1, batch_size=1)
+    view.request(1, 0, 0, id="a")
     time.sleep(0.1)  # "a" is now running, held at the gate
-    browser_says(layer, {"type": "tile_request", "id": "b", "z": 1, "x": 1, "y": 0})
-    browser_says(layer, {"type": "tile_cancel", "id": "b"})
+    view.request(1, 1, 0, id="b")
+    view.cancel("b")
     gate.set()
-    wire.wait_responses(1)
+    view.wait(["a"])
     time.sleep(0.2)
-    assert [c["id"] for c, _ in wire.responses()] == ["a"]
+    assert list(view.replies) == ["a"]
     assert layer.tiles_cancelled == 1
 
 
-def test_unknown_and_malformed_messages_are_ignored_with_a_warning(layer_and_wire, caplog):
-    layer, wire = layer_and_wire(lambda z, x, y: png_of(1))
-    with caplog.at_level(logging.WARNING, logger="ee_model_widgets.widgets.tile_layer"):
-        browser_says(layer, {"type": "something_new", "id": "x"})  # not ours: silently ignored
-        browser_says(layer, {"type": "tile_request", "id": "x"})  # missing z/x/y
-        browser_says(layer, {"type": "tile_request", "id": "y", "z": "3", "x": 0, "y": 0})
-        browser_says(layer, ["not", "a", "dict"])
+def test_view_message_drops_queued_tiles_of_other_zooms(make_view):
+    gate = threading.Event()
+    layer, view = make_view(lambda z, x, y: (gate.wait(10), png_of(z))[1], workers=1, batch_size=1)
+    view.request(4, 0, 0, id="running")
     time.sleep(0.1)
-    assert wire.responses() == []
+    stale = [view.request(4, i, 1) for i in range(5)]
+    view.view(5)  # the map settled on zoom 5
+    fresh = view.request(5, 0, 0)
+    gate.set()
+    view.wait(["running", fresh])
+    time.sleep(0.2)
+    assert not set(stale) & set(view.replies)
+    assert layer.tiles_cancelled == 5
+
+
+def test_unknown_and_malformed_messages_are_ignored_with_a_warning(make_view, caplog):
+    layer, view = make_view(lambda z, x, y: png_of(1))
+    with caplog.at_level(logging.WARNING, logger="ee_model_widgets.widgets.tile_layer"):
+        view.say({"type": "something_new", "id": "x"})  # not ours: silently ignored
+        view.say({"type": "tile_request", "id": "x"})  # missing z/x/y
+        view.say({"type": "tile_request", "id": "y", "z": "3", "x": 0, "y": 0})
+        view.say(["not", "a", "dict"])
+    time.sleep(0.1)
+    assert view.replies == {}
     assert sum("malformed" in r.getMessage() for r in caplog.records) == 3
     # The layer still serves well-formed requests afterwards.
-    browser_says(layer, {"type": "tile_request", "id": "ok", "z": 0, "x": 0, "y": 0})
-    assert wire.wait_responses(1)[0][0]["status"] == "ok"
+    assert view.fetch([(0, 0, 0)])[0].status == "ok"
 
 
 @pytest.mark.parametrize(
@@ -89,17 +100,15 @@ def test_unknown_and_malformed_messages_are_ignored_with_a_warning(layer_and_wir
         (lambda z, x, y: b"GIF89a...", "tile_fn returned bytes, not PNG bytes"),
     ],
 )
-def test_bad_tile_fn_gives_an_error_tile_and_last_error(layer_and_wire, tile_fn, expected):
-    layer, wire = layer_and_wire(tile_fn)
-    browser_says(layer, {"type": "tile_request", "id": "e", "z": 2, "x": 1, "y": 3})
-    ((content, buffers),) = wire.wait_responses(1)
-    assert content["status"] == "error"
+def test_bad_tile_fn_gives_an_error_tile_and_last_error(make_view, tile_fn, expected):
+    layer, view = make_view(tile_fn)
+    (reply,) = view.fetch([(2, 1, 3)])
+    assert reply.status == "error"
     # The reply is still a real, drawable PNG: the error tile.
-    img = PILImage.open(io.BytesIO(bytes(buffers[0])))
+    img = PILImage.open(io.BytesIO(reply.png))
     assert img.format == "PNG" and img.size == (256, 256)
     assert expected in layer.last_error and "tile 2/1/3" in layer.last_error
     assert layer.tiles_failed == 1
     # ... and the kernel keeps serving other tiles.
     layer.tile_fn = lambda z, x, y: png_of(5)
-    browser_says(layer, {"type": "tile_request", "id": "f", "z": 2, "x": 0, "y": 0})
-    assert wire.wait_responses(2)[1][0]["status"] == "ok"
+    assert view.fetch([(2, 0, 0)])[0].status == "ok"
