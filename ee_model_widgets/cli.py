@@ -72,21 +72,25 @@ def _serve(args: argparse.Namespace) -> int:
         )
         print("Press Ctrl-C to stop.", flush=True)
 
-    run_forever(
-        args.model_dir,
-        name=args.name,
-        port=args.port,
-        host=args.host,
-        token=token,
-        on_ready=ready,
-        signature=args.signature,
-        tag=args.tag,
-        max_request_bytes=args.max_request_bytes,
-        max_instances=args.max_instances,
-        max_batch_size=args.max_batch_size,
-        batch_window_ms=args.batch_window_ms,
-        log_level=args.log_level,
-    )
+    try:
+        run_forever(
+            args.model_dir,
+            name=args.name,
+            port=args.port,
+            host=args.host,
+            token=token,
+            on_ready=ready,
+            signature=args.signature,
+            tag=args.tag,
+            max_request_bytes=args.max_request_bytes,
+            max_instances=args.max_instances,
+            max_batch_size=args.max_batch_size,
+            batch_window_ms=args.batch_window_ms,
+            log_level=args.log_level,
+        )
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a foreground server is stopped; uvicorn already shut down gracefully
+    print("Server stopped.", flush=True)
     return 0
 
 

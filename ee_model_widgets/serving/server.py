@@ -390,11 +390,15 @@ def run_forever(
     log_level = options.pop("log_level", "info")
     signature = options.pop("signature", None)
     tag = options.pop("tag", "serve")
-    servable = load_servable(model, signature=signature, tag=tag)
     name = name or default_name(model)
     _check_name(name)
-    app = create_app(servable, name, token=token, **options)
-    sock = bind_socket(host, port)
+    sock = bind_socket(host, port)  # fail fast, before loading the model, when the port is taken
+    try:
+        servable = load_servable(model, signature=signature, tag=tag)
+        app = create_app(servable, name, token=token, **options)
+    except BaseException:
+        sock.close()
+        raise
     server = _make_server(app, sock, log_level, background=False)
     handle = ServerHandle(server, None, host, sock.getsockname()[1], name, {})
     if on_ready:

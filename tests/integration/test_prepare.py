@@ -169,35 +169,44 @@ def test_node_spec_syntax_like_the_ee_cli():
         parse_node_spec(" , ")
 
 
-def test_ours_and_earthengine_prepare_answer_the_same_requests(exported, tmp_path):
-    """Same request body to a model prepared by the EE CLI and by ours: the same replies."""
-    d, km = exported
-    ee = run_ee_prepare(
-        d / "exported",
-        tmp_path / "ee",
-        {"serving_default_array:0": "array"},
-        {"StatefulPartitionedCall_1:0": "out"},
-    )
+def test_ours_and_earthengine_prepare_are_interchangeable(tmp_path):
+    """The demo fcn prepared by the real EE CLI and by ours: the same replies to the same request
+    body, and `predict_image` through either equals the local model."""
+    from ee_model_widgets import demo
+    from ee_model_widgets.core.model import Model
+
+    km = keras.saving.load_model(demo.model_path("fcn"))
+    km.export(str(tmp_path / "exported"), verbose=False)
+    in_map = {"serving_default_red:0": "red", "serving_default_nir:0": "nir"}
+    out_map = {"StatefulPartitionedCall_1:0": "ndvi_smooth"}
+    ee = run_ee_prepare(tmp_path / "exported", tmp_path / "ee", in_map, out_map)
     assert ee.returncode == 0, ee.stderr[-2000:]
     assert "ready to be hosted" in ee.stdout
-    ours = prepare_model(
-        d / "exported",
-        tmp_path / "ours",
-        '{"serving_default_array:0": "array"}',
-        '{"StatefulPartitionedCall_1:0": "out"}',
-    )
-    x = RNG.random((3, 8, 8, 3), dtype=np.float32) * 100
-    body = {"instances": [{"array": codec.encode_tensor(t)} for t in x]}
+    ours = prepare_model(tmp_path / "exported", tmp_path / "ours", json.dumps(in_map), json.dumps(out_map))
+
+    red = RNG.random((3, 16, 16, 1), dtype=np.float32)
+    nir = RNG.random((3, 16, 16, 1), dtype=np.float32)
+    body = {
+        "instances": [
+            {"red": codec.encode_tensor(r), "nir": codec.encode_tensor(n)} for r, n in zip(red, nir)
+        ]
+    }
+    scene = demo.scene()
+    local = demo.model("fcn").predict_image(scene).to_numpy()
     replies = {}
     for label, path in (("ee", tmp_path / "ee"), ("ours", ours)):
-        with serve(path, name=label) as h:
+        with serve(path, name="fcn") as h:
             meta = httpx.get(h.url + "/metadata").json()["metadata"]["signature_def"]["signature_def"]
-            assert list(meta["serving_default"]["inputs"]) == ["array"]
-            assert list(meta["serving_default"]["outputs"]) == ["out"]
+            assert sorted(meta["serving_default"]["inputs"]) == ["nir", "red"]
+            assert list(meta["serving_default"]["outputs"]) == ["ndvi_smooth"]
             r = httpx.post(h.url + ":predict", json=body, timeout=60)
             assert r.status_code == 200, r.text
             replies[label] = r.json()
-    assert replies["ee"] == replies["ours"]
+            remote = Model.from_vertex_ai(h.url, **demo.MODEL_PARAMS["fcn"]).predict_image(scene).to_numpy()
+            np.testing.assert_array_equal(np.ma.getmaskarray(remote), np.ma.getmaskarray(local))
+            assert float(np.max(np.abs(remote.filled(0) - local.filled(0)))) < 1e-5, label
+    assert replies["ee"] == replies["ours"]  # byte-identical predictions
+    expected = km({"red": red, "nir": nir})
     np.testing.assert_allclose(
-        codec.decode_batch(replies["ours"]["predictions"]), np.asarray(km(x)), atol=1e-6
+        codec.decode_batch(replies["ours"]["predictions"]), np.asarray(expected), atol=1e-6
     )
