@@ -129,7 +129,7 @@ def export_samples(
     records.ensure_parent(path)
 
     def examples():
-        for (_, _, props), col, row in zip(pts, cols, rows):
+        for n, ((_, _, props), col, row) in enumerate(zip(pts, cols, rows)):
             window = grid.window(int(col) - pw // 2, int(row) - ph // 2, pw, ph)
             patch = np.ma.filled(image.read(window, bands), np.float32(default_value))
             feats = {b: records.float_feature(patch[i]) for i, b in enumerate(bands)}
@@ -137,7 +137,10 @@ def export_samples(
                 try:
                     feats[k] = records.scalar_feature(props[k])
                 except TypeError as exc:
-                    raise InputError(f"Property {k!r}: {exc}; use numbers, strings or arrays.") from None
+                    raise InputError(
+                        f"Point {n}, property {k!r}: {exc}. Every property needs a number, string or "
+                        "array: fill or drop such points (or leave the property out with properties=[...])."
+                    ) from None
             yield records.example_bytes(feats)
 
     return _write_single(path, compressed, examples())

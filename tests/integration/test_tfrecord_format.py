@@ -104,6 +104,9 @@ def test_shards_split_by_uncompressed_size_and_continue_the_patch_order(tmp_path
     assert counts == [3, 3, 3, 3]
     back = read_predictions(prefix + "-*.tfrecord.gz", files[-1])
     np.testing.assert_array_equal(back.to_numpy().data, arr)
+    # `prefix-*` (as people glob Earth Engine exports) skips the mixer sidecar.
+    back = read_predictions(prefix + "-*", files[-1])
+    np.testing.assert_array_equal(back.to_numpy().data, arr)
 
 
 def test_masked_pixels_and_outside_margins_get_default_value(tmp_path):

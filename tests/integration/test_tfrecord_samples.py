@@ -135,6 +135,10 @@ def test_sample_and_dataset_errors(tmp_path, image):
         export_samples(img, [(*lonlat(1, 1), {"b1": 1})], 3, path=tmp_path / "x.tfrecord")
     with pytest.raises(InputError, match="needs path="):
         export_samples(img, [lonlat(1, 1)], 3)
+    with pytest.raises(InputError, match=r"Point 1, property 'v': it is None \(a missing value"):
+        export_samples(
+            img, [(*lonlat(1, 1), {"v": 1.0}), (*lonlat(2, 2), {"v": None})], 3, path=tmp_path / "n.tfrecord"
+        )
     assert list(tmp_path.iterdir()) == []
 
     path = export_samples(img, [lonlat(5, 5)], 3, path=tmp_path / "ok.tfrecord.gz")
