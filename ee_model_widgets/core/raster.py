@@ -97,16 +97,20 @@ def warp_array(
         groups.setdefault(r, []).append(i)
     for r, idx in groups.items():
         dst = np.full((len(idx), grid.height, grid.width), np.nan, np.float32)
+        part = np.ascontiguousarray(src[idx])
+        # GDAL's nodata-aware kernels are ~10x slower; without a masked source pixel the
+        # plain kernels give the same values, and pixels outside the source stay NaN.
+        nodata = {"src_nodata": np.nan, "dst_nodata": np.nan} if np.isnan(part).any() else {}
         reproject(
-            np.ascontiguousarray(src[idx]),
+            part,
             dst,
             src_transform=src_transform,
             src_crs=src_crs,
-            src_nodata=np.nan,
             dst_transform=grid.transform,
             dst_crs=grid.crs,
-            dst_nodata=np.nan,
             resampling=r,
+            init_dest_nodata=bool(nodata),
+            **nodata,
         )
         out[idx] = dst
     mask = np.isnan(out)
