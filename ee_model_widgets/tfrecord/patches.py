@@ -74,8 +74,8 @@ def export_image(
     kernel // 2 pixels of neighbouring data on each side of every patch (pixels outside the
     image, like masked pixels, get `default_value`). Shards hold at most `max_file_size`
     bytes before compression. All files are written under temporary names and renamed at the
-    end: a failed export leaves nothing behind, and shards of an earlier export with the same
-    prefix are removed so they cannot be mistaken for part of this one.
+    end (the mixer last): a failed export leaves nothing behind, and shards of an earlier export
+    with the same prefix are removed so they cannot be mistaken for part of this one.
     """
     from ..core.region import grid_for
 
@@ -135,7 +135,10 @@ def export_image(
         with open(files.temp_for(mixer_path), "w", encoding="utf-8") as f:
             f.write(mixer.to_json())
         stale = records.stale_shards(prefix, writer.finals)
-        written = files.commit()
+        # A mixer on disk vouches for complete shards: the old one goes first, the new one is
+        # renamed last, after the new shards and the removal of an older export's extra shards.
+        records._unlink(mixer_path)
+        written = files.commit(before_last=lambda: [records._unlink(p) for p in stale])
     except BaseException as exc:
         writer.close()
         files.abort()
@@ -147,8 +150,6 @@ def export_image(
     finally:
         if bar is not None:
             bar.close()
-    for path in stale:
-        records._unlink(path)
     return written
 
 

@@ -259,11 +259,14 @@ class AtomicFiles:
         self._pending.append((tmp, final))
         return tmp
 
-    def commit(self) -> list[str]:
-        """Rename every temporary to its final name, in the order they were created."""
+    def commit(self, before_last=None) -> list[str]:
+        """Rename every temporary to its final name, in the order they were created;
+        `before_last()` runs just before the last one (the file that vouches for the others)."""
         done: list[str] = []
         try:
-            for tmp, final in self._pending:
+            for i, (tmp, final) in enumerate(self._pending):
+                if before_last is not None and i == len(self._pending) - 1:
+                    before_last()
                 os.replace(tmp, final)
                 done.append(final)
         except BaseException:

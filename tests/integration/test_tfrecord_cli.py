@@ -116,19 +116,42 @@ def test_region_and_band_selection(scene, tmp_path, capsys):
     assert os.path.exists(prefix + "-00000.tfrecord.gz")
 
 
-def test_errors_are_reported_with_exit_code_1(scene, tmp_path, capsys):
+def test_errors_are_reported_with_exit_code_1_and_nothing_is_written(scene, tmp_path, capsys):
     path, _ = scene
     assert main(["tfrecord", "export", str(path), str(tmp_path / "x"), "--patch", "64"]) == 1
     err = capsys.readouterr().err
     assert "smaller than one 64x64 patch" in err and "Traceback" not in err
-    assert (
-        main(["tfrecord", "import", str(tmp_path / "none-*"), "--mixer", "m.json", "--output", "o.tif"]) == 1
-    )
+    out = str(tmp_path / "o.tif")
+    assert main(["tfrecord", "import", str(tmp_path / "none-*"), "--mixer", "m.json", "--output", out]) == 1
     assert "No prediction files match" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["tfrecord", "export", str(path), "p", "--patch", "a,b"])
     assert "expected N or X,Y" in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / "o.tif")
+    assert sorted(os.listdir(tmp_path)) == ["scene.tif"]
+
+    # A truncated shard: a clear message naming it, and no GeoTIFF.
+    prefix = str(tmp_path / "e")
+    assert main(["tfrecord", "export", str(path), prefix, "--patch", "8", "--max-file-size", "1"]) == 0
+    capsys.readouterr()
+    shard = prefix + "-00003.tfrecord.gz"
+    data = open(shard, "rb").read()
+    open(shard, "wb").write(data[:-20])
+    assert (
+        main(
+            [
+                "tfrecord",
+                "import",
+                prefix + "-*.tfrecord.gz",
+                "--mixer",
+                prefix + "-mixer.json",
+                "--output",
+                out,
+            ]
+        )
+        == 1
+    )
+    assert "e-00003.tfrecord.gz is corrupt" in capsys.readouterr().err
+    assert not os.path.exists(out)
 
 
 def test_console_script_lists_the_tfrecord_commands():
