@@ -137,10 +137,13 @@ def export_image(
         stale = records.stale_shards(prefix, writer.finals)
         # A mixer on disk vouches for complete shards: the old one goes first, the new one is
         # renamed last, after the new shards and the removal of an older export's extra shards.
-        records._unlink(mixer_path)
-        written = files.commit(before_last=lambda: [records._unlink(p) for p in stale])
+        records.unlink_quiet(mixer_path)
+        written = files.commit(before_last=lambda: [records.unlink_quiet(p) for p in stale])
     except BaseException as exc:
-        writer.close()
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
         files.abort()
         if _is_io_error(exc):
             raise ExportError(

@@ -271,7 +271,7 @@ class AtomicFiles:
                 done.append(final)
         except BaseException:
             for final in done:
-                _unlink(final)
+                unlink_quiet(final)
             self.abort()
             raise
         self._pending = []
@@ -279,11 +279,12 @@ class AtomicFiles:
 
     def abort(self) -> None:
         for tmp, _ in self._pending:
-            _unlink(tmp)
+            unlink_quiet(tmp)
         self._pending = []
 
 
-def _unlink(path: str) -> None:
+def unlink_quiet(path: str) -> None:
+    """Remove `path` if it exists."""
     try:
         os.unlink(path)
     except FileNotFoundError:
