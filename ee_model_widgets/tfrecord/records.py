@@ -174,6 +174,12 @@ def resolve_files(files: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
             f"Mixed file names: {odd} do not follow '<prefix>-NNNNN.tfrecord[.gz]' like the others. "
             "Pass only the shards of one export (or rename them so their order is clear)."
         )
+    prefixes = sorted({m["prefix"] for m in matches})
+    if len(prefixes) > 1:
+        raise TFRecordError(
+            f"The files come from {len(prefixes)} exports ({prefixes}): pass the shards of one export "
+            "(one '<prefix>-NNNNN.tfrecord' series) at a time."
+        )
     numbered = sorted(zip((int(m["num"]) for m in matches), paths))
     nums = [n for n, _ in numbered]
     expected = list(range(len(nums)))

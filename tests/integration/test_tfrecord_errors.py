@@ -159,6 +159,10 @@ def test_missing_files_and_globs(export, tmp_path):
         read_predictions(str(tmp_path / "nothing-*"), prefix + "-mixer.json")
     with pytest.raises(TFRecordError, match=r"not found: .*gone\.tfrecord"):
         read_predictions([str(tmp_path / "gone.tfrecord")], prefix + "-mixer.json")
+    other = tmp_path / "other-00001.tfrecord.gz"
+    shutil.copy(prefix + "-00001.tfrecord.gz", other)
+    with pytest.raises(TFRecordError, match=r"come from 2 exports \(\['e', 'other'\]\)"):
+        read_predictions([prefix + "-00000.tfrecord.gz", other], prefix + "-mixer.json")
     with pytest.raises(TFRecordError, match=r"Mixer file .*no-mixer\.json not found"):
         read_predictions(prefix + "-*.tfrecord.gz", tmp_path / "no-mixer.json")
 
