@@ -411,10 +411,10 @@ class PredictedImage(Image):
                 block_grid = lattice.input_block_grid(i0, j0, i1, j1)
                 if self._plan_in.bands:
                     data = self.source.read(block_grid, list(self._plan_in.bands))
-                    bad = np.ma.getmaskarray(data)
-                    filled = np.ma.getdata(data)
-                    bad = bad | ~np.isfinite(filled)
-                    filled = np.where(bad, np.float32(0), filled).astype(np.float32, copy=False)
+                    filled = np.ma.getdata(data).astype(np.float32, copy=False)
+                    bad = np.ma.getmaskarray(data) | ~np.isfinite(filled)
+                    if bad.any():
+                        filled = np.where(bad, np.float32(0), filled)
                     valid_px = ~bad.any(axis=0)
                 else:  # only input properties: nothing to mask
                     filled = np.zeros((0, block_grid.height, block_grid.width), np.float32)
@@ -424,25 +424,29 @@ class PredictedImage(Image):
                 core = valid_px[oy : oy + nr * ty, ox : ox + nc * tx]
                 core = core.reshape(nr, ty, nc, tx).transpose(0, 2, 1, 3).reshape(nr * nc, ty, tx)
                 any_valid = core.reshape(nr * nc, -1).any(axis=1)
-                k = 0
-                for j in range(j0, j1):
-                    for i in range(i0, i1):
-                        if any_valid[k]:
-                            inputs.append(batch[k])
-                            valids.append(core[k])
-                            order.append((lk, i, j, lattice))
-                        else:
-                            results[(lk, i, j)] = _EMPTY
-                        k += 1
+                ids = [(lk, i, j) for j in range(j0, j1) for i in range(i0, i1)]
+                for k in np.flatnonzero(~any_valid):
+                    results[ids[k]] = _EMPTY
+                if any_valid.all():
+                    inputs.append(batch)
+                    valids.append(core)
+                elif any_valid.any():
+                    inputs.append(batch[any_valid])
+                    valids.append(core[any_valid])
+                order.extend((*ids[k], lattice) for k in np.flatnonzero(any_valid))
         if not order:
             return results
-        stacked = np.stack(inputs)
-        del inputs
+        # No extra copy for the common case of one block of cells
+        stacked = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
+        valid = valids[0] if len(valids) == 1 else np.concatenate(valids)
+        del inputs, valids
         out = self._run_model(stacked, order)
-        out_valid = mask_to_output(np.stack(valids), p.output_tile_size)
-        out[np.broadcast_to(~out_valid[:, None], out.shape)] = np.nan
+        out_valid = mask_to_output(valid, p.output_tile_size)
+        if not out_valid.all():
+            out[np.broadcast_to(~out_valid[:, None], out.shape)] = np.nan
         for k, (lk, i, j, _) in enumerate(order):
-            results[(lk, i, j)] = np.ascontiguousarray(out[k])
+            # an owned copy per cell: the cache must not keep the whole batch alive
+            results[(lk, i, j)] = out[k].copy()
         return results
 
     def _run_model(self, stacked: np.ndarray, order: list) -> np.ndarray:
