@@ -1,0 +1,98 @@
+"""Peak memory of exporting a predicted synthetic scene: 8192 x 8192 vs 2048 x 2048.
+
+Each size runs in its own subprocess (a fresh interpreter, so high-water marks do not
+carry over) that builds the lazy synthetic scene, applies the demo FCN and exports the
+prediction to a GeoTIFF through `PredictedImage.export` (window by window). The child
+reports its RSS high-water mark (`getrusage(RUSAGE_SELF).ru_maxrss`) after importing and
+loading the model, and after the export; the parent prints the ratio. Target: the 8192^2
+export peaks within 10% of the 2048^2 one (memory bounded by the window, not the scene).
+
+Run: .venv/bin/python benchmarks/export_memory.py [--sizes 2048 8192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def peak_mib() -> float:
+    # ru_maxrss is in KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(size: int) -> None:
+    from ee_model_widgets.core.cache import CellCache
+    from ee_model_widgets.demo import synthetic_scene
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from core_pipeline import load_model
+
+    model, label = load_model(16)
+    img = synthetic_scene(size, size, bands=("red", "nir"))
+    # a small warm-up so TF's one-off allocations count in the baseline
+    model.predict_image(img, cache=None).read(img.grid.window(0, 0, 256, 256))
+    base = peak_mib()
+    pred = model.predict_image(img, cache=CellCache(512 * 1024 * 1024))
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        path = pred.export(os.path.join(d, "pred.tif"), progress=False)
+        seconds = time.perf_counter() - t0
+        size_mb = os.path.getsize(path) / 2**20
+    print(
+        json.dumps(
+            {
+                "size": size,
+                "model": label,
+                "baseline_mib": base,
+                "peak_mib": peak_mib(),
+                "seconds": seconds,
+                "file_mib": size_mb,
+                "cells_in_shared_cache": len(pred.cache),
+            }
+        )
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192])
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    results = []
+    for size in args.sizes:
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", str(size)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        if out.returncode != 0 or not lines:
+            sys.exit(f"child for {size} failed:\n{out.stderr[-3000:]}")
+        r = json.loads(lines[-1])
+        results.append(r)
+        print(
+            f"{size}x{size}: peak RSS {r['peak_mib']:.0f} MiB (after model load {r['baseline_mib']:.0f} MiB, "
+            f"export +{r['peak_mib'] - r['baseline_mib']:.0f} MiB), {r['seconds']:.1f} s, "
+            f"file {r['file_mib']:.0f} MiB, cells left in the shared cache: {r['cells_in_shared_cache']}"
+        )
+    if len(results) >= 2:
+        small, big = results[0], results[-1]
+        print(
+            f"peak RSS {big['size']}^2 / {small['size']}^2 = {big['peak_mib'] / small['peak_mib']:.3f} "
+            f"(target <= 1.10; model {small['model']})"
+        )
+
+
+if __name__ == "__main__":
+    main()
