@@ -1,29 +1,48 @@
 """Raster-backed images: in-memory arrays (`ArrayImage`) and files GDAL reads (`FileImage`).
 
-Both answer `read(grid)` the same way: take the source pixels needed for the target grid,
-mark masked pixels as NaN and let GDAL (`rasterio.warp.reproject`) resample them onto the
-grid with NaN as nodata, so masked pixels never leak into interpolated values and pixels
-outside the source come back masked. Reads on the source's own pixel lattice skip GDAL and
-are plain slices (exact values, no cost).
+Both answer `read(grid)` the same way, and a pixel's value never depends on the window it
+is read in (a map tile, a batch of model cells, an export window all agree bit for bit):
+
+- Reads on the source's own pixel lattice are plain slices (exact values, no cost).
+- Other reads are cut into fixed `BLOCK` x `BLOCK` blocks of the target lattice, anchored
+  at the CRS origin (so web-map tiles are whole blocks). Each block is warped on its own
+  from source pixels chosen by the block alone (its footprint, padded for the resampling
+  kernel), through a GDAL `WarpedVRT` with a tight transformer error (`TOLERANCE` px) and
+  a resampling scale fixed per image and target lattice. The value of an output pixel is
+  therefore a function of (image, target lattice, pixel, band, resampling) only.
+- Zoomed-out reads warp from a decimated level (a file's overviews, the array's lazily
+  built 2x pyramid, or block means of the file) chosen from the target's resolution alone.
+- Masked pixels are NaN in the source and GDAL's nodata, so they never leak into
+  interpolated values, each band keeps its own mask, and pixels off the source come back
+  masked.
+
+Warped blocks are kept in a small LRU (`clear_block_cache()` empties it).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
+import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
-from rasterio.warp import reproject, transform_bounds
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform as transform_points
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from ..errors import ImageReadError, InputError, ProjectionError
+from .cache import CellCache
 from .grid import Grid, as_crs, lattice_offset
 from .image import Image, empty_read
 
@@ -35,12 +54,39 @@ warnings.filterwarnings(
     "ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning, module="rasterio.warp"
 )
 
-# Extra source pixels read around the target footprint so that resampling kernels at the
-# edge of the footprint see their neighbours (lanczos needs 3).
-_PAD = 4
-# Read a decimated source (GDAL overviews when present) once the target is this many times
-# coarser than the source; the decimated source stays 2x finer than the target.
-_DECIMATE_FROM = 2.0
+#: Side of the target-lattice blocks that are warped independently (256 = one web-map tile).
+BLOCK = 256
+#: Largest error (in source pixels) of GDAL's approximate coordinate transformer. GDAL's
+#: default is 0.125 px; 1e-3 px costs about the same and makes nearest-neighbour picks
+#: and interpolation weights as good as exact (1e-6 and below cost ~3x more per tile).
+TOLERANCE = 1e-3
+# The lattice phase (where the CRS origin falls inside a pixel) is snapped to this fraction
+# of a pixel, so windows of one lattice, whose origins differ by float noise, share one
+# canonical frame.
+_PHASE_STEP = 2.0**-16
+# Source pixels a resampling kernel reaches on each side of a sample, at scale 1 (they grow
+# with the downsampling ratio); 2 more are added for rounding.
+_KERNEL_RADIUS = {
+    Resampling.nearest: 1,
+    Resampling.bilinear: 1,
+    Resampling.cubic: 2,
+    Resampling.cubic_spline: 2,
+    Resampling.lanczos: 3,
+}
+# Resamplings that pick source values (labels): decimate them by picking, not averaging.
+_PICKING = (Resampling.nearest, Resampling.mode)
+# Pixels (per band) read at once when block-averaging a file without overviews.
+_STRIP_PIXELS = 16 * 1024 * 1024
+
+_BLOCKS = CellCache(128 * 1024 * 1024)
+# Cached marker for a block with no valid pixel.
+_EMPTY = np.zeros(0, np.float32)
+_EMPTY.flags.writeable = False
+
+
+def clear_block_cache() -> None:
+    """Forget every warped block (e.g. to measure or to free memory)."""
+    _BLOCKS.clear()
 
 
 # ---- shared helpers ----------------------------------------------------------------------
@@ -86,36 +132,18 @@ def _as_transform(transform) -> Affine:
     return t
 
 
-def warp_array(
-    src: np.ndarray, src_transform: Affine, src_crs, grid: Grid, resamplings: Sequence[Resampling]
-) -> np.ma.MaskedArray:
-    """Resample float32 `src` (bands, rows, cols; NaN = masked) onto `grid` with GDAL."""
-    n = src.shape[0]
-    out = np.full((n, grid.height, grid.width), np.nan, np.float32)
+def _masked(values: np.ndarray) -> np.ma.MaskedArray:
+    """float32 NaN-masked array -> masked array with zeros under the mask."""
+    mask = np.isnan(values)
+    values[mask] = 0
+    return np.ma.MaskedArray(values, mask=mask)
+
+
+def _groups(resamplings: Sequence[Resampling]) -> dict[Resampling, list[int]]:
     groups: dict[Resampling, list[int]] = {}
     for i, r in enumerate(resamplings):
         groups.setdefault(r, []).append(i)
-    for r, idx in groups.items():
-        dst = np.full((len(idx), grid.height, grid.width), np.nan, np.float32)
-        part = np.ascontiguousarray(src[idx])
-        # GDAL's nodata-aware kernels are ~10x slower; without a masked source pixel the
-        # plain kernels give the same values, and pixels outside the source stay NaN.
-        nodata = {"src_nodata": np.nan, "dst_nodata": np.nan} if np.isnan(part).any() else {}
-        reproject(
-            part,
-            dst,
-            src_transform=src_transform,
-            src_crs=src_crs,
-            dst_transform=grid.transform,
-            dst_crs=grid.crs,
-            resampling=r,
-            init_dest_nodata=bool(nodata),
-            **nodata,
-        )
-        out[idx] = dst
-    mask = np.isnan(out)
-    out[mask] = 0
-    return np.ma.MaskedArray(out, mask=mask)
+    return groups
 
 
 def slice_lattice(src: np.ndarray, col: int, row: int, grid: Grid) -> np.ma.MaskedArray:
@@ -126,13 +154,349 @@ def slice_lattice(src: np.ndarray, col: int, row: int, grid: Grid) -> np.ma.Mask
     c1, r1 = min(col + grid.width, w), min(row + grid.height, h)
     if c1 > c0 and r1 > r0:
         out[:, r0 - row : r1 - row, c0 - col : c1 - col] = src[:, r0:r1, c0:c1]
-    mask = np.isnan(out)
-    out[mask] = 0
-    return np.ma.MaskedArray(out, mask=mask)
+    return _masked(out)
+
+
+# ---- window-independent warping ---------------------------------------------------------------
+def _frame(grid: Grid) -> tuple[Affine, int, int]:
+    """The canonical transform of `grid`'s pixel lattice and the (col, row) of `grid` in it.
+
+    The canonical frame keeps the lattice's pixel size and puts its pixel (0, 0) next to the
+    CRS origin. All windows of one lattice get the bit-identical transform (their own
+    origins differ by float noise), so GDAL computes identical coordinates for an output
+    pixel whichever window it is read in, and blocks line up with web-map tiles.
+    """
+    t = grid.transform
+    u, v = ~t @ (0.0, 0.0)  # where the CRS origin falls, in grid pixels
+    fu = round((u - round(u)) / _PHASE_STEP) * _PHASE_STEP + 0.0  # + 0.0: no -0.0
+    fv = round((v - round(v)) / _PHASE_STEP) * _PHASE_STEP + 0.0
+    t0 = Affine(t.a, t.b, 0.0, t.d, t.e, 0.0) @ Affine.translation(-fu, -fv)
+    col, row = ~t0 @ (t.c, t.f)
+    return t0, round(col), round(row)
+
+
+def _block_grid(crs: CRS, t0: Affine, bx: int, by: int) -> Grid:
+    return Grid(crs, t0 @ Affine.translation(bx * BLOCK, by * BLOCK), BLOCK, BLOCK)
+
+
+def _scales_at(
+    src_transform: Affine, src_crs: CRS, crs: CRS, lin: tuple[float, float, float, float], x: float, y: float
+) -> tuple[float, float] | None:
+    """Source (columns, rows) one target pixel spans at source point (x, y), or None.
+
+    `lin` is the target lattice's (a, b, d, e). Measured with a small step (then scaled) so
+    that huge zoomed-out pixels do not leave the CRS's valid area.
+    """
+    a, b, d, e = lin
+    inv = ~src_transform
+    for step in (1.0, 1 / 64, 1 / 4096):
+        try:
+            if src_crs == crs:
+                px, py = x, y
+            else:
+                (px,), (py,) = transform_points(src_crs, crs, [x], [y])
+            xs = [px, px + a * step, px + b * step]
+            ys = [py, py + d * step, py + e * step]
+            if src_crs != crs:
+                xs, ys = transform_points(crs, src_crs, xs, ys)
+        except Exception:  # noqa: BLE001 - PROJ errors come in several types
+            continue
+        p = [inv @ (u, v) for u, v in zip(xs, ys)]
+        dcx, drx = p[1][0] - p[0][0], p[1][1] - p[0][1]
+        dcy, dry = p[2][0] - p[0][0], p[2][1] - p[0][1]
+        sx, sy = (abs(dcx) + abs(dcy)) / step, (abs(drx) + abs(dry)) / step
+        if all(math.isfinite(s) and s > 0 for s in (sx, sy)):
+            return sx, sy
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _image_scales(src: Grid, crs: CRS, lin: tuple[float, float, float, float]) -> tuple[float, float] | None:
+    """`_scales_at` the centre of the image `src`: one figure per image and target lattice."""
+    x, y = src.transform @ (src.width / 2, src.height / 2)
+    return _scales_at(src.transform, src.crs, crs, lin, x, y)
+
+
+def _pad(resampling: Resampling, scales: tuple[float, float] | None) -> int:
+    """Source pixels to add around a block's footprint so every kernel sees all its neighbours."""
+    reach = max(1.0, *scales) if scales else 1.0
+    return math.ceil(_KERNEL_RADIUS.get(resampling, 1) * reach) + 2
+
+
+def _source_window(src: Grid, grid: Grid, pad: int) -> Window | None:
+    """The window of `src` under `grid`, padded by `pad` pixels and clipped; None if off `src`.
+
+    Falls back to the whole of `src` when the footprint cannot be computed (transforms can
+    fail or blow up far outside a CRS's area of use, e.g. a zoom-0 web tile seen from UTM).
+    """
+    try:
+        b = (
+            grid.bounds
+            if grid.crs == src.crs
+            else transform_bounds(grid.crs, src.crs, *grid.bounds, densify_pts=21)
+        )
+        ok = all(math.isfinite(v) for v in b)
+    except Exception:  # noqa: BLE001 - PROJ errors come in several types
+        ok = False
+    if not ok:
+        return Window(0, 0, src.width, src.height)
+    inv = ~src.transform
+    cols, rows = zip(*(inv @ (x, y) for x, y in ((b[0], b[1]), (b[0], b[3]), (b[2], b[1]), (b[2], b[3]))))
+    c0, c1 = math.floor(min(cols)) - pad, math.ceil(max(cols)) + pad
+    r0, r1 = math.floor(min(rows)) - pad, math.ceil(max(rows)) + pad
+    if c1 <= 0 or r1 <= 0 or c0 >= src.width or r0 >= src.height:
+        return None
+    c0, r0 = max(c0, 0), max(r0, 0)
+    c1, r1 = min(c1, src.width), min(r1, src.height)
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _mem_dataset(src: np.ndarray, transform: Affine):
+    """A read-only GDAL MEM dataset over float32 `src` (bands, rows, cols), without a copy.
+
+    `src` must stay alive while the dataset is open.
+    """
+    n, h, w = src.shape
+    bs, ls, ps = src.strides
+    gt = "/".join(repr(float(v)) for v in transform.to_gdal())
+    name = (
+        f"MEM:::DATAPOINTER={src.__array_interface__['data'][0]},PIXELS={w},LINES={h},BANDS={n},"
+        f"DATATYPE=Float32,BANDOFFSET={bs},LINEOFFSET={ls},PIXELOFFSET={ps},GEOTRANSFORM={gt}"
+    )
+    with rasterio.Env(GDAL_MEM_ENABLE_OPEN=True):  # GDAL >= 3.10 refuses MEM::: names otherwise
+        return rasterio.open(name)
+
+
+def _warp(
+    src: np.ndarray,
+    src_transform: Affine,
+    src_crs: CRS,
+    grid: Grid,
+    resampling: Resampling,
+    scales: tuple[float, float] | None,
+) -> np.ndarray:
+    """GDAL-warp float32 `src` (NaN = masked) onto `grid`: float32 (bands, rows, cols), NaN = masked.
+
+    A WarpedVRT rather than `rasterio.warp.reproject`, which always approximates coordinates
+    to 0.125 px. All bands of `src` must share one mask (see `_warp_bands`): GDAL then uses
+    it as the unified validity mask, exactly as for a single band. XSCALE/YSCALE fix the
+    downsampling kernel's width instead of letting GDAL estimate it per chunk.
+    """
+    src = np.ascontiguousarray(src, dtype=np.float32)
+    extras = {"UNIFIED_SRC_NODATA": "YES"}
+    if scales is not None:
+        extras["XSCALE"] = repr(1.0 / scales[0])
+        extras["YSCALE"] = repr(1.0 / scales[1])
+    with _mem_dataset(src, src_transform) as ds:
+        with WarpedVRT(
+            ds,
+            src_crs=src_crs,
+            src_transform=src_transform,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
+            resampling=resampling,
+            tolerance=TOLERANCE,
+            src_nodata=np.nan,
+            nodata=np.nan,
+            dtype="float32",
+            **extras,
+        ) as vrt:
+            return vrt.read()
+
+
+def _warp_bands(
+    src: np.ndarray,
+    src_transform: Affine,
+    src_crs: CRS,
+    grid: Grid,
+    resampling: Resampling,
+    scales: tuple[float, float] | None,
+) -> np.ndarray:
+    """`_warp`, one GDAL call per set of bands that share a mask.
+
+    GDAL decides some output pixels (e.g. whether a bilinear pixel whose centre falls on a
+    masked source pixel is masked) from a validity mask shared by the bands it warps
+    together, so bands with different masks would change each other's results, and even
+    UNIFIED_SRC_NODATA=NO gives a multi-band warp other masks than a single-band one.
+    Warped in sets of equal masks, a band reads the same alone or with any others.
+    """
+    nan = np.isnan(src)
+    sets: list[list[int]] = []
+    for i in range(src.shape[0]):
+        for s in sets:
+            if np.array_equal(nan[s[0]], nan[i]):
+                s.append(i)
+                break
+        else:
+            sets.append([i])
+    if len(sets) == 1:
+        return _warp(src, src_transform, src_crs, grid, resampling, scales)
+    out = np.empty((src.shape[0], grid.height, grid.width), np.float32)
+    for s in sets:
+        out[s] = _warp(src[s], src_transform, src_crs, grid, resampling, scales)
+    return out
+
+
+def _assemble(
+    grid: Grid, t0: Affine, col: int, row: int, out: np.ndarray, pos: list[int], block: Callable
+) -> None:
+    """Fill `out[pos]` (NaN-initialised) from the canonical blocks `grid` touches.
+
+    `block(bx, by)` returns (len(pos), BLOCK, BLOCK) float32 or None when all masked.
+    """
+    h, w = grid.height, grid.width
+    for by in range(row // BLOCK, (row + h - 1) // BLOCK + 1):
+        r0, r1 = max(by * BLOCK, row), min((by + 1) * BLOCK, row + h)
+        for bx in range(col // BLOCK, (col + w - 1) // BLOCK + 1):
+            c0, c1 = max(bx * BLOCK, col), min((bx + 1) * BLOCK, col + w)
+            values = block(bx, by)
+            if values is not None:
+                out[pos, r0 - row : r1 - row, c0 - col : c1 - col] = values[
+                    :, r0 - by * BLOCK : r1 - by * BLOCK, c0 - bx * BLOCK : c1 - bx * BLOCK
+                ]
+
+
+def warp_array(
+    src: np.ndarray, src_transform: Affine, src_crs, grid: Grid, resamplings: Sequence[Resampling]
+) -> np.ma.MaskedArray:
+    """Resample float32 `src` (bands, rows, cols; NaN = masked) onto `grid` with GDAL.
+
+    Warped in the canonical blocks of `grid`'s lattice with a tight transformer error and a
+    kernel scale measured per block, so an output pixel's value depends only on the source
+    pixels around it, not on `grid`'s window (provided `src` covers the kernel's reach).
+    """
+    src = np.ascontiguousarray(src, dtype=np.float32)
+    src_crs = as_crs(src_crs)
+    src_grid = Grid(src_crs, src_transform, src.shape[2], src.shape[1])
+    t0, col, row = _frame(grid)
+    lin = (t0.a, t0.b, t0.d, t0.e)
+    out = np.full((src.shape[0], grid.height, grid.width), np.nan, np.float32)
+    for r, pos in _groups(resamplings).items():
+        part = src[pos]
+
+        def block(bx: int, by: int, r=r, part=part) -> np.ndarray | None:
+            bgrid = _block_grid(grid.crs, t0, bx, by)
+            cx, cy = bgrid.transform @ (BLOCK / 2, BLOCK / 2)
+            try:
+                (sx_,), (sy_,) = (
+                    ([cx], [cy]) if grid.crs == src_crs else transform_points(grid.crs, src_crs, [cx], [cy])
+                )
+                scales = _scales_at(src_transform, src_crs, grid.crs, lin, sx_, sy_)
+            except Exception:  # noqa: BLE001 - PROJ errors come in several types
+                scales = None
+            if _source_window(src_grid, bgrid, _pad(r, scales)) is None:
+                return None
+            return _warp_bands(part, src_transform, src_crs, bgrid, r, scales)
+
+        _assemble(grid, t0, col, row, out, pos, block)
+    return _masked(out)
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One resolution of a raster image: full, an overview or a decimated copy."""
+
+    key: tuple  # identifies the level's pixels within its image (cache keys)
+    grid: Grid  # its pixel lattice and extent
+
+
+class _RasterImage(Image):
+    """Shared read path of raster-backed images: lattice slices or window-independent warps.
+
+    Subclasses set `_grid`, `_token` and implement `_pick_level` and `_level_window`.
+    """
+
+    _grid: Grid
+    _token: str
+
+    @property
+    def grid(self) -> Grid:
+        return self._grid
+
+    def _pick_level(self, scales: tuple[float, float] | None, resampling: Resampling) -> _Level:
+        """The level to warp from when one target pixel spans `scales` full-res pixels."""
+        raise NotImplementedError
+
+    def _level_window(self, level: _Level, bands: list[int], window: Window) -> np.ndarray:
+        """float32 (len(bands), rows, cols) of `window` of `level`, NaN where masked."""
+        raise NotImplementedError
+
+    def _warped_read(self, grid: Grid, bands: list[int], resamplings: list[Resampling]) -> np.ma.MaskedArray:
+        t0, col, row = _frame(grid)
+        lin = (t0.a, t0.b, t0.d, t0.e)
+        frame_key = (grid.crs.to_string(), tuple(t0)[:6])
+        scales0 = _image_scales(self._grid, grid.crs, lin)
+        out = np.full((len(bands), grid.height, grid.width), np.nan, np.float32)
+        for r, pos in _groups(resamplings).items():
+            level = self._pick_level(scales0, r)
+            scales = None
+            if scales0 is not None:
+                lt, ft = level.grid.transform, self._grid.transform
+                fx = math.hypot(lt.a, lt.d) / math.hypot(ft.a, ft.d)
+                fy = math.hypot(lt.b, lt.e) / math.hypot(ft.b, ft.e)
+                scales = (scales0[0] / fx, scales0[1] / fy)
+            pad = _pad(r, scales)
+            picked = [bands[i] for i in pos]
+
+            def block(bx: int, by: int, r=r, level=level, scales=scales, pad=pad, picked=picked):
+                keys = [(self._token, level.key, frame_key, bx, by, b, r.value) for b in picked]
+                values = [_BLOCKS.get(k) for k in keys]
+                missing = [i for i, v in enumerate(values) if v is None]
+                if missing:
+                    bgrid = _block_grid(grid.crs, t0, bx, by)
+                    win = _source_window(level.grid, bgrid, pad)
+                    warped = None
+                    if win is not None:
+                        src = self._level_window(level, [picked[i] for i in missing], win)
+                        if not np.isnan(src).all():
+                            src_t = level.grid.transform @ Affine.translation(win.col_off, win.row_off)
+                            warped = _warp_bands(src, src_t, level.grid.crs, bgrid, r, scales)
+                    for j, i in enumerate(missing):
+                        v = _EMPTY if warped is None or np.isnan(warped[j]).all() else warped[j]
+                        _BLOCKS.put(keys[i], v)
+                        values[i] = v
+                if all(v.size == 0 for v in values):
+                    return None
+                nan = np.full((BLOCK, BLOCK), np.nan, np.float32)
+                return np.stack([v if v.size else nan for v in values])
+
+            _assemble(grid, t0, col, row, out, pos, block)
+        return _masked(out)
+
+
+def _pyramid_level(scales: tuple[float, float] | None, size: int) -> int:
+    """2**k decimation for a target `scales` full-res pixels per pixel: the level stays >= 2x
+    finer than the target (k = 0 until the target is 4x coarser), and not below one pixel."""
+    if scales is None:
+        return 0
+    f = min(scales) / 2
+    if f < 2:
+        return 0
+    return max(0, min(int(math.floor(math.log2(f))), int(math.floor(math.log2(max(size, 1))))))
+
+
+def _decimated_grid(grid: Grid, k: int) -> Grid:
+    """The lattice of 2**k x 2**k blocks of `grid` (the last row/column may overhang)."""
+    f = 2**k
+    return Grid(
+        grid.crs, grid.transform @ Affine.scale(f, f), math.ceil(grid.width / f), math.ceil(grid.height / f)
+    )
+
+
+def _decimate(a: np.ndarray, k: int, picking: bool) -> np.ndarray:
+    """2**k-decimated copy of (bands, rows, cols) NaN-masked `a` whose origin is block-aligned:
+    the top-left pixel of each block (labels) or the iterated NaN-aware 2x mean."""
+    if picking:
+        return np.ascontiguousarray(a[:, :: 2**k, :: 2**k])
+    for _ in range(k):
+        a = _halve(a, "average")
+    return a
 
 
 # ---- in-memory arrays ----------------------------------------------------------------------
-class ArrayImage(Image):
+class ArrayImage(_RasterImage):
     """An image over an in-memory (bands, rows, cols) array; see `Image.from_array`."""
 
     def __init__(self, arr, transform, crs, band_names=None, nodata=None, categorical=None):
@@ -165,13 +529,10 @@ class ArrayImage(Image):
         self._band_names = _band_names(band_names, n, [f"B{i + 1}" for i in range(n)], "The array")
         self.categorical_bands = _categorical(categorical, self._band_names)
         self._grid = Grid(self._crs, self._transform, values.shape[2], values.shape[1])
+        self._token = uuid.uuid4().hex
         # Lazily built 2x-reduced copies, like a file's overviews: (kind, level) -> array.
         self._pyramid: dict[tuple[str, int], np.ndarray] = {}
         self._pyramid_lock = threading.Lock()
-
-    @property
-    def grid(self) -> Grid:
-        return self._grid
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         idx = [self._band_names.index(b) for b in bands]
@@ -179,27 +540,19 @@ class ArrayImage(Image):
         if off is not None:
             src = self._data[idx] if idx != list(range(len(self._band_names))) else self._data
             return slice_lattice(src, off[0], off[1], grid)
-        footprint = _source_window(self._grid, grid)
-        if footprint is None:
-            return empty_read(len(idx), grid)
-        ratio = footprint[1]
-        # Zoomed out by 4x or more: warp from a pyramid level 2-4x finer than the target, so
-        # a map tile over a big array costs about as much as the tile, not the whole array.
-        level = int(math.floor(math.log2(ratio / 2))) if ratio >= 4 else 0
-        out = np.empty((len(idx), grid.height, grid.width), np.float32)
-        mask = np.empty(out.shape, bool)
-        groups: dict[Resampling, list[int]] = {}
-        for i, r in enumerate(self._resampling_for(bands, resampling)):
-            groups.setdefault(r, []).append(i)
-        for r, pos in groups.items():
-            data = self._level("nearest" if r in (Resampling.nearest, Resampling.mode) else "average", level)
-            t = self._transform @ Affine.scale(
-                self._grid.width / data.shape[2], self._grid.height / data.shape[1]
-            )
-            part = warp_array(data[[idx[i] for i in pos]], t, self._crs, grid, [r] * len(pos))
-            out[pos] = part.data
-            mask[pos] = part.mask
-        return np.ma.MaskedArray(out, mask=mask)
+        return self._warped_read(grid, idx, self._resampling_for(bands, resampling))
+
+    def _pick_level(self, scales, resampling: Resampling) -> _Level:
+        k = _pyramid_level(scales, max(self._grid.width, self._grid.height))
+        if k == 0:
+            return _Level(("full",), self._grid)
+        kind = "nearest" if resampling in _PICKING else "average"
+        return _Level((kind, k), _decimated_grid(self._grid, k))
+
+    def _level_window(self, level: _Level, bands: list[int], window: Window) -> np.ndarray:
+        data = self._data if level.key == ("full",) else self._level(*level.key)
+        r0, c0 = int(window.row_off), int(window.col_off)
+        return data[bands, r0 : r0 + int(window.height), c0 : c0 + int(window.width)]
 
     def _level(self, kind: str, level: int) -> np.ndarray:
         """The array reduced `level` times by 2 (NaN-aware mean, or nearest for labels)."""
@@ -239,11 +592,12 @@ def _gdal_message(exc: Exception) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-class FileImage(Image):
+class FileImage(_RasterImage):
     """A raster file read lazily through rasterio; see `Image.open`.
 
     Dataset handles are not thread-safe, so each thread opens its own (kept in a
-    `threading.local`); map tiles can then be read concurrently from worker threads.
+    `threading.local`, one per overview level used); map tiles can then be read
+    concurrently from worker threads.
     """
 
     def __init__(self, path, band_names=None, categorical=None):
@@ -262,6 +616,11 @@ class FileImage(Image):
                 "Image.from_array(..., transform=, crs=)."
             )
         self._grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
+        self._token = uuid.uuid4().hex
+        # Overview factors GDAL reports (same for every band of a GeoTIFF); their grids are
+        # looked up when first used.
+        self._overview_factors = list(ds.overviews(1)) if ds.count else []
+        self._overview_grids: dict[int, Grid] = {}
         descriptions = [d if d else f"B{i + 1}" for i, d in enumerate(ds.descriptions)]
         default = (
             descriptions if len(set(descriptions)) == ds.count else [f"B{i + 1}" for i in range(ds.count)]
@@ -276,11 +635,19 @@ class FileImage(Image):
                 pass
         self.categorical_bands = frozenset(cat)
 
-    def _dataset(self):
-        ds = getattr(self._local, "ds", None)
+    def _dataset(self, overview: int | None = None):
+        """This thread's handle on the file (or on overview level `overview`, 0 = first)."""
+        handles = getattr(self._local, "handles", None)
+        if handles is None:
+            handles = self._local.handles = {}
+        ds = handles.get(overview)
         if ds is None or ds.closed:
             try:
-                ds = rasterio.open(self.path)
+                ds = (
+                    rasterio.open(self.path)
+                    if overview is None
+                    else rasterio.open(self.path, overview_level=overview)
+                )
             except (RasterioError, OSError) as exc:
                 local = "://" not in self.path and not self.path.startswith("/vsi")
                 if local and not os.path.exists(self.path):
@@ -289,7 +656,7 @@ class FileImage(Image):
                     f"Cannot read {self.path} as a raster (GDAL says: {_gdal_message(exc)}). "
                     "Is it a complete GeoTIFF/COG? Re-download or re-export it."
                 ) from None
-            self._local.ds = ds
+            handles[overview] = ds
         return ds
 
     def __getstate__(self):
@@ -301,18 +668,13 @@ class FileImage(Image):
         self.__dict__.update(state)
         self._local = threading.local()
 
-    @property
-    def grid(self) -> Grid:
-        return self._grid
-
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         indexes = [self._band_names.index(b) + 1 for b in bands]
-        resamplings = self._resampling_for(bands, resampling)
         try:
             off = lattice_offset(self._grid, grid)
             if off is not None:
                 return self._read_lattice(indexes, off, grid)
-            return self._read_warped(indexes, resamplings, grid)
+            return self._warped_read(grid, indexes, self._resampling_for(bands, resampling))
         except ImageReadError:
             raise
         except (RasterioError, OSError) as exc:
@@ -321,16 +683,11 @@ class FileImage(Image):
                 "The file may be truncated or corrupt: re-download or re-export it."
             ) from None
 
-    def _read_window(
-        self, indexes, window: Window, out_shape=None, resampling=Resampling.nearest
-    ) -> np.ndarray:
-        """float32 (bands, rows, cols) of a source window, NaN where the file's masks say no data."""
-        ds = self._dataset()
-        kw = {} if out_shape is None else {"out_shape": (len(indexes), *out_shape), "resampling": resampling}
-        data = ds.read(indexes, window=window, **kw).astype(np.float32, copy=False)
-        if out_shape is not None:
-            kw["resampling"] = Resampling.nearest
-        masks = ds.read_masks(indexes, window=window, **kw)
+    def _read_window(self, indexes, window: Window, overview: int | None = None) -> np.ndarray:
+        """float32 (bands, rows, cols) of a window, NaN where the file's masks say no data."""
+        ds = self._dataset(overview)
+        data = ds.read(indexes, window=window).astype(np.float32, copy=False)
+        masks = ds.read_masks(indexes, window=window)
         data[masks == 0] = np.nan
         return data
 
@@ -343,85 +700,45 @@ class FileImage(Image):
         data = self._read_window(indexes, Window(c0, r0, c1 - c0, r1 - r0))
         return slice_lattice(data, col - c0, row - r0, grid)
 
-    def _read_warped(self, indexes, resamplings, grid: Grid) -> np.ma.MaskedArray:
-        src = self._grid
-        footprint = _source_window(src, grid)
-        if footprint is None:
-            return empty_read(len(indexes), grid)
-        window, ratio = footprint
-        factor = ratio / 2 if ratio > _DECIMATE_FROM else 1.0
-        out = np.empty((len(indexes), grid.height, grid.width), np.float32)
-        mask = np.empty(out.shape, bool)
-        groups: dict[Resampling, list[int]] = {}
-        for i, r in enumerate(resamplings):
-            groups.setdefault(r, []).append(i)
-        for r, idx in groups.items():
-            win_t = src.transform @ Affine.translation(window.col_off, window.row_off)
-            if factor > 1:
-                # Decimated read: GDAL picks the best overview (or averages on the fly), so
-                # zoomed-out reads cost about as much as the target grid, not the source.
-                shape = (max(1, math.ceil(window.height / factor)), max(1, math.ceil(window.width / factor)))
-                dec = r if r in (Resampling.nearest, Resampling.mode) else Resampling.average
-                data = self._read_window([indexes[i] for i in idx], window, shape, dec)
-                win_t = win_t @ Affine.scale(window.width / shape[1], window.height / shape[0])
-            else:
-                data = self._read_window([indexes[i] for i in idx], window)
-            part = warp_array(data, win_t, src.crs, grid, [r] * len(idx))
-            out[idx] = part.data
-            mask[idx] = part.mask
-        return np.ma.MaskedArray(out, mask=mask)
+    def _pick_level(self, scales, resampling: Resampling) -> _Level:
+        # The file's own overviews when it has them (the coarsest one still >= 2x finer than
+        # the target), else 2**k block means of the full-res pixels (like ArrayImage's pyramid).
+        f = min(scales) / 2 if scales is not None else 1.0
+        if f < 2:
+            return _Level(("full",), self._grid)
+        if self._overview_factors:
+            fits = [i for i, o in enumerate(self._overview_factors) if o <= f]
+            if not fits:
+                return _Level(("full",), self._grid)
+            i = max(fits, key=lambda j: self._overview_factors[j])
+            grid = self._overview_grids.get(i)
+            if grid is None:
+                ds = self._dataset(i)
+                grid = self._overview_grids[i] = Grid(ds.crs, ds.transform, ds.width, ds.height)
+            return _Level(("overview", i), grid)
+        k = _pyramid_level(scales, max(self._grid.width, self._grid.height))
+        picking = resampling in _PICKING
+        return _Level(("decimated", picking, k), _decimated_grid(self._grid, k))
 
-
-def _source_window(src: Grid, grid: Grid) -> tuple[Window, float] | None:
-    """The source window needed for `grid` (padded, clipped) and the target/source pixel ratio.
-
-    None when the target misses the source entirely.
-    """
-    full = Window(0, 0, src.width, src.height)
-    # Target bounds seen from the source CRS. Transforms can fail or blow up far outside a
-    # CRS's area of use (a zoom-0 web tile seen from UTM): then fall back to the whole source,
-    # which decimation keeps affordable.
-    try:
-        b = transform_bounds(grid.crs, src.crs, *grid.bounds, densify_pts=21)
-        ok = all(math.isfinite(v) for v in b)
-    except Exception:  # noqa: BLE001 - PROJ errors come in several types
-        ok = False
-    if ok:
-        inv = ~src.transform
-        cols, rows = zip(*(inv @ (x, y) for x, y in ((b[0], b[1]), (b[0], b[3]), (b[2], b[1]), (b[2], b[3]))))
-        c0, c1 = math.floor(min(cols)) - _PAD, math.ceil(max(cols)) + _PAD
-        r0, r1 = math.floor(min(rows)) - _PAD, math.ceil(max(rows)) + _PAD
-        if c1 <= 0 or r1 <= 0 or c0 >= src.width or r0 >= src.height:
-            return None
-        # Keep the window size sane even if the transform exploded numerically.
-        c0, r0 = max(c0, 0), max(r0, 0)
-        c1, r1 = min(c1, src.width), min(r1, src.height)
-        window = Window(c0, r0, c1 - c0, r1 - r0)
-        ratio = min((max(cols) - min(cols)) / grid.width, (max(rows) - min(rows)) / grid.height)
-    else:
-        window = full
-        ratio = _pixel_ratio(src, grid)
-    return window, max(ratio, 1e-9)
-
-
-def _pixel_ratio(src: Grid, grid: Grid) -> float:
-    """How many source pixels one target pixel spans, measured where the two overlap."""
-    from rasterio.warp import transform as transform_points
-
-    try:
-        sb = transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21)
-        gb = grid.bounds
-        cx = (max(sb[0], gb[0]) + min(sb[2], gb[2])) / 2
-        cy = (max(sb[1], gb[1]) + min(sb[3], gb[3])) / 2
-        col, row = ~grid.transform @ (cx, cy)
-        pts = [grid.transform @ (col, row), grid.transform @ (col + 1, row), grid.transform @ (col, row + 1)]
-        xs, ys = transform_points(grid.crs, src.crs, [p[0] for p in pts], [p[1] for p in pts])
-        inv = ~src.transform
-        p = [inv @ (x, y) for x, y in zip(xs, ys)]
-        d = max(math.dist(p[0], p[1]), math.dist(p[0], p[2]))
-        return d if math.isfinite(d) and d > 0 else 1.0
-    except Exception:  # noqa: BLE001
-        return 1.0
+    def _level_window(self, level: _Level, bands: list[int], window: Window) -> np.ndarray:
+        if level.key[0] == "full":
+            return self._read_window(bands, window)
+        if level.key[0] == "overview":
+            return self._read_window(bands, window, overview=level.key[1])
+        _, picking, k = level.key
+        # Block means of the full-res pixels under `window`, read in strips of whole blocks
+        # to bound memory; the window starts on a block corner, so every strip agrees with
+        # what a read of the whole file would give.
+        f = 2**k
+        c0, r0 = int(window.col_off) * f, int(window.row_off) * f
+        c1 = min(int(window.col_off + window.width) * f, self._grid.width)
+        r1 = min(int(window.row_off + window.height) * f, self._grid.height)
+        step = max(f, _STRIP_PIXELS // max(c1 - c0, 1) // f * f)
+        strips = [
+            _decimate(self._read_window(bands, Window(c0, r, c1 - c0, min(r + step, r1) - r)), k, picking)
+            for r in range(r0, r1, step)
+        ]
+        return np.concatenate(strips, axis=1)
 
 
 # ---- xarray ---------------------------------------------------------------------------------
