@@ -316,6 +316,16 @@ class Model:
             )
             for k, s in sorted(out_struct.items())
         ]
+        not_numeric = [
+            (s.name, s.dtype) for s in in_specs if s.dtype is not None and s.dtype.kind not in "biuf"
+        ]
+        if not_numeric:
+            name, dt = not_numeric[0]
+            raise ModelError(
+                f"Signature {signature!r} of {path_s} takes input {name!r} as {dt} (not a numeric tensor): "
+                "this looks like a model wrapped by `earthengine model prepare` (base64 TensorProto strings). "
+                "Serve it with `ee-model serve` and use Model.from_vertex_ai, or load the original model."
+            )
         tf_dtypes = {k: s.dtype for k, s in kw_spec.items()}
 
         def call(batch: dict[str, np.ndarray]):

@@ -375,3 +375,17 @@ def test_camel_case_aliases():
     np.testing.assert_array_equal(got.data[0], arr[0])
     assert Model.fromVertexAi.__func__ is Model.from_vertex_ai.__func__
     assert Model.fromAiPlatformPredictor.__func__ is Model.from_ai_platform_predictor.__func__
+
+
+def test_saved_model_with_string_inputs_points_to_the_server(tmp_path):
+    class Prepared(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="array")])
+        def serve(self, array):
+            return {"output": tf.strings.length(array)}
+
+    mod = Prepared()
+    tf.saved_model.save(mod, str(tmp_path / "prepared"), signatures={"serving_default": mod.serve})
+    with pytest.raises(
+        ModelError, match=r"takes input 'array' as object .*earthengine model prepare.*ee-model serve"
+    ):
+        Model.from_saved_model(tmp_path / "prepared")
