@@ -63,12 +63,12 @@ class Inspector(widgets.VBox):
                 if names and v is not None and int(round(v)) in names:
                     text += f" ({html.escape(names[int(round(v))])})"
                 cells.append(
-                    f'<tr><td style="padding-right:8px">{html.escape(band)}</td>'
-                    f'<td class="emw-value" data-band="{html.escape(band)}" style="text-align:right">{text}</td></tr>'
+                    f'<tr><td style="padding:0 8px 0 0">{html.escape(band)}</td>'
+                    f'<td class="emw-value" data-band="{html.escape(band)}" style="text-align:right;padding:0">{text}</td></tr>'
                 )
             rows.append(
                 f'<div style="margin-top:4px" data-section="{html.escape(title)}"><b>{html.escape(title)}</b>'
-                f'<table style="font-size:12px">{"".join(cells)}</table></div>'
+                f'<table style="font-size:12px;line-height:1.25">{"".join(cells)}</table></div>'
             )
         self.values = result
         self.html.value = "".join(rows)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
@@ -60,6 +61,11 @@ REGION_BBOX = "Bounding box (typed)"
 REGION_GIVEN = "Region given to explore()"
 #: Class colours for integer outputs without a palette of their own (matplotlib tab20).
 _CLASS_CMAP = "tab20"
+# A 1x1 transparent PNG: the legend before there is one (an empty Image shows a broken icon).
+_BLANK_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
 #: Size assumed for the map when choosing the first zoom (the tabs take ~420 px beside it).
 _MAP_PX = (620, 460)
 
@@ -185,6 +191,7 @@ class Panel(widgets.VBox):
         self._categorical = False
         self._class_names: dict[str, dict[int, str]] = {}
         self._drawn = None
+        self._compare_touched = False
         self._given_region = None
         self._jobs = Jobs(on_error=self._job_failed)
 
@@ -238,7 +245,7 @@ class Panel(widgets.VBox):
         )
         self.draw_control.on_draw(self._on_draw)
         self.map.add(self.draw_control)
-        self.legend = widgets.Image(format="png", layout={"max_width": "300px"})
+        self.legend = widgets.Image(value=_BLANK_PNG, format="png", layout={"max_width": "300px"})
         self.legend.add_class("emw-legend")
         self.legend_control = ipyleaflet.WidgetControl(widget=self.legend, position="bottomright")
         self.map.add(self.legend_control)
@@ -249,17 +256,16 @@ class Panel(widgets.VBox):
         self.model_picker = widgets.Dropdown(options=names, value=names[0], description="Model")
         self.model_picker.add_class("emw-model-picker")
         self.model_info = widgets.HTML("")
-        self.fix_input_proj = widgets.Checkbox(
-            value=False, description="fixInputProj (sample inputs in the model's own grid)", indent=False
-        )
+        self.fix_input_proj = widgets.Checkbox(value=False, description="fixInputProj", indent=False)
         self.fix_input_proj.add_class("emw-fix-input-proj")
         self.tile_size = widgets.BoundedIntText(value=256, min=1, max=4096, description="Tile size")
         self.tile_size.add_class("emw-tile-size")
         self.overlap = widgets.BoundedIntText(value=0, min=0, max=1024, description="Overlap")
         self.overlap.add_class("emw-overlap")
-        params_help = widgets.HTML(
-            "<small>Tile size: core pixels per model call (x = y). Overlap: extra pixels read on each "
-            "edge and cropped from each result, so tiles join without seams.</small>"
+        params_help = _help(
+            "fixInputProj: feed the model pixels in its own grid (native scale) at every zoom, "
+            "instead of the map's pixels. Tile size: core pixels per model call (x = y). Overlap: "
+            "extra pixels read on each edge and cropped from each result, so tiles join without seams."
         )
         self.model_path = widgets.Text(placeholder=".keras/.h5 file or SavedModel folder", description="Path")
         self.model_path.add_class("emw-model-path")
@@ -317,7 +323,7 @@ class Panel(widgets.VBox):
                 widgets.HTML("<b>Region</b> (used by the export and the automatic stretch)"),
                 self.region_preset,
                 self.bbox,
-                widgets.HTML("<small>Or draw one with the ▭ tool on the map.</small>"),
+                _help("Or draw one with the rectangle tool at the top left of the map."),
                 self.zoom_button,
             ]
         )
@@ -350,9 +356,7 @@ class Panel(widgets.VBox):
         self.compare_fix.add_class("emw-compare-fix")
         self.compare_overlap = widgets.BoundedIntText(value=0, min=0, max=1024, description="Overlap")
         self.compare_overlap.add_class("emw-compare-overlap")
-        self.compare_info = widgets.HTML(
-            "<small>Left of the divider: the settings of the Model tab. Right: these.</small>"
-        )
+        self.compare_info = _help("Left of the divider: the settings of the Model tab. Right: these.")
         compare_tab = widgets.VBox(
             [self.compare, self.compare_model, self.compare_fix, self.compare_overlap, self.compare_info]
         )
@@ -612,7 +616,7 @@ class Panel(widgets.VBox):
         lines = [" · ".join(parts)]
         busy = self._busy_text()
         if busy:
-            lines.append(f'<span class="emw-busy" style="color:#555">⏳ {html.escape(busy)}</span>')
+            lines.append(f'<span class="emw-busy" style="color:#555">Working: {html.escape(busy)}</span>')
         if lay.status:
             lines.append(f'<span style="color:#555">{html.escape(lay.status)}</span>')
         if self.error:
@@ -675,7 +679,16 @@ class Panel(widgets.VBox):
             pred = model.predict_image(image)
             groups = vector_outputs(pred.band_names)
             display = ClassBandImage(pred, groups) if groups else pred
-            band, vis, categorical = self._default_band_vis(entry, display, model_changed, image_changed)
+            stats_error = None
+            try:
+                band, vis, categorical = self._default_band_vis(entry, display, model_changed, image_changed)
+            except Exception as exc:  # noqa: BLE001 - e.g. the model raises: show it, tiles will too
+                stats_error = exc
+                band = self._pick_band(entry, display)
+                vis, categorical = (
+                    {"bands": [band], "min": 0.0, "max": 1.0, "palette": self.palette.value},
+                    False,
+                )
         except Exception as exc:  # noqa: BLE001 - any failure is shown; the panel keeps working
             with self._lock:
                 if gen != self._gen:
@@ -703,7 +716,7 @@ class Panel(widgets.VBox):
             self.band.options = display.band_names
             self.band.value = band
             self._show_vis_controls(vis, categorical)
-        self.error = ""
+        self.error = "" if stats_error is None else f"{type(stats_error).__name__}: {stats_error}"
         self.layer.last_error = ""
         self.layer.image = display
         self.layer.vis_params = vis
@@ -746,13 +759,19 @@ class Panel(widgets.VBox):
                 lo, hi = sample_stretch(display, current, self.region)
                 vis.update(min=lo, max=hi)
             return current, vis, bool(vis.get("categorical"))
+        band = self._pick_band(entry, display)
+        return (band, *self._vis_for(entry, display, band))
+
+    @staticmethod
+    def _pick_band(entry: ModelEntry, display: Image) -> str:
+        """The band a model is shown with first: its vis params' band, else a class band, else the first."""
+        bands = display.band_names
         preferred = None
         if entry.vis_params:
             vb = entry.vis_params.get("bands")
             preferred = vb[0] if vb else bands[0]
         class_bands = [b for b in bands if b in getattr(display, "class_bands", {})]
-        band = next(b for b in (preferred, *class_bands, bands[0]) if b in bands)
-        return (band, *self._vis_for(entry, display, band))
+        return next(b for b in (preferred, *class_bands, bands[0]) if b in bands)
 
     def _vis_for(self, entry: ModelEntry, display: Image, band: str) -> tuple[dict, bool]:
         """Vis params for `band`: the model's defaults if they are for this band, else from statistics."""
@@ -789,16 +808,17 @@ class Panel(widgets.VBox):
             self.palette.value = palette
 
     def _update_model_info(self, entry: ModelEntry, model) -> None:
-        if model is None:
-            self.model_info.value = f"<small>{html.escape(entry.description)}</small>"
-            return
-        p = model.params
-        ins = ", ".join(s.name for s in (model.inputs or [])) or "array"
-        info = (f"<small>{html.escape(entry.description)}<br>" if entry.description else "<small>") + (
-            f"inputs: {html.escape(ins)} · tile {list(p.input_tile_size)} + overlap {list(p.overlap)} "
-            f"→ output tile {list(p.output_tile_size)}<br>outputs: {html.escape(', '.join(self.prediction.band_names))}</small>"
-        )
-        self.model_info.value = info
+        lines = [html.escape(entry.description)] if entry.description else []
+        if model is not None:
+            p = model.params
+            ins = ", ".join(s.name for s in (model.inputs or [])) or "array"
+            lines.append(
+                f"inputs: {html.escape(ins)} · tile {list(p.input_tile_size)} + overlap {list(p.overlap)} "
+                f"→ output tile {list(p.output_tile_size)}"
+            )
+            if self.prediction is not None:
+                lines.append(f"outputs: {html.escape(', '.join(self.prediction.band_names))}")
+        self.model_info.value = f"<div style='{_HELP_STYLE}'>" + "<br>".join(lines) + "</div>"
 
     # ---- adding models and images from the fields ----------------------------------------------
     def _load_from_field(self, text: str, kind: str) -> None:
@@ -811,7 +831,7 @@ class Panel(widgets.VBox):
                 self._set_error(exc, f"loading {spec}")
                 return
             name = getattr(model, "name", None) or os.path.basename(spec.rstrip("/")) or spec
-            self.add_model(name, model)
+            self.add_model(self._unique_name(name), model)
 
         self._submit("load", f"Loading {spec}", job)
 
@@ -824,9 +844,17 @@ class Panel(widgets.VBox):
             except Exception as exc:  # noqa: BLE001
                 self._set_error(exc, f"opening {path}")
                 return
-            self.add_image(os.path.basename(path), image)
+            self.add_image(self._unique_name(os.path.basename(path), self._images), image)
 
         self._submit("load", f"Opening {path}", job)
+
+    def _unique_name(self, name: str, taken=None) -> str:
+        taken = self._models if taken is None else taken
+        out, k = name, 2
+        while out in taken:
+            out = f"{name} ({k})"
+            k += 1
+        return out
 
     # ---- region ----------------------------------------------------------------------------------
     def _on_region_preset(self, change) -> None:
@@ -846,7 +874,9 @@ class Panel(widgets.VBox):
                 self.set_region((w, s, e, n), REGION_VIEW)
             elif preset == REGION_DRAWN:
                 if self._drawn is None:
-                    self._set_error("No rectangle drawn yet: use the ▭ tool at the top left of the map.")
+                    self._set_error(
+                        "No rectangle drawn yet: use the rectangle tool at the top left of the map."
+                    )
                     return
                 self.set_region(self._drawn, REGION_DRAWN)
             else:
@@ -978,6 +1008,7 @@ class Panel(widgets.VBox):
     def _on_compare_model(self, change) -> None:
         if not self._loud():
             return
+        self._compare_touched = True
         entry = self._models.get(change["new"])
         if entry is not None and entry.model is not None:
             with self._quietly():
@@ -988,7 +1019,16 @@ class Panel(widgets.VBox):
     def _on_compare(self, change) -> None:
         if not self._loud():
             return
+        if change["owner"] is not self.compare:
+            self._compare_touched = True
         if self.compare.value:
+            if not self._compare_touched and self._applied.get("model") in self._models:
+                # Out of the box, compare the current model with fixInputProj the other way round.
+                entry = self._models[self._applied["model"]]
+                with self._quietly():
+                    self.compare_model.value = entry.name
+                    self.compare_fix.value = not self.fix_input_proj.value
+                    self.compare_overlap.value = self.overlap.value
             self._request_compare()
         else:
             self._split_off()
@@ -1096,6 +1136,13 @@ class Panel(widgets.VBox):
         self.exporter.finished(path)
 
 
+_HELP_STYLE = "font-size:11px;line-height:1.35;color:#444"
+
+
+def _help(text: str) -> widgets.HTML:
+    return widgets.HTML(f"<div style='{_HELP_STYLE}'>{html.escape(text)}</div>")
+
+
 def region_bounds_checked(region) -> tuple[float, float, float, float]:
     from ..core.region import region_bounds
 
@@ -1151,6 +1198,12 @@ def explore(models=None, image=None, region=None, *, basemap="auto") -> Panel:
     """
     from .. import demo
 
+    if "tensorflow" not in sys.modules:
+        # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) goes to the kernel's stderr
+        # and would land under the panel as a red box; a user's own setting wins.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if region is not None:
+        region = region_bounds_checked(region)  # fail before anything is built
     entries = _normalise_models(models)
     vis: dict[str, dict] = {}
     if image is None:
