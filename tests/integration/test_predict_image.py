@@ -550,3 +550,28 @@ def test_explicit_proj_defines_the_native_grid():
     assert g.transform.a == 20 and (g.width, g.height) == (20, 20)
     out = pred.to_numpy()
     assert (~out.mask).sum() == 400
+
+
+def test_output_tile_larger_than_input_upsamples():
+    arr, img = scene(16, 24, bands=("a",))
+    model = Model.from_callable(
+        lambda b: np.repeat(np.repeat(b["array"], 2, axis=1), 2, axis=2),
+        input_tile_size=8,
+        input_overlap_size=1,
+        output_tile_size=16,
+        output_bands={"up": {"type": "float"}},
+    )
+    pred = model.predict_image(img, cache=None)
+    assert pred.grid.transform.a == 5 and (pred.grid.width, pred.grid.height) == (48, 32)
+    np.testing.assert_array_equal(pred.to_numpy().data[0], np.repeat(np.repeat(arr[0], 2, axis=0), 2, axis=1))
+
+
+def test_regions_outside_the_prediction_are_refused_like_any_image():
+    from ee_model_widgets.errors import RegionError
+
+    _, img = scene(16, 16, bands=("red", "nir"))
+    pred = Model.from_callable(ndvi_fn, input_tile_size=8, output_bands={"ndvi": "float"}).predict_image(
+        img, cache=None
+    )
+    with pytest.raises(RegionError, match="does not intersect the image"):
+        pred.to_numpy(region=(10.0, 10.0, 10.1, 10.1))
