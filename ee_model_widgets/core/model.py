@@ -941,9 +941,6 @@ class Model:
             f"out_tile={list(p.output_tile_size)} fix_input_proj={p.fix_input_proj}>"
         )
 
-    def params_fingerprint(self) -> str:
-        return self.params.fingerprint()
-
 
 def _serving_client(attr: str):
     try:
