@@ -110,32 +110,33 @@ class GoogleAuth:
 # ---- payloads ------------------------------------------------------------------------------------
 
 
-def _encode_instances(inputs: Mapping[str, np.ndarray], payload_format: str) -> list[bytes]:
-    """One JSON-encoded instance per row of the batch."""
+def _encode_instances(inputs: Mapping[str, np.ndarray], payload_format: str) -> list[list[bytes]]:
+    """One JSON-encoded instance per row of the batch, as byte pieces joined once per request
+    (a tile is ~1.4 MB of base64: every avoided copy counts)."""
     names = list(inputs)
     n = len(next(iter(inputs.values())))
     if payload_format == "SERIALIZED_TF_TENSORS":
-        # base64 never needs JSON escaping; names go through json.dumps once
-        keys = [json.dumps(k) for k in names]
-        return [
-            (
-                "{"
-                + ",".join(f'{keys[j]}:"{codec.encode_tensor(inputs[k][i])}"' for j, k in enumerate(names))
-                + "}"
-            ).encode()
-            for i in range(n)
-        ]
+        # web-safe base64 never needs JSON escaping; names go through json.dumps once
+        keys = [json.dumps(k).encode() for k in names]
+        out = []
+        for i in range(n):
+            parts = [b"{"]
+            for j, k in enumerate(names):
+                parts += [b"," if j else b"", keys[j], b':"', codec.encode_tensor_bytes(inputs[k][i]), b'"']
+            parts.append(b"}")
+            out.append(parts)
+        return out
     if payload_format == "RAW_JSON":
         # Vertex's RAW_JSON sends every number as a JSON string; numpy formats them (shortest
         # round-trip repr), no per-element Python formatting
         as_text = {k: np.asarray(v).astype(str) for k, v in inputs.items()}
         return [
-            json.dumps({k: as_text[k][i].tolist() for k in names}, separators=(",", ":")).encode()
+            [json.dumps({k: as_text[k][i].tolist() for k in names}, separators=(",", ":")).encode()]
             for i in range(n)
         ]
     # ND_ARRAYS: no keys; all inputs stacked channels-first, one [C][H][W] nested list per instance
     stacked = _channels_first(inputs)
-    return [json.dumps(stacked[i].tolist(), separators=(",", ":")).encode() for i in range(n)]
+    return [[json.dumps(stacked[i].tolist(), separators=(",", ":")).encode()] for i in range(n)]
 
 
 def _channels_first(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -151,16 +152,16 @@ def _channels_first(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.transpose(stacked, (0, 3, 1, 2))
 
 
-def _pack(instances: list[bytes], max_payload_bytes: int) -> list[list[int]]:
+def _pack(sizes: list[int], max_payload_bytes: int) -> list[list[int]]:
     """Greedy, order-preserving split of instance indices into bodies under the limit."""
     chunks: list[list[int]] = []
     current: list[int] = []
     size = _ENVELOPE
-    for i, inst in enumerate(instances):
-        add = len(inst) + (1 if current else 0)
+    for i, n in enumerate(sizes):
+        add = n + (1 if current else 0)
         if current and size + add > max_payload_bytes:
             chunks.append(current)
-            current, size, add = [], _ENVELOPE, len(inst)
+            current, size, add = [], _ENVELOPE, n
         current.append(i)
         size += add
     if current:
@@ -315,7 +316,8 @@ class RestPredictor:
         if n == 0:
             raise InputError("A prediction needs at least one instance.")
         instances = _encode_instances(arrays, self.payload_format)
-        biggest = max(len(i) for i in instances) + _ENVELOPE
+        sizes = [sum(len(p) for p in inst) for inst in instances]
+        biggest = max(sizes) + _ENVELOPE
         if biggest > self.max_payload_bytes:
             shapes = ", ".join(f"{k} {a.shape[1:]} {a.dtype}" for k, a in arrays.items())
             raise ServingError(
@@ -323,7 +325,7 @@ class RestPredictor:
                 f"{self.max_payload_bytes}: use a smaller input_tile_size (bytes grow with its square), or raise "
                 "max_payload_bytes if the endpoint accepts larger requests."
             )
-        chunks = _pack(instances, self.max_payload_bytes)
+        chunks = _pack(sizes, self.max_payload_bytes)
         self._count(calls=1, instances=n)
         _, pool = self._http()
         if len(chunks) == 1:
@@ -338,10 +340,16 @@ class RestPredictor:
                 raise
         return self._assemble(replies, chunks, n)
 
-    def _request(self, instances: list[bytes], idx: list[int]) -> list:
+    def _request(self, instances: list[list[bytes]], idx: list[int]) -> list:
         import httpx
 
-        body = b'{"instances":[' + b",".join(instances[i] for i in idx) + b"]}"
+        parts = [b'{"instances":[']
+        for n, i in enumerate(idx):
+            if n:
+                parts.append(b",")
+            parts += instances[i]
+        parts.append(b"]}")
+        body = b"".join(parts)
         client, _ = self._http()
         attempt = 0
         while True:

@@ -272,7 +272,6 @@ def _fmt_shape(shape) -> str:
 def format_predict(outputs: dict[str, np.ndarray], req: ParsedRequest, sig: Signature) -> bytes:
     """The JSON reply: `{"predictions": [...]}` (row) or `{"outputs": ...}` (columnar)."""
     encode = bool(req.encoded)
-    cols: dict[str, Any] = {}
     for name, arr in outputs.items():
         arr = np.asarray(arr)
         if req.row_format and (arr.ndim == 0 or arr.shape[0] != req.batch_size):
@@ -280,6 +279,11 @@ def format_predict(outputs: dict[str, np.ndarray], req: ParsedRequest, sig: Sign
                 f"Output '{name}' has {arr.shape[0] if arr.ndim else 'no'} rows for {req.batch_size} instances; "
                 "row-format replies need a batch axis (send 'inputs' instead)."
             )
+    if encode and req.row_format and all(np.asarray(a).dtype != object for a in outputs.values()):
+        return _encoded_rows(outputs, req.batch_size)
+    cols: dict[str, Any] = {}
+    for name, arr in outputs.items():
+        arr = np.asarray(arr)
         if encode and not arr.dtype == object:
             cols[name] = codec.encode_batch(arr) if arr.ndim else codec.encode_tensor(arr)
         else:
@@ -293,6 +297,26 @@ def format_predict(outputs: dict[str, np.ndarray], req: ParsedRequest, sig: Sign
     else:
         payload = {"outputs": cols[names[0]] if len(names) == 1 else cols}
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _encoded_rows(outputs: dict[str, np.ndarray], n: int) -> bytes:
+    """EE-format reply built from byte pieces: base64 needs no escaping, so no json.dumps pass
+    over megabytes of text."""
+    names = list(outputs)
+    keys = [json.dumps(k).encode() for k in names]
+    parts = [b'{"predictions":[']
+    for i in range(n):
+        if i:
+            parts.append(b",")
+        if len(names) == 1:
+            parts += [b'"', codec.encode_tensor_bytes(outputs[names[0]][i]), b'"']
+            continue
+        parts.append(b"{")
+        for j, k in enumerate(names):
+            parts += [b"," if j else b"", keys[j], b':"', codec.encode_tensor_bytes(outputs[k][i]), b'"']
+        parts.append(b"}")
+    parts.append(b"]}")
+    return b"".join(parts)
 
 
 def _jsonable(arr: np.ndarray, name: str):

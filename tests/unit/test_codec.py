@@ -156,3 +156,23 @@ def test_truncated_content_and_dtype_mismatch_are_reported():
 def test_unsupported_dtype_names_the_supported_ones():
     with pytest.raises(InputError, match="complex128.*float32"):
         codec.serialize_tensor(np.zeros(2, np.complex128))
+
+
+def test_standard_library_fallback_gives_the_same_results(monkeypatch):
+    """Without pybase64 (an accelerator) the stdlib path must agree byte for byte."""
+    data = codec.serialize_tensor(RNG.random((9, 7), dtype=np.float32) * 1e6)
+    fast = codec.encode_base64(data)
+    monkeypatch.setattr(codec, "_b64", None)
+    assert codec.encode_base64(data) == fast
+    for text in (fast, base64.b64encode(data).decode(), base64.urlsafe_b64encode(data).decode()):
+        assert codec.decode_base64(text) == data
+    with pytest.raises(InputError, match="Not valid base64"):
+        codec.decode_base64("ab!d")
+
+
+def test_mixed_alphabets_in_one_string_still_decode():
+    data = bytes(range(256))
+    std = base64.b64encode(data).decode()
+    mixed = std.replace("+", "-", 1)  # one web-safe character among standard ones
+    assert "+" in mixed and "-" in mixed
+    assert codec.decode_base64(mixed) == data
