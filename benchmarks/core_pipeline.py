@@ -182,9 +182,7 @@ def main() -> None:
         f"model: {label}, tile {list(model.params.input_tile_size)} + overlap {list(model.params.overlap)}; "
         f"source: {img_label}"
     )
-    print(
-        f"{len(grids)} map tiles at zoom {args.zoom} -> {n_cells} model cells; best of {args.repeat} runs"
-    )
+    print(f"{len(grids)} map tiles at zoom {args.zoom} -> {n_cells} model cells; best of {args.repeat} runs")
     print(
         f"(a) pipeline (read_many, cold cache) / raw batched model call: {med(pipe) / med(raw):.2f}  "
         f"[{med(pipe):.3f} s vs {med(raw):.3f} s]  target <= 1.3"
