@@ -43,22 +43,22 @@ _reach_cache: dict[str, tuple[float, bool]] = {}
 DEFAULT_VIEW_PX = (700, 480)
 
 
-def osm_reachable(host: str = OSM_HOST, timeout: float = REACHABILITY_TIMEOUT) -> bool:
-    """True if the kernel can open a TCP connection to `host`:443 within `timeout` seconds.
+def osm_reachable(host: str = OSM_HOST, timeout: float = REACHABILITY_TIMEOUT, port: int = 443) -> bool:
+    """True if the kernel can open a TCP connection to `host`:`port` within `timeout` seconds.
 
     The answer is cached for `REACHABILITY_TTL` seconds. DNS lookups cannot be given a
     timeout, so the attempt runs in a daemon thread and a slow answer counts as offline.
     """
     now = time.monotonic()
     with _reach_lock:
-        hit = _reach_cache.get(host)
+        hit = _reach_cache.get(f"{host}:{port}")
         if hit is not None and now - hit[0] < REACHABILITY_TTL:
             return hit[1]
     result: list[bool] = []
 
     def attempt() -> None:
         try:
-            with socket.create_connection((host, 443), timeout=timeout):
+            with socket.create_connection((host, port), timeout=timeout):
                 result.append(True)
         except OSError:
             result.append(False)
@@ -68,7 +68,7 @@ def osm_reachable(host: str = OSM_HOST, timeout: float = REACHABILITY_TIMEOUT) -
     t.join(timeout + 0.2)
     ok = bool(result and result[0])
     with _reach_lock:
-        _reach_cache[host] = (time.monotonic(), ok)
+        _reach_cache[f"{host}:{port}"] = (time.monotonic(), ok)
     return ok
 
 
