@@ -52,6 +52,7 @@ pytest: install-test chromium
 test: lint typecheck pytest
 
 bench: install-test
+	$(PIP) install --quiet -e ".[test,bench]"
 	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
