@@ -55,7 +55,7 @@ class Batcher:
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._lock = threading.Lock()
         self._closed = False
-        self.stats = {"model_calls": 0, "instances": 0, "requests": 0, "largest_batch": 0}
+        self.stats = {"model_calls": 0, "instances": 0, "largest_batch": 0}
         self._thread = threading.Thread(target=self._loop, name="ee-model-batcher", daemon=True)
         self._thread.start()
 
@@ -72,8 +72,6 @@ class Batcher:
             raise ServerBusy(
                 f"The server is busy ({self._queue.maxsize} requests queued); retry in a moment."
             ) from None
-        with self._lock:
-            self.stats["requests"] += 1
         return item.future
 
     def close(self, timeout: float = 10.0) -> None:

@@ -16,7 +16,9 @@ or, for Keras files, input/output layer names.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -124,7 +126,8 @@ def prepare_model(
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         try:
-            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default})
+            with _quiet_tensorflow_logger():  # "INFO: Assets written to <temp dir>" is noise here
+                tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default})
             extra = tmp / "assets.extra"
             extra.mkdir(exist_ok=True)
             (extra / PREPARED_MARKER).write_text(
@@ -137,6 +140,17 @@ def prepare_model(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return dest
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_logger():
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _pick_signature(servable: Servable, name: str, src: Path) -> Signature:

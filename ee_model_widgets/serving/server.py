@@ -245,6 +245,13 @@ class ServerHandle:
         out.update(self._stats.get("batcher", {}))
         return out
 
+    def reset_stats(self) -> None:
+        """Zero the counters (e.g. before measuring one piece of work)."""
+        for d in (self._stats, self._stats.get("batcher", {})):
+            for k, v in d.items():
+                if isinstance(v, int):
+                    d[k] = 0
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

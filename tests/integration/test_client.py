@@ -66,7 +66,7 @@ def test_served_keras_model_equals_local_model(fcn_server, scene, local_predicti
         "red",
     ]  # from /metadata
     before = fcn_server.stats["predict_requests"]
-    assert_same(model.predict_image(scene).to_numpy(), local_prediction)
+    assert_same(model.predict_image(scene, cache=None).to_numpy(), local_prediction)
     assert fcn_server.stats["predict_requests"] > before
 
 
@@ -77,7 +77,7 @@ def test_model_prepared_by_us_equals_local_model(tmp_path, scene, local_predicti
     )
     with serve(ours, name="fcn") as h:
         model = Model.fromVertexAi(h.url, **FCN)
-        assert_same(model.predictImage(scene).to_numpy(), local_prediction)
+        assert_same(model.predictImage(scene, cache=None).to_numpy(), local_prediction)
 
 
 def test_payload_splitting_keeps_every_request_under_the_limit(scene, local_prediction):
@@ -85,7 +85,7 @@ def test_payload_splitting_keeps_every_request_under_the_limit(scene, local_pred
         # one instance = red + nir, 144 x 144 float32 each: ~221 kB of base64, so two per request
         limit = 500_000
         model = Model.from_vertex_ai(h.url, max_payload_bytes=limit, **FCN)
-        assert_same(model.predict_image(scene).to_numpy(), local_prediction)
+        assert_same(model.predict_image(scene, cache=None).to_numpy(), local_prediction)
         stats = h.stats
         assert stats["instances"] >= 6
         assert stats["predict_requests"] >= stats["instances"] / 2
@@ -94,7 +94,7 @@ def test_payload_splitting_keeps_every_request_under_the_limit(scene, local_pred
 
 def test_raw_json_numbers_as_strings(fcn_server, scene, local_prediction):
     model = Model.from_vertex_ai(fcn_server.url, payload_format="RAW_JSON", **FCN)
-    assert_same(model.predict_image(scene).to_numpy(), local_prediction)
+    assert_same(model.predict_image(scene, cache=None).to_numpy(), local_prediction)
 
 
 def test_nd_arrays_channels_first(tmp_path, scene, local_prediction):
@@ -112,7 +112,7 @@ def test_nd_arrays_channels_first(tmp_path, scene, local_prediction):
     with serve(tmp_path / "chw", name="chw") as h:
         # the model has one input, so the band order must be given: red first, as the wrapper expects
         model = Model.from_vertex_ai(h.url, payload_format="ND_ARRAYS", input_names=["red", "nir"], **FCN)
-        assert_same(model.predict_image(scene).to_numpy(), local_prediction)
+        assert_same(model.predict_image(scene, cache=None).to_numpy(), local_prediction)
 
 
 def test_ai_platform_predictor_and_camel_case(fcn_server, scene, local_prediction):
@@ -123,7 +123,9 @@ def test_ai_platform_predictor_and_camel_case(fcn_server, scene, local_predictio
         inputTileSize=[128, 128],
         inputOverlapSize=[8, 8],
     )
-    assert_same(model.predict_image(scene).to_numpy(), local_prediction)
+    before = fcn_server.stats["predict_requests"]
+    assert_same(model.predict_image(scene, cache=None).to_numpy(), local_prediction)
+    assert fcn_server.stats["predict_requests"] > before
     with pytest.raises(InputError, match="needs project_id and model_name"):
         Model.from_ai_platform_predictor(model_name="m")
 
@@ -300,4 +302,4 @@ def test_errors_reach_predict_image_as_our_errors(scene):
     with serve(demo.model_path("fcn"), name="fcn", token="t0k") as h:
         model = Model.from_vertex_ai(h.url, max_retries=0, input_names=["red", "nir"], **FCN)
         with pytest.raises(EEModelWidgetsError, match="401"):
-            model.predict_image(scene).to_numpy()
+            model.predict_image(scene, cache=None).to_numpy()

@@ -202,7 +202,11 @@ def test_ours_and_earthengine_prepare_are_interchangeable(tmp_path):
             r = httpx.post(h.url + ":predict", json=body, timeout=60)
             assert r.status_code == 200, r.text
             replies[label] = r.json()
-            remote = Model.from_vertex_ai(h.url, **demo.MODEL_PARAMS["fcn"]).predict_image(scene).to_numpy()
+            remote = (
+                Model.from_vertex_ai(h.url, **demo.MODEL_PARAMS["fcn"])
+                .predict_image(scene, cache=None)
+                .to_numpy()
+            )
             np.testing.assert_array_equal(np.ma.getmaskarray(remote), np.ma.getmaskarray(local))
             assert float(np.max(np.abs(remote.filled(0) - local.filled(0)))) < 1e-5, label
     assert replies["ee"] == replies["ours"]  # byte-identical predictions
