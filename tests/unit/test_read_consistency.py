@@ -140,13 +140,18 @@ def test_map_tiles_equal_an_export_sized_read(no_block_cache, tmp_path):
             _assert_same(tile[:, r0 - r : r1 - r, c0 - c : c1 - c], ref[:, r0:r1, c0:c1], f"tile {z}/{x}/{y}")
 
 
+@pytest.mark.parametrize("per_block", [False, True], ids=["whole-level", "per-block"])
 @pytest.mark.parametrize("resampling", ["nearest", "bilinear", "cubic"])
 @pytest.mark.parametrize("case, source, proj, zoomed_out", CASES[:2], ids=[c[0] for c in CASES[:2]])
 def test_file_without_overviews_reads_exactly_like_the_same_array(
-    case, source, proj, zoomed_out, resampling, tmp_path, no_block_cache
+    case, source, proj, zoomed_out, resampling, per_block, tmp_path, no_block_cache, monkeypatch
 ):
     # Files without overviews are decimated by the same block means as arrays' pyramids,
-    # so the two images give identical pixels at every zoom, whatever the window.
+    # so the two images give identical pixels at every zoom, whatever the window; small
+    # files keep a decimated copy, big ones decimate the pixels under each block in strips.
+    if per_block:
+        monkeypatch.setattr(raster, "_SMALL_FILE", 0)
+        monkeypatch.setattr(raster, "_STRIP_PIXELS", 5000)
     arr = _images("array", source, tmp_path)
     tif = _images("file", source, tmp_path, overviews=False)
     big = grid_for(arr, None, proj)
