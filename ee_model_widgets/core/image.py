@@ -16,6 +16,12 @@ CONTRACT (other modules rely on it; keep it stable):
   `self._resampling_for(bands, resampling)` gives each band's effective Resampling.
 - Images are lazy and immutable; `select`/`rename` return views that read through
   their parent. Reads may come from several threads at once.
+- Window independence: a pixel's value and mask depend on the image, the grid's pixel
+  lattice (CRS, pixel size, phase), the pixel, the band and the resampling, never on the
+  window it is read in. A big read and any sub-window of it agree bit for bit, so map
+  tiles read one by one or in batches, `to_numpy` and exports show the same pixels.
+  Raster images get this by warping fixed blocks of the target lattice
+  (`core/raster.py`); every subclass must keep it.
 """
 
 from __future__ import annotations
@@ -35,20 +41,24 @@ if TYPE_CHECKING:
 
 #: Largest grid `to_numpy` returns by default (pixels per band); exports stream instead.
 MAX_PIXELS = 100_000_000
+# Resamplings GDAL's warper applies (gauss is for overviews only and refused by warps).
+_WARPABLE = tuple(r for r in Resampling if r.value < 8 and r is not Resampling.gauss)
 
 
 def resolve_resampling(resampling, categorical: bool = False) -> Resampling:
     """None -> nearest for categorical bands, bilinear otherwise; names -> Resampling."""
     if resampling is None:
         return Resampling.nearest if categorical else Resampling.bilinear
-    if isinstance(resampling, Resampling):
+    if isinstance(resampling, Resampling) and resampling in _WARPABLE:
         return resampling
     if isinstance(resampling, str):
         try:
-            return Resampling[resampling.strip().lower()]
+            r = Resampling[resampling.strip().lower()]
         except KeyError:
-            pass
-    choices = ", ".join(r.name for r in Resampling if r.value < 8)
+            r = None
+        if r in _WARPABLE:
+            return r
+    choices = ", ".join(r.name for r in _WARPABLE)
     raise InputError(f"Unknown resampling {resampling!r}: use one of {choices} (or a rasterio Resampling).")
 
 
