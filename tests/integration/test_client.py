@@ -148,6 +148,10 @@ def test_endpoint_forms():
 def test_grpc_and_unknown_formats_list_what_is_supported():
     with pytest.raises(InputError, match="needs gRPC.*SERIALIZED_TF_TENSORS, RAW_JSON, ND_ARRAYS"):
         Model.from_vertex_ai("http://127.0.0.1:9/v1/models/m", payload_format="GRPC_SERIALIZED_TF_TENSORS")
+    with pytest.raises(InputError, match="needs gRPC"):  # Earth Engine's camelCase spelling
+        Model.fromVertexAi(
+            "http://127.0.0.1:9/v1/models/m", payloadFormat="GRPC_TF_TENSORS", maxPayloadBytes=10**6
+        )
     with pytest.raises(InputError, match="Unknown payload_format 'JSONL'"):
         client.RestPredictor("http://127.0.0.1:9/v1/models/m", payload_format="JSONL")
 
