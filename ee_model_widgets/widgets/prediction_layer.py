@@ -19,7 +19,7 @@ from traitlets import Dict, Int, List, Unicode, observe
 from ..core.cache import CellCache
 from ..core.grid import xyz_grid
 from ..core.vis import message_tile, render, to_png
-from .scheduler import TileRequest
+from .scheduler import CANCELLED, TileRequest
 from .tile_layer import KernelTileLayer
 
 # Predicted tile arrays kept per layer: 256 MiB is ~1000 single-band float32 tiles.
@@ -39,11 +39,16 @@ class PredictionLayer(KernelTileLayer):
     # [[south, west], [north, east]]: Leaflet asks for no tile outside the image.
     bounds = List().tag(sync=True, o=True)
 
-    def __init__(self, image, vis_params: dict | None = None, *, name: str = "", **kwargs):
+    def __init__(
+        self, image, vis_params: dict | None = None, *, name: str = "", batch_size: int = 32, **kwargs
+    ):
         self._tile_cache = CellCache(kwargs.pop("tile_cache_bytes", TILE_CACHE_BYTES))
         self._hits_lock = threading.Lock()
         self._image = image
-        super().__init__(name=name or getattr(image, "name", "") or "prediction", **kwargs)
+        # A whole viewport (~24 tiles) fits one batch: one coalesced model pass per burst.
+        super().__init__(
+            name=name or getattr(image, "name", "") or "prediction", batch_size=batch_size, **kwargs
+        )
         self.vis_params = dict(vis_params or {})
         self._set_bounds()
 
@@ -93,6 +98,10 @@ class PredictionLayer(KernelTileLayer):
         grids = {r.id: xyz_grid(r.z, r.x, r.y) for r in todo}
         too_big = self._refuse_zoomed_out(image, todo, grids, results)
         todo = [r for r in todo if r.id not in too_big]
+        for r in todo:  # cancelled while queued behind this batch's cache lookups: skip the model
+            if r.cancelled:
+                results[r.id] = CANCELLED
+        todo = [r for r in todo if not r.cancelled]
         if todo:
             arrays.update(self._read(image, todo, grids, results))
             for r in todo:

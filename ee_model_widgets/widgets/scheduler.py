@@ -27,6 +27,13 @@ class TileRequest:
     x: int
     y: int
     queued_at: float = field(default_factory=time.monotonic)
+    #: Set when the browser cancels a request that a worker already took: a renderer checks
+    #: it right before expensive work (the model call) and answers `CANCELLED` instead.
+    cancelled: bool = False
+
+
+#: What a renderer returns for a request that was cancelled after it was taken: no reply is sent.
+CANCELLED = object()
 
 
 # render_many(requests) -> one result per request: PNG bytes, or an exception for that tile.
@@ -57,6 +64,7 @@ class TileScheduler:
         self._on_change = on_change or (lambda: None)
         self._lock = threading.Condition()
         self._queue: collections.OrderedDict[str, TileRequest] = collections.OrderedDict()
+        self._running: dict[str, TileRequest] = {}
         self._zoom: int | None = None
         self._closed = False
         self._done_times: collections.deque[float] = collections.deque(maxlen=512)
@@ -87,12 +95,15 @@ class TileScheduler:
         self._on_change()
 
     def cancel(self, request_id: str) -> bool:
-        """Drop a queued request. Returns False when it already started (its reply is ignored)."""
+        """Drop a queued request. Returns False when it already started: it is then only
+        flagged, so the renderer can still skip it before the model call."""
         with self._lock:
             dropped = self._queue.pop(request_id, None) is not None
             if dropped:
                 self.counts["cancelled"] += 1
                 self.counts["queued"] = len(self._queue)
+            elif request_id in self._running:
+                self._running[request_id].cancelled = True
         if dropped:
             self._on_change()
         return dropped
@@ -142,9 +153,13 @@ class TileScheduler:
         if self.linger:
             time.sleep(self.linger)  # let the rest of a burst arrive, so it shares a batch
         with self._lock:
+            # Newest first: while the user pans, the latest requests are the tiles on screen and
+            # the oldest are the likeliest to be cancelled. A batch keeps its arrival order.
             batch = []
             while self._queue and len(batch) < self.batch_size:
-                batch.append(self._queue.popitem(last=False)[1])
+                batch.append(self._queue.popitem(last=True)[1])
+            batch.reverse()
+            self._running.update((r.id, r) for r in batch)
             self.counts["running"] += len(batch)
             self.counts["queued"] = len(self._queue)
             return batch
@@ -164,13 +179,19 @@ class TileScheduler:
             except BaseException as exc:  # noqa: BLE001 - a failing renderer must not kill the worker
                 results = [exc] * len(batch)
             for request, result in zip(batch, results):
-                ok = isinstance(result, (bytes, bytearray)) and bytes(result[:8]) == PNG_SIGNATURE
-                try:
-                    self._reply(request, result)
-                except Exception:  # noqa: BLE001 - e.g. the comm closed while we rendered
-                    log.warning("could not send tile %s", request.id, exc_info=True)
+                if result is CANCELLED:
+                    outcome = "cancelled"
+                else:
+                    ok = isinstance(result, (bytes, bytearray)) and bytes(result[:8]) == PNG_SIGNATURE
+                    outcome = "done" if ok else "failed"
+                    try:
+                        self._reply(request, result)
+                    except Exception:  # noqa: BLE001 - e.g. the comm closed while we rendered
+                        log.warning("could not send tile %s", request.id, exc_info=True)
                 with self._lock:
+                    self._running.pop(request.id, None)
                     self.counts["running"] -= 1
-                    self.counts["done" if ok else "failed"] += 1
-                    self._done_times.append(time.monotonic())
+                    self.counts[outcome] += 1
+                    if outcome != "cancelled":
+                        self._done_times.append(time.monotonic())
             self._on_change()

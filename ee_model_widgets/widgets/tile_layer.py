@@ -17,7 +17,7 @@ import ipyleaflet
 from traitlets import Float, Int, Unicode
 
 from .._version import EXTENSION_VERSION
-from .scheduler import PNG_SIGNATURE, TileRequest, TileScheduler
+from .scheduler import CANCELLED, PNG_SIGNATURE, TileRequest, TileScheduler
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,9 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
     def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | BaseException]:
         results: list[bytes | BaseException] = []
         for r in requests:
+            if r.cancelled:  # the browser unloaded it while earlier tiles of the batch rendered
+                results.append(CANCELLED)
+                continue
             try:
                 results.append(self._render_one(r.z, r.x, r.y))
             except Exception as exc:  # noqa: BLE001 - shown as an error tile

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from ee_model_widgets.widgets.scheduler import PNG_SIGNATURE, TileRequest, TileScheduler
+from ee_model_widgets.widgets.scheduler import CANCELLED, PNG_SIGNATURE, TileRequest, TileScheduler
 
 PNG = PNG_SIGNATURE + b"fake-but-signed"
 
@@ -160,4 +160,46 @@ def test_concurrent_submissions_are_all_accounted_for():
     assert len(rec.replies) == snap["done"]
     assert sum(len(b) for b in rec.batches) == snap["done"]
     assert all(len(b) <= 8 for b in rec.batches)
+    sched.close()
+
+
+def test_a_request_cancelled_after_it_was_taken_is_flagged_and_not_answered():
+    taken = threading.Event()
+    go = threading.Event()
+    seen = {}
+
+    def render_many(requests):
+        taken.set()
+        go.wait(10)  # the browser cancels "b" while this batch is being prepared
+        seen.update({r.id: r.cancelled for r in requests})
+        return [CANCELLED if r.cancelled else PNG for r in requests]
+
+    replies = {}
+    sched = TileScheduler(render_many, lambda r, res: replies.setdefault(r.id, res), workers=1, linger=0.05)
+    sched.submit(TileRequest("a", 5, 0, 0))
+    sched.submit(TileRequest("b", 5, 1, 0))
+    assert taken.wait(10)
+    assert sched.cancel("b") is False  # already taken: only flagged
+    go.set()
+    assert wait_for(lambda: sched.snapshot()["running"] == 0)
+    assert seen == {"a": False, "b": True}
+    assert set(replies) == {"a"}
+    snap = sched.snapshot()
+    assert (snap["done"], snap["cancelled"]) == (1, 1)
+    sched.close()
+
+
+def test_newest_requests_are_served_first():
+    gate = threading.Event()
+    rec = Recorder(gate)
+    rec.expected = 4
+    sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=2, linger=0)
+    sched.submit(TileRequest("busy", 7, 0, 0))
+    assert wait_for(lambda: sched.snapshot()["running"] == 1)
+    for rid in ("old", "mid", "new"):
+        sched.submit(TileRequest(rid, 7, 1, 1))
+    gate.set()
+    assert rec.all_replied.wait(10)
+    # While panning, the latest tiles are the ones on screen: they go first (in arrival order).
+    assert rec.batches[1:] == [["mid", "new"], ["old"]]
     sched.close()

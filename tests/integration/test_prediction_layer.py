@@ -1,0 +1,158 @@
+"""The prediction layer in the kernel: batched, cached, visible errors, the zoom-out guard.
+
+The browser end of the comm is replaced by a recorder; everything else is real: real
+predicted images, real model calls, real PNGs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+
+import numpy as np
+import pytest
+from affine import Affine
+from PIL import Image as PILImage
+
+import ee_model_widgets as emw
+from ee_model_widgets.core.grid import xyz_grid
+from ee_model_widgets.core.vis import render
+from ee_model_widgets.widgets.headless import HeadlessView
+
+VIS = {"min": -1, "max": 1, "palette": "viridis"}
+
+
+def lonlat_to_tile(lon, lat, z):
+    n = 2**z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    return x, y
+
+
+@pytest.fixture
+def scene():
+    rng = np.random.default_rng(0)
+    arr = rng.random((2, 400, 400)).astype("float32")
+    return emw.Image.from_array(
+        arr, transform=Affine(10, 0, 500000, 0, -10, 4000000), crs="EPSG:32633", band_names=["red", "nir"]
+    )
+
+
+def diff_model(**kw):
+    def fn(inputs):
+        a = inputs["array"]
+        return a[..., 1:2] - a[..., 0:1]
+
+    return emw.Model.from_callable(
+        fn, input_tile_size=[64, 64], output_bands={"diff": {"type": "float"}}, **kw
+    )
+
+
+def center_tiles(image, z, n=4):
+    w, s, e, nn = image.bounds
+    x, y = lonlat_to_tile((w + e) / 2, (s + nn) / 2, z)
+    return [(z, x + dx, y + dy) for dx, dy in [(0, 0), (1, 0), (0, 1), (1, 1)][:n]]
+
+
+@pytest.fixture
+def make_layer():
+    layers = []
+
+    def make(image, **kw):
+        layer = emw.PredictionLayer(image, vis_params=kw.pop("vis_params", VIS), **kw)
+        layers.append(layer)
+        return layer, HeadlessView(layer)
+
+    yield make
+    for layer in layers:
+        layer.close()
+
+
+def decode(png):
+    return np.asarray(PILImage.open(io.BytesIO(png)).convert("RGBA"))
+
+
+def test_tiles_are_the_rendered_predictions(scene, make_layer):
+    pred = diff_model().predict_image(scene)
+    layer, view = make_layer(pred)
+    tiles = center_tiles(scene, 14)
+    replies = view.fetch(tiles)
+    for (z, x, y), reply in zip(tiles, replies):
+        assert reply.status == "ok"
+        expected = render(pred.tile(z, x, y), VIS, band_names=pred.band_names)
+        assert np.array_equal(decode(reply.png), expected)
+    assert layer.tiles_done == len(tiles) and layer.last_error == ""
+    # Leaflet is told the image's extent, so it asks for no tile outside it.
+    w, s, e, n = scene.bounds
+    assert layer.bounds == [[s, w], [n, e]]
+
+
+def test_tiles_that_arrive_together_share_one_model_call(scene, make_layer):
+    model = diff_model(max_batch_size=None)  # no chunking: one call per batch of tiles
+    pred = model.predict_image(scene, cache=None)
+    gate = threading.Event()
+    layer, view = make_layer(pred, workers=1, batch_size=8)
+    # Hold the worker on a first tile so that the next four queue up together.
+    original = layer._render_many
+    layer.scheduler._render_many = lambda reqs: (gate.wait(10), original(reqs))[1]
+    first = view.request(12, 0, 0)
+    ids = [view.request(*t) for t in center_tiles(scene, 15)]
+    gate.set()
+    view.wait([first, *ids])
+    # The holding tile lies outside the image (no cells, no call); the 4 tiles that queued
+    # behind it need 4 x 16 cells of 64 px, computed in ONE model call.
+    assert model.stats.calls == 1
+    assert model.stats.instances == 64
+
+
+def test_new_palette_rerenders_from_cache_without_model_calls(scene, make_layer):
+    model = diff_model()
+    pred = model.predict_image(scene, cache=None)
+    layer, view = make_layer(pred)
+    tiles = center_tiles(scene, 14)
+    first = view.fetch(tiles)
+    calls = model.stats.calls
+    assert calls > 0
+    layer.vis_params = {"min": -1, "max": 1, "palette": ["000000", "ff0000"]}
+    assert len(view.messages("redraw")) == 1
+    second = view.fetch(tiles)
+    assert model.stats.calls == calls
+    assert layer.cache_hits == len(tiles)
+    assert not np.array_equal(decode(first[0].png), decode(second[0].png))
+    expected = render(pred.tile(*tiles[0]), layer.vis_params, band_names=pred.band_names)
+    assert np.array_equal(decode(second[0].png), expected)
+
+
+def test_a_failing_model_gives_error_tiles_and_last_error(scene, make_layer):
+    def broken(inputs):
+        raise RuntimeError("weights file is corrupt")
+
+    model = emw.Model.from_callable(broken, input_tile_size=[64, 64], output_bands={"x": {"type": "float"}})
+    layer, view = make_layer(model.predict_image(scene, cache=None))
+    replies = view.fetch(center_tiles(scene, 14))
+    assert all(r.status == "error" for r in replies)
+    assert all(decode(r.png).shape == (256, 256, 4) for r in replies)
+    assert "weights file is corrupt" in layer.last_error
+    assert layer.tiles_failed == 4
+    # Swapping in a working model in place: the same layer serves good tiles again.
+    layer.image = diff_model().predict_image(scene)
+    assert all(r.status == "ok" for r in view.fetch(center_tiles(scene, 14)))
+
+
+def test_fix_input_proj_zoomed_out_answers_zoom_in_without_model_calls(scene, make_layer):
+    model = diff_model(fix_input_proj=True)
+    pred = model.predict_image(scene, cache=None)
+    layer, view = make_layer(pred, max_cells_per_tile=4)
+    # At zoom 12 one tile covers the whole 4 km scene: 7x7 = 49 native 64 px cells.
+    (tile,) = center_tiles(scene, 12, n=1)
+    assert pred.cell_count(xyz_grid(*tile)) > 4
+    (reply,) = view.fetch([tile])
+    assert reply.status == "ok"
+    assert model.stats.calls == 0
+    assert layer.tiles_zoom_in == 1 and "zoom in" in layer.status
+    # The message tile is drawn (opaque pixels), not blank.
+    assert (decode(reply.png)[..., 3] > 0).mean() > 0.5
+    # Zoomed in, the same layer predicts.
+    (reply,) = view.fetch(center_tiles(scene, 17, n=1))
+    assert model.stats.calls > 0 and reply.status == "ok"
