@@ -661,6 +661,8 @@ class Panel(widgets.VBox):
         entry = self._models[name]
         image = self._images[image_name]
         image_changed = image_name != self._applied.get("image")
+        # The first image is already on the map (and the user may have panned meanwhile).
+        new_image = image_changed and "image" in self._applied
         model_changed = name != self._applied.get("model") or entry.model is not self._applied.get("base")
         try:
             base = entry.get()
@@ -700,7 +702,7 @@ class Panel(widgets.VBox):
             self.layer.visible = False
             self._update_model_info(entry, None)
             self._set_error(exc, "apply")
-            if image_changed:
+            if new_image:
                 self._show_image(image_name, image)
             return
         with self._lock:
@@ -710,7 +712,7 @@ class Panel(widgets.VBox):
             self.model, self.prediction, self.display_image, self.image = model, pred, display, image
             self._categorical = categorical
             self._class_names = self._class_labels(entry, display)
-        if image_changed:
+        if new_image:
             self._show_image(image_name, image)
         with self._quietly():
             self.band.options = display.band_names
@@ -735,9 +737,8 @@ class Panel(widgets.VBox):
         self.image = image
         self.scene_layer.image = image
         self.scene_layer.vis_params = vis
-        if self.region is not None and self._given_region is None:
-            self.set_region(None, REGION_IMAGE)
-        elif self.region is None:
+        # The region follows the new image's extent, unless it is the one given to explore().
+        if self._given_region is None or self.region != self._given_region:
             self.set_region(None, REGION_IMAGE)
         self.map.center_object(image)
 
