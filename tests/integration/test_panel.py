@@ -183,6 +183,9 @@ def test_downscale_model_keeps_its_output_ratio_when_the_tile_size_changes(panel
     show(panel, tile_size=128)
     assert panel.prediction.params.output_tile_size == (64, 64)
     assert panel.prediction.grid.res == (20.0, 20.0)
+    panel.tile_size.value = 101  # 101 px in -> 50.5 px out: refused, with the fix
+    panel.wait()
+    assert "keep that ratio whole" in panel.status_text and "try 102" in panel.status_text
     show(panel, model_picker="fcn")
 
 
@@ -527,3 +530,21 @@ def test_class_band_image_reads_argmax_through_the_same_path(scene):
     np.testing.assert_array_equal(both[-1].data, np.argmax(pred.read(grid).data, axis=0))
     many = img.read_many([grid, grid], ["landcover_class"])
     np.testing.assert_array_equal(many[0], both[-1:])
+
+
+def test_legends_are_drawn_from_the_vis_params():
+    from ee_model_widgets.widgets.legend import legend_png
+
+    classes = decode(
+        legend_png(
+            {"min": 0, "palette": ["3b3b5c", "28a028"], "categorical": True}, "cls", ["shadow", "vegetation"]
+        )
+    )
+    colours = {tuple(px) for px in classes[..., :3].reshape(-1, 3)}
+    assert (0x3B, 0x3B, 0x5C) in colours and (0x28, 0xA0, 0x28) in colours
+    ramp = decode(legend_png({"min": 0, "max": 1, "palette": ["ff0000", "0000ff"]}, "band"))
+    reds = (ramp[..., 0] > 240) & (ramp[..., 1] < 15) & (ramp[..., 2] < 15)
+    blues = (ramp[..., 2] > 240) & (ramp[..., 0] < 15) & (ramp[..., 1] < 15)
+    assert reds.any() and blues.any()
+    # The ramp runs from min (left, red) to max (right, blue).
+    assert np.nonzero(reds)[1].mean() < np.nonzero(blues)[1].mean()
