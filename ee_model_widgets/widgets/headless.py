@@ -29,6 +29,7 @@ class HeadlessView:
         self.sent: list[dict] = []  # every custom message the layer sent, in order
         self.replies: dict[str, Reply] = {}
         self.requested_at: dict[str, float] = {}
+        self.tiles: dict[str, tuple[int, int, int]] = {}  # request id -> z/x/y
         self.cancelled: set[str] = set()
         self._cond = threading.Condition()
         self._prefix = uuid.uuid4().hex[:6]
@@ -55,6 +56,7 @@ class HeadlessView:
             id = f"{self._prefix}-{self._n}"
             self._n += 1
         self.requested_at[id] = time.monotonic()
+        self.tiles[id] = (z, x, y)
         self.say({"type": "tile_request", "id": id, "z": z, "x": x, "y": y})
         return id
 

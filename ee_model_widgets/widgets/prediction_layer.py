@@ -39,16 +39,11 @@ class PredictionLayer(KernelTileLayer):
     # [[south, west], [north, east]]: Leaflet asks for no tile outside the image.
     bounds = List().tag(sync=True, o=True)
 
-    def __init__(
-        self, image, vis_params: dict | None = None, *, name: str = "", batch_size: int = 32, **kwargs
-    ):
+    def __init__(self, image, vis_params: dict | None = None, *, name: str = "", **kwargs):
         self._tile_cache = CellCache(kwargs.pop("tile_cache_bytes", TILE_CACHE_BYTES))
         self._hits_lock = threading.Lock()
         self._image = image
-        # A whole viewport (~24 tiles) fits one batch: one coalesced model pass per burst.
-        super().__init__(
-            name=name or getattr(image, "name", "") or "prediction", batch_size=batch_size, **kwargs
-        )
+        super().__init__(name=name or getattr(image, "name", "") or "prediction", **kwargs)
         self.vis_params = dict(vis_params or {})
         self._set_bounds()
 
