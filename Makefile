@@ -24,7 +24,10 @@ install-test: $(PY)
 	$(PIP) install --quiet -e ".[test]"
 	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 
+# The quickstart asks to run itself when opened (metadata "autorun"); our extension only does
+# that for notebooks the user trusts, so trust it first.
 demo: install
+	$(VENV)/bin/jupyter trust notebooks/quickstart.ipynb
 	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
 
 # The browser tests drive the system's Chromium (a test tool's own browser download cannot

@@ -1,6 +1,7 @@
 // JupyterLab / Notebook 7 plugin: registers our widget module with the widget manager.
 import { IJupyterWidgetRegistry } from '@jupyter-widgets/base';
 
+import autorun from './autorun';
 import { MODULE_NAME, MODULE_VERSION } from './version';
 
 const plugin = {
@@ -18,4 +19,4 @@ const plugin = {
   },
 };
 
-export default plugin;
+export default [plugin, autorun];
