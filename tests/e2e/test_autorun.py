@@ -29,7 +29,7 @@ def test_an_untrusted_notebook_asking_to_autorun_does_not_run(lab_server, page):
     nb_json = nbformat.read(QUICKSTART, as_version=4)
     nb_json.cells[-1].source += "  # a copy from somewhere else"
     nbformat.write(nb_json, lab_server.root / "untrusted.ipynb")
-    nb = NotebookPage(page, lab_server, "untrusted.ipynb")
+    NotebookPage(page, lab_server, "untrusted.ipynb")  # opens it and waits for its kernel
     page.wait_for_timeout(5000)
     counts = page.evaluate(
         "() => { const nb = window.jupyterapp.shell.currentWidget.content;"
