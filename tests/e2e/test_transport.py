@@ -38,3 +38,32 @@ def test_kernel_tiles_are_drawn_with_the_right_pixels(any_server, page):
     # The kernel saw the same tiles: its progress traits count them.
     done = int(nb.run_code("print(layer.tiles_done)").strip())
     assert done >= len(tiles)
+
+
+def test_a_tile_the_kernel_never_answers_is_asked_again_then_shown_as_an_error(lab_server, page):
+    cells = [
+        "import time, ipyleaflet\n"
+        "from ee_model_widgets.widgets.tile_layer import KernelTileLayer, coordinate_tile\n"
+        "requests = []\n"
+        "def stuck(z, x, y):\n"
+        "    requests.append((z, x, y))\n"
+        "    time.sleep(30)  # far longer than the browser waits\n"
+        "    return coordinate_tile(z, x, y)\n"
+        "layer = KernelTileLayer(stuck, request_timeout=1.5)\n"
+        "m = ipyleaflet.Map(center=(0, 0), zoom=0, layers=(), layout={'width': '300px', 'height': '300px'})\n"
+        "m.add(layer)\n"
+        "m",
+    ]
+    write_notebook(lab_server.root / "stuck.ipynb", cells)
+    nb = NotebookPage(page, lab_server, "stuck.ipynb")
+    nb.run_all()
+    # 1.5 s, one retry, 1.5 s more: then the browser draws its own error tile.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.ee-model-tile img')].some(i => i.dataset.status === 'error')",
+        timeout=20_000,
+    )
+    img = page.locator(".ee-model-tile img[data-status='error']").first
+    assert img.get_attribute("src").startswith("data:image/svg+xml")
+    assert "leaflet-tile-loaded" in img.get_attribute("class")
+    # The one tile of zoom 0 was asked for twice (the retry) before the browser gave up.
+    assert nb.run_code("print(requests)").strip() == "[(0, 0, 0), (0, 0, 0)]"
