@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import httpx
-import nbclient
-import nbformat
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "02_hosted_models.ipynb"
+from tests.notebook_runner import NOTEBOOKS, execute, outputs_with, stream_text
 
-
-def stdout_of(nb) -> str:
-    return "".join(
-        o.get("text", "")
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-        if o.get("output_type") == "stream" and o.get("name") == "stdout"
-    )
+NOTEBOOK = NOTEBOOKS / "02_hosted_models.ipynb"
 
 
 @pytest.mark.slow
 def test_hosted_models_notebook_executes(tmp_path):
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    text = stdout_of(nb)
+    nb = execute(NOTEBOOK, tmp_path)
+    text = stream_text(nb, "stdout")
 
     assert "signature 'serving_default' (EE wire format)" in text
     url = re.search(r"model URL: (http://127\.0\.0\.1:\d+/v1/models/fcn)", text).group(1)
@@ -44,9 +30,4 @@ def test_hosted_models_notebook_executes(tmp_path):
     with pytest.raises(httpx.TransportError):
         httpx.get(url, timeout=5)
     # the comparison figure was drawn
-    assert any(
-        "image/png" in o.get("data", {})
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-    )
+    assert outputs_with(nb, "image/png")

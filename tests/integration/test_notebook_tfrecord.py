@@ -4,35 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
-import nbclient
-import nbformat
 import numpy as np
 import pytest
 import rasterio
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "03_tfrecord_roundtrip.ipynb"
+from tests.notebook_runner import NOTEBOOKS, WIDGET, execute, outputs_with, stream_text
 
-
-def stdout_of(nb) -> str:
-    return "".join(
-        o.get("text", "")
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-        if o.get("output_type") == "stream" and o.get("name") == "stdout"
-    )
+NOTEBOOK = NOTEBOOKS / "03_tfrecord_roundtrip.ipynb"
 
 
 @pytest.mark.slow
 def test_tfrecord_roundtrip_notebook_executes(tmp_path):
-    nb = nbformat.read(NOTEBOOK, as_version=4)
     # The notebook writes into ./tfrecord_out relative to its working directory.
-    nbclient.NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    text = stdout_of(nb)
+    nb = execute(NOTEBOOK, tmp_path)
+    text = stream_text(nb, "stdout")
 
     diff = float(re.search(r"max \|records route - predict_image\| = (\S+)", text).group(1))
     assert diff < 1e-5
@@ -59,9 +45,4 @@ def test_tfrecord_roundtrip_notebook_executes(tmp_path):
         values = src.read(1)
     assert np.isfinite(values).all() and 0.0 < float(np.median(values)) < 0.2
     # The map cell produced a widget.
-    assert any(
-        "application/vnd.jupyter.widget-view+json" in o.get("data", {})
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-    )
+    assert outputs_with(nb, WIDGET)

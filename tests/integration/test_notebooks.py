@@ -8,53 +8,13 @@ claims (seams only at tile borders, export == to_numpy), which are parsed here.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import nbclient
 import nbformat
 import numpy as np
 import pytest
 import rasterio
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-
-
-def run(nb, cwd: Path) -> nbclient.NotebookClient:
-    client = nbclient.NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
-    )
-    return client
-
-
-def outputs(nb, kind: str = "stream") -> str:
-    return "".join(
-        "".join(o.get("text", "")) if kind == "stream" else "".join(o.get("data", {}).get("text/plain", ""))
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-        if o.get("output_type") == kind
-        or (kind == "execute_result" and o.get("output_type") == "display_data")
-    )
-
-
-def errors(nb) -> list[str]:
-    return [
-        f"{o.get('ename')}: {o.get('evalue')}"
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-        if o.get("output_type") == "error"
-    ]
-
-
-def stderr(nb) -> str:
-    return "".join(
-        "".join(o.get("text", ""))
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-        if o.get("output_type") == "stream" and o.get("name") == "stderr"
-    )
+from tests.notebook_runner import NOTEBOOKS, WIDGET, errors, execute, outputs_with, stream_text
 
 
 @pytest.mark.slow
@@ -72,44 +32,37 @@ def test_quickstart_is_one_explore_cell_that_shows_predictions(tmp_path):
             "print('class of the scene centre:', panel.inspect(-67.6431, -47.8541)[f'Prediction: {panel.model_picker.value}'])"
         )
     )
-    client = run(nb, tmp_path)
-    client.execute()
+    execute(nb, tmp_path)
     assert errors(nb) == []
     # The panel itself is displayed as a widget, not as text.
     shown = [o for o in nb.cells[1].outputs if o.get("output_type") == "execute_result"]
-    assert shown and "application/vnd.jupyter.widget-view+json" in shown[0]["data"]
-    text = outputs(nb)
+    assert shown and WIDGET in shown[0]["data"]
+    text = stream_text(nb)
     assert "model: landcover | visible: True | error: ''" in text
     assert "landcover_class" in text
     probs = [float(v) for v in re.findall(r"'landcover_\d': ([0-9.e+-]+)", text)]
     assert len(probs) == 4 and abs(sum(probs) - 1) < 1e-3  # softmax probabilities
     # TensorFlow's start-up chatter does not land under the panel.
-    assert "oneDNN" not in stderr(nb) and "cuInit" not in stderr(nb)
+    stderr = stream_text(nb, "stderr")
+    assert "oneDNN" not in stderr and "cuInit" not in stderr
 
 
 @pytest.mark.slow
 def test_models_and_tiling_notebook_shows_seams_fix_input_proj_and_export(tmp_path):
-    nb = nbformat.read(NOTEBOOKS / "01_models_and_tiling.ipynb", as_version=4)
-    run(nb, tmp_path).execute()
+    nb = execute(NOTEBOOKS / "01_models_and_tiling.ipynb", tmp_path)
     assert errors(nb) == []
-    text = outputs(nb)
-    assert "retracing" not in text and "oneDNN" not in stderr(nb)  # a workshop shows no noise
+    text = stream_text(nb)
+    assert "retracing" not in text and "oneDNN" not in stream_text(nb, "stderr")  # a workshop shows no noise
     m = re.search(r"(\d+) pixels differ; all within 2 px of a tile border: (\w+)", text)
     assert m and int(m[1]) > 1000 and m[2] == "True"
     diff = float(re.search(r"mean \|difference\| at 30 m: ([0-9.]+) NDVI", text)[1])
     assert diff > 1e-3  # fixInputProj visibly changes a zoomed-out prediction
     assert re.search(r"ndvi_5x5\.tif: \d+ x \d+ px, same values as to_numpy: True", text)
     # Pictures made from real predictions: three matplotlib figures.
-    figures = [
-        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})
-    ]
-    assert len(figures) == 3
+    assert len(outputs_with(nb, "image/png")) == 3
     with rasterio.open(tmp_path / "ndvi_5x5.tif") as src:
         assert src.crs.to_epsg() == 32719 and src.descriptions == ("ndvi_5x5",)
         values = src.read(1)
     assert np.isfinite(values).any() and 0.0 < float(np.nanmedian(values)) < 0.2
     # The last cell opened the explorer with the notebook's model selected.
-    widgets = [
-        o for o in nb.cells[-1].outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
-    ]
-    assert widgets
+    assert any(WIDGET in o.get("data", {}) for o in nb.cells[-1].outputs)
