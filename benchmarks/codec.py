@@ -15,23 +15,13 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from _timing import best  # noqa: E402
 
 from ee_model_widgets.serving import codec  # noqa: E402
-
-
-def best(fn, repeat: int) -> float:
-    """Minimum wall time of `fn()` over `repeat` runs (seconds): the least noisy statistic."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import math
 import time
 
 import numpy as np
+from _timing import timed
 
 
 def tiles_over(grid, zoom: int, count: int) -> list[tuple[int, int]]:
@@ -124,12 +125,6 @@ def timed_source(img):
                 Timed.seconds += time.perf_counter() - t0
 
     return Timed(img)
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def main() -> None:

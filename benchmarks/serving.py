@@ -25,13 +25,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from _timing import best  # noqa: E402
 
 
 def build_model(path: Path):
@@ -73,15 +73,6 @@ def start_server(model_path: Path):
             threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
             return proc, m[1]
     raise RuntimeError("ee-model serve did not start")
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
