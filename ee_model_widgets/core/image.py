@@ -201,7 +201,7 @@ class Image:
         self._check_bands(picked)
         if not picked:
             raise InputError(f"select() needs at least one band; this image has bands {self.band_names}.")
-        return _SelectedImage(self, picked)
+        return _BandView(self, picked, picked)
 
     def rename(self, names: Sequence[str]) -> Image:
         """The same bands under new names (one per band, unique)."""
@@ -214,7 +214,7 @@ class Image:
             )
         if len(set(names)) != len(names):
             raise InputError(f"rename() got duplicate band names {names}: band names must be unique.")
-        return _RenamedImage(self, names)
+        return _BandView(self, names, self.band_names)
 
     # ---- conveniences built on read ---------------------------------------------------
     def tile(self, z: int, x: int, y: int) -> np.ma.MaskedArray:
@@ -258,33 +258,14 @@ class Image:
         }
 
 
-class _SelectedImage(Image):
-    """A lazy subset / reordering of another image's bands."""
+class _BandView(Image):
+    """Another image's bands, picked and/or renamed: band `names[i]` reads parent band
+    `parent_names[i]` (`select` passes the same list twice, `rename` the new names)."""
 
-    def __init__(self, parent: Image, names: list[str]):
+    def __init__(self, parent: Image, names: list[str], parent_names: list[str]):
         self._parent = parent
         self._band_names = list(names)
-        self.categorical_bands = frozenset(n for n in names if n in parent.categorical_bands)
-
-    @property
-    def grid(self) -> Grid:
-        return self._parent.grid
-
-    @property
-    def projection(self):
-        return self._parent.projection
-
-    def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
-        return self._parent.read(grid, bands, resampling)
-
-
-class _RenamedImage(Image):
-    """Another image's bands under new names."""
-
-    def __init__(self, parent: Image, names: list[str]):
-        self._parent = parent
-        self._band_names = list(names)
-        self._to_parent = dict(zip(names, parent.band_names))
+        self._to_parent = dict(zip(names, parent_names))
         self.categorical_bands = frozenset(
             n for n, p in self._to_parent.items() if p in parent.categorical_bands
         )
@@ -296,6 +277,13 @@ class _RenamedImage(Image):
     @property
     def projection(self):
         return self._parent.projection
+
+    def fingerprint(self) -> str:
+        """The parent's fingerprint and the band mapping (for cell-cache keys)."""
+        from .predicted import image_fingerprint
+
+        pairs = ",".join(f"{n}<-{self._to_parent[n]}" for n in self._band_names)
+        return f"bands({image_fingerprint(self._parent)})[{pairs}]|{sorted(self.categorical_bands)}"
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         return self._parent.read(grid, [self._to_parent[b] for b in bands], resampling)

@@ -65,9 +65,10 @@ EXPORT_SCRATCH_BYTES = 32 * 1024 * 1024
 def image_fingerprint(image: Image) -> str:
     """A string identifying an image's pixels, for cache keys.
 
-    Uses `image.fingerprint()` if the image has one; files are identified by path, size and
-    modification time; band views by their parent; other images by a token stored on the
-    object (so the cache is shared by everything reading that same object).
+    Uses `image.fingerprint()` if the image has one (band views: their parent's fingerprint
+    and band mapping); files are identified by path, size and modification time; other
+    images by a token stored on the object (so the cache is shared by everything reading
+    that same object).
     """
     fp = getattr(image, "fingerprint", None)
     if callable(fp):
@@ -79,9 +80,6 @@ def image_fingerprint(image: Image) -> str:
     if isinstance(path, str) and os.path.exists(path):
         st = os.stat(path)
         return f"file:{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}:{extra}"
-    parent = getattr(image, "_parent", None)
-    if isinstance(parent, Image):
-        return f"{type(image).__name__}({image_fingerprint(parent)})|{extra}"
     token = image.__dict__.get("_emw_token") if hasattr(image, "__dict__") else None
     if token is None:
         token = uuid.uuid4().hex

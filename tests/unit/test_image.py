@@ -296,6 +296,26 @@ def test_rename(three):
         three.rename(["x"])
 
 
+def test_a_reordering_select_and_a_swapping_rename_do_not_share_cached_cells(three):
+    # Both views are named ["b", "g", "r"], but select reads b, g, r and rename reads r, g, b:
+    # predictions of one must never be served from the cell cache to the other.
+    from ee_model_widgets import Model
+    from ee_model_widgets.core.cache import CellCache
+
+    first_band = Model.from_callable(
+        lambda batch: batch["array"][..., :1],
+        fingerprint="first-band",
+        input_tile_size=4,
+        output_bands={"v": {"type": "float"}},
+    )
+    cache = CellCache()
+    picked, renamed = three.select(["b", "g", "r"]), three.rename(["b", "g", "r"])
+    assert first_band.predict_image(picked, cache=cache).to_numpy()[0, 0, 0] == 3
+    assert first_band.predict_image(renamed, cache=cache).to_numpy()[0, 0, 0] == 1
+    assert first_band.predict_image(three.select(["b", "g", "r"]), cache=cache).to_numpy()[0, 0, 0] == 3
+    assert cache.hits > 0  # an identical view does share its cells
+
+
 def test_unknown_resampling_name_lists_choices(three):
     with pytest.raises(InputError, match="bilinear"):
         three.read(three.grid, resampling="smooth")
