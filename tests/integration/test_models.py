@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import keras
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from affine import Affine
 from ee_model_widgets.core.image import Image
 from ee_model_widgets.core.model import Model
 from ee_model_widgets.errors import InputError, ModelError
+from tests.helpers import run_in_threads
 
 UTM = "EPSG:32719"
 T10 = Affine(10, 0, 500000, 0, -10, 7000000)
@@ -284,22 +283,13 @@ def test_predict_batch_is_thread_safe():
     model = Model.from_keras(km, input_tile_size=8, max_batch_size=None)
     x = np.random.default_rng(0).random((3, 8, 8, 2)).astype(np.float32)
     expect = np.asarray(km(x))
-    errors = []
 
-    def work():
-        try:
-            for _ in range(10):
-                (got,) = model.predict_batch({"array": x}).values()
-                np.testing.assert_allclose(got, expect, atol=1e-6)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def work(_):
+        for _ in range(10):
+            (got,) = model.predict_batch({"array": x}).values()
+            np.testing.assert_allclose(got, expect, atol=1e-6)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_in_threads(work, 4)
     assert model.stats.calls == 40 and model.stats.instances == 120
 
 

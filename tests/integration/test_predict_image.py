@@ -23,6 +23,7 @@ from ee_model_widgets.core.projection import Projection
 from ee_model_widgets.core.raster import warp_array
 from ee_model_widgets.core.tiling import lattice_for_request
 from ee_model_widgets.errors import InputError, ModelError
+from tests.helpers import run_in_threads
 
 UTM = "EPSG:32719"
 T10 = Affine(10, 0, 500000, 0, -10, 7000000)
@@ -425,20 +426,8 @@ def test_concurrent_reads_compute_each_cell_once():
 
     model = Model.from_callable(slow, input_tile_size=16, output_bands={"ndvi": {"type": "float"}})
     pred = model.predict_image(img, cache=CellCache(1 << 24))
-    results, errors = [], []
-
-    def read():
-        try:
-            results.append(pred.to_numpy())
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=read) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    results = []
+    run_in_threads(lambda _: results.append(pred.to_numpy()), 4)
     assert model.stats.instances == 4  # 2 x 2 cells, each computed once
     for r in results[1:]:
         np.testing.assert_array_equal(r.data, results[0].data)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from ee_model_widgets.core import cache as cache_mod
 from ee_model_widgets.core.cache import CellCache
 from ee_model_widgets.errors import InputError
+from tests.helpers import run_in_threads
 
 
 def arr(n_floats: int, value: float = 0.0) -> np.ndarray:
@@ -90,11 +89,7 @@ def test_concurrent_use_keeps_the_bound_and_the_counts():
             if c.get(key) is None:
                 c.put(key, arr(10))
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_in_threads(work, n_threads)
     s = c.stats()
     assert s["hits"] + s["misses"] == n_threads * n_ops
     assert s["bytes"] == 40 * s["entries"] <= 40 * 50

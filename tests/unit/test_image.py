@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import rasterio
@@ -16,6 +14,7 @@ from ee_model_widgets.core.grid import Grid, xyz_grid
 from ee_model_widgets.core.region import grid_for
 from ee_model_widgets.errors import ImageReadError, InputError, ProjectionError, RegionError
 from tests.conftest import UTM_TRANSFORM
+from tests.helpers import run_in_threads
 
 RNG = np.random.default_rng(42)
 
@@ -162,21 +161,13 @@ def test_concurrent_reads_from_threads_agree(write_geotiff):
     img = Image.open(write_geotiff(data))
     grid = grid_for(img, None, Projection("EPSG:3857").at_scale(7))
     expected = img.read(grid)
-    results, errors = [], []
+    results = []
 
-    def work():
-        try:
-            for _ in range(5):
-                results.append(img.read(grid))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def work(_):
+        for _ in range(5):
+            results.append(img.read(grid))
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_in_threads(work, 4)
     assert len(results) == 20
     for r in results:
         np.testing.assert_array_equal(r.filled(-1), expected.filled(-1))

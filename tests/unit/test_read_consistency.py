@@ -10,7 +10,6 @@ and mask. The block cache is switched off so every read really warps.
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from ee_model_widgets.core import raster
 from ee_model_widgets.core.cache import CellCache
 from ee_model_widgets.core.grid import Grid, xyz_grid
 from ee_model_widgets.core.region import grid_for
+from tests.helpers import run_in_threads
 
 NODATA = -9999.0
 # name -> (source CRS, source transform)
@@ -231,21 +231,13 @@ def test_concurrent_window_reads_with_the_block_cache_agree(tmp_path):
     windows = _windows(big, 12, seed=3)
     raster.clear_block_cache()
     results: dict[int, np.ma.MaskedArray] = {}
-    errors: list[BaseException] = []
 
     def work(k: int) -> None:
-        try:
-            for i in range(k, len(windows), 3):
-                results[i] = img.read(big.window(*windows[i]))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(k, len(windows), 3):
+            results[i] = img.read(big.window(*windows[i]))
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(results) == len(windows)
+    run_in_threads(work, 3)
+    assert len(results) == len(windows)
     saved = raster._BLOCKS
     raster._BLOCKS = CellCache(0)
     try:

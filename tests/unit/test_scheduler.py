@@ -6,6 +6,7 @@ import threading
 import time
 
 from ee_model_widgets.widgets.scheduler import CANCELLED, PNG_SIGNATURE, TileRequest, TileScheduler
+from tests.helpers import run_in_threads
 
 PNG = PNG_SIGNATURE + b"fake-but-signed"
 
@@ -148,11 +149,7 @@ def test_concurrent_submissions_are_all_accounted_for():
             if i % 7 == 0:
                 sched.cancel(f"{t}-{i}")
 
-    threads = [threading.Thread(target=pound, args=(t,)) for t in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(pound, n_threads)
     assert wait_for(lambda: sched.snapshot()["queued"] == 0 and sched.snapshot()["running"] == 0)
     snap = sched.snapshot()
     # Every request is either answered exactly once or counted as cancelled, never both, never lost.
