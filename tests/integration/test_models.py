@@ -6,21 +6,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from affine import Affine
 
 from ee_model_widgets.core.image import Image
 from ee_model_widgets.core.model import Model
 from ee_model_widgets.errors import InputError, ModelError
+from tests.conftest import UTM19S, UTM_TRANSFORM
 from tests.helpers import run_in_threads
-
-UTM = "EPSG:32719"
-T10 = Affine(10, 0, 500000, 0, -10, 7000000)
 
 
 def image(bands=("red", "nir"), rows=16, cols=16, seed=0) -> tuple[np.ndarray, Image]:
     rng = np.random.default_rng(seed)
     arr = (rng.random((len(bands), rows, cols)) * 0.8 + 0.1).astype(np.float32)
-    return arr, Image.from_array(arr, transform=T10, crs=UTM, band_names=list(bands))
+    return arr, Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=list(bands))
 
 
 def conv_model(channels=2, out=3, size=None, seed=0) -> keras.Model:
@@ -160,7 +157,7 @@ def test_keras_integer_inputs_get_their_dtype():
     inp = keras.Input((None, None, 1), dtype="int32")
     km = keras.Model(inp, keras.layers.Lambda(lambda t: keras.ops.cast(t * 2, "float32"))(inp))
     arr = np.arange(64, dtype=np.float32).reshape(1, 8, 8) + 0.4
-    img = Image.from_array(arr, transform=T10, crs=UTM, band_names=["n"])
+    img = Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["n"])
     got = Model.from_keras(km, input_tile_size=8).predict_image(img, cache=None).to_numpy()
     np.testing.assert_array_equal(got.data[0], np.rint(arr[0]) * 2)
 

@@ -23,10 +23,8 @@ from ee_model_widgets.core.projection import Projection
 from ee_model_widgets.core.raster import warp_array
 from ee_model_widgets.core.tiling import lattice_for_request
 from ee_model_widgets.errors import InputError, ModelError
+from tests.conftest import UTM19S, UTM_TRANSFORM
 from tests.helpers import run_in_threads
-
-UTM = "EPSG:32719"
-T10 = Affine(10, 0, 500000, 0, -10, 7000000)
 
 
 def scene(
@@ -40,7 +38,9 @@ def scene(
         arr = (0.5 + 0.3 * np.sin(xx + phase) * np.cos(yy - phase)).astype(np.float32)
     else:
         arr = (rng.random((len(bands), rows, cols)) * 0.8 + 0.1).astype(np.float32)
-    return arr, Image.from_array(arr, transform=T10, crs=UTM, band_names=list(bands), nodata=nodata)
+    return arr, Image.from_array(
+        arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=list(bands), nodata=nodata
+    )
 
 
 def fcn(channels: int, seed: int = 0, out: int = 2, padding: str = "same") -> keras.Model:
@@ -141,7 +141,7 @@ def mean_pool_model(channels: int) -> keras.Model:
 def test_scale_change_output_grid_values_and_masks():
     arr, _ = scene(40, 36, bands=("red", "nir"))
     arr[0, 5, 7] = np.nan  # one masked input pixel
-    img = Image.from_array(arr, transform=T10, crs=UTM, band_names=["red", "nir"])
+    img = Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["red", "nir"])
     model = Model.from_keras(
         mean_pool_model(2),
         input_tile_size=8,
@@ -184,7 +184,7 @@ def test_scale_change_on_map_tiles_samples_inputs_finer():
     # a 3857 grid at 40 m: the model sees its inputs at 20 m, returns 40 m cells
     from rasterio.warp import transform_bounds
 
-    w, s, e, n = transform_bounds(UTM, "EPSG:3857", *g.bounds)
+    w, s, e, n = transform_bounds(UTM19S, "EPSG:3857", *g.bounds)
     req = Grid("EPSG:3857", Affine(40, 0, w, 0, -40, n), int((e - w) // 40), int((n - s) // 40))
     out = pred.read(req)
     assert all(shape[1:3] == (16, 16) for shape in seen)
@@ -267,7 +267,7 @@ def native_cells(arr: np.ndarray, tile: int, ov: int) -> list[np.ndarray]:
 def mercator_grid(img: Image, res: float, shrink: float = 0.2) -> Grid:
     from rasterio.warp import transform_bounds
 
-    w, s, e, n = transform_bounds(UTM, "EPSG:3857", *img.grid.bounds)
+    w, s, e, n = transform_bounds(UTM19S, "EPSG:3857", *img.grid.bounds)
     dx, dy = (e - w) * shrink, (n - s) * shrink
     w, e, s, n = w + dx, e - dx, s + dy, n - dy
     return Grid(
@@ -295,7 +295,7 @@ def test_fix_input_proj_true_model_sees_native_cells_whatever_the_request():
     # every image read): compare with warping the exact native NDVI ourselves
     expect_native = (arr[1] - arr[0]) / (arr[1] + arr[0])
     for g, got in ((mercator_grid(img, 25.0), coarse), (mercator_grid(img, 6.0), fine)):
-        want = warp_array(expect_native[None], T10, UTM, g, [Resampling.bilinear])
+        want = warp_array(expect_native[None], UTM_TRANSFORM, UTM19S, g, [Resampling.bilinear])
         both = ~got.mask[0] & ~want.mask[0]
         assert both.sum() > 0.8 * got[0].size
         assert np.abs(got.data[0][both] - want.data[0][both]).max() < 1e-5
@@ -336,7 +336,7 @@ def test_nodata_pixels_are_sent_as_zero_and_masked_in_the_output():
     arr, _ = scene(20, 20, bands=("red", "nir"))
     arr[0, 3, 4] = -9999
     arr[1, 10, 11] = -9999
-    img = Image.from_array(arr, transform=T10, crs=UTM, band_names=["red", "nir"], nodata=-9999)
+    img = Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["red", "nir"], nodata=-9999)
     rec = Recorder()
     model = Model.from_callable(
         rec, input_tile_size=8, input_overlap_size=1, output_bands={"ndvi": {"type": "float"}}
@@ -355,7 +355,7 @@ def test_nodata_pixels_are_sent_as_zero_and_masked_in_the_output():
 def test_cells_with_no_valid_pixel_do_not_call_the_model():
     arr, _ = scene(32, 32, bands=("red", "nir"))
     arr[:, :16, :16] = np.nan  # the whole first cell
-    img = Image.from_array(arr, transform=T10, crs=UTM, band_names=["red", "nir"])
+    img = Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["red", "nir"])
     model = Model.from_callable(ndvi_fn, input_tile_size=16, output_bands={"ndvi": {"type": "float"}})
     got = model.predict_image(img, cache=None).to_numpy()
     assert model.stats.instances == 3
@@ -402,7 +402,7 @@ def _tiles_over(img: Image, zoom: int) -> list[tuple[int, int]]:
 
     from rasterio.warp import transform_bounds
 
-    w, s, e, n = transform_bounds(UTM, "EPSG:4326", *img.grid.bounds)
+    w, s, e, n = transform_bounds(UTM19S, "EPSG:4326", *img.grid.bounds)
 
     def tile(lon, lat):
         k = 2**zoom
@@ -530,7 +530,7 @@ def test_export_streams_without_filling_the_shared_cache(tmp_path):
 
 def test_explicit_proj_defines_the_native_grid():
     _, img = scene(40, 40, bands=("red", "nir"))
-    proj = Projection(UTM).at_scale(20)  # anchored at the CRS origin, 20 m
+    proj = Projection(UTM19S).at_scale(20)  # anchored at the CRS origin, 20 m
     model = Model.from_callable(
         ndvi_fn, input_tile_size=8, proj=proj, fix_input_proj=True, output_bands={"ndvi": {"type": "float"}}
     )

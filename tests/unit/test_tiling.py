@@ -18,13 +18,11 @@ from ee_model_widgets.core.tiling import (
     mask_to_output,
     pixel_window,
 )
-
-UTM = "EPSG:32719"
-T10 = Affine(10, 0, 500000, 0, -10, 7000000)
+from tests.conftest import UTM19S, UTM_TRANSFORM
 
 
 def test_cell_input_window_includes_overlap_on_every_edge():
-    lat = lattice_for_proj(UTM, T10, (16, 8), (3, 2), (16, 8))
+    lat = lattice_for_proj(UTM19S, UTM_TRANSFORM, (16, 8), (3, 2), (16, 8))
     g = lat.input_grid(2, 1)
     assert (g.width, g.height) == (22, 12)
     # cell (2, 1) core starts at input pixel (32, 8); the window starts 3 / 2 pixels earlier
@@ -35,7 +33,7 @@ def test_cell_input_window_includes_overlap_on_every_edge():
 
 
 def test_output_lattice_scale_change():
-    lat = lattice_for_proj(UTM, T10, (16, 16), (4, 4), (4, 8))
+    lat = lattice_for_proj(UTM19S, UTM_TRANSFORM, (16, 16), (4, 4), (4, 8))
     assert lat.scale == (4.0, 2.0)
     assert lat.out_transform.a == 40 and lat.out_transform.e == -20
     og = lat.output_grid(1, 2)
@@ -45,7 +43,7 @@ def test_output_lattice_scale_change():
 
 
 def test_cells_for_windows_round_outwards_including_negative_indices():
-    lat = lattice_for_proj(UTM, T10, (16, 16), (0, 0), (8, 8))
+    lat = lattice_for_proj(UTM19S, UTM_TRANSFORM, (16, 16), (0, 0), (8, 8))
     assert lat.cells_for_output_window(0, 0, 8, 8) == (0, 0, 1, 1)
     assert lat.cells_for_output_window(-1, 7, 9, 9) == (-1, 0, 2, 2)
     assert lat.cells_for_input_window(15, 0, 17, 1) == (0, 0, 2, 1)
@@ -67,7 +65,7 @@ def test_xyz_tiles_of_one_zoom_share_one_lattice_anchored_at_the_origin():
 
 
 def test_request_lattice_keeps_sub_pixel_phase_and_scale_change():
-    g = Grid(UTM, Affine(10, 0, 5.0, 0, -10, 7000000), 40, 30)
+    g = Grid(UTM19S, Affine(10, 0, 5.0, 0, -10, 7000000), 40, 30)
     lat, off = lattice_for_request(g, (16, 16), (0, 0), (8, 8))
     # request pixels are output pixels; inputs are sampled 2x finer
     assert lat.out_transform.a == pytest.approx(10) and lat.base.a == pytest.approx(5)
@@ -76,17 +74,20 @@ def test_request_lattice_keeps_sub_pixel_phase_and_scale_change():
 
 
 def test_aligned_offset():
-    g = Grid(UTM, T10, 10, 10).window(7, -3, 5, 5)
-    assert aligned_offset(T10, UTM, g) == (7, -3)
-    assert aligned_offset(T10, UTM, Grid(UTM, T10 @ Affine.translation(0.5, 0), 5, 5)) is None
-    assert aligned_offset(T10, UTM, Grid(UTM, T10 @ Affine.scale(2), 5, 5)) is None
-    assert aligned_offset(T10, "EPSG:32718", Grid(UTM, T10, 5, 5)) is None
+    g = Grid(UTM19S, UTM_TRANSFORM, 10, 10).window(7, -3, 5, 5)
+    assert aligned_offset(UTM_TRANSFORM, UTM19S, g) == (7, -3)
+    assert (
+        aligned_offset(UTM_TRANSFORM, UTM19S, Grid(UTM19S, UTM_TRANSFORM @ Affine.translation(0.5, 0), 5, 5))
+        is None
+    )
+    assert aligned_offset(UTM_TRANSFORM, UTM19S, Grid(UTM19S, UTM_TRANSFORM @ Affine.scale(2), 5, 5)) is None
+    assert aligned_offset(UTM_TRANSFORM, "EPSG:32718", Grid(UTM19S, UTM_TRANSFORM, 5, 5)) is None
 
 
 def test_pixel_window_rounds_outwards_and_pads():
-    assert pixel_window(T10, (500000, 7000000 - 100, 500100, 7000000)) == (0, 0, 10, 10)
-    assert pixel_window(T10, (500001, 6999901, 500099, 6999999)) == (0, 0, 10, 10)
-    assert pixel_window(T10, (500000, 6999900, 500100, 7000000), pad=2) == (-2, -2, 12, 12)
+    assert pixel_window(UTM_TRANSFORM, (500000, 7000000 - 100, 500100, 7000000)) == (0, 0, 10, 10)
+    assert pixel_window(UTM_TRANSFORM, (500001, 6999901, 500099, 6999999)) == (0, 0, 10, 10)
+    assert pixel_window(UTM_TRANSFORM, (500000, 6999900, 500100, 7000000), pad=2) == (-2, -2, 12, 12)
 
 
 def test_extract_cells_matches_per_cell_slicing():
@@ -135,6 +136,6 @@ def test_rectangles_group_cells_exactly():
 
 
 def test_lattice_key_ignores_float_noise():
-    a = Lattice(UTM, Affine(10.000000000000002, 0, 0, 0, -10, 0), (8, 8), (0, 0), (8, 8))
-    b = Lattice(UTM, Affine(10, 0, 0, 0, -10, 0), (8, 8), (0, 0), (8, 8))
+    a = Lattice(UTM19S, Affine(10.000000000000002, 0, 0, 0, -10, 0), (8, 8), (0, 0), (8, 8))
+    b = Lattice(UTM19S, Affine(10, 0, 0, 0, -10, 0), (8, 8), (0, 0), (8, 8))
     assert a.key == b.key
