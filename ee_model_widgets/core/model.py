@@ -21,6 +21,8 @@ TensorFlow is imported only when a TF model is loaded.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -403,6 +405,23 @@ class Model:
     fromAiPlatformPredictor = from_ai_platform_predictor
 
     # ---- parameters completed from the model -------------------------------------------
+    def replace(self, **changes: Any) -> Model:
+        """The same loaded model with some `EEParams` fields changed (e.g. `fix_input_proj=True`,
+        `input_tile_size=(128, 128)`), without loading it again.
+
+        The copy shares the model's call, call lock and stats; the model's own checks run on
+        the new parameters (e.g. a fixed input shape), so a size it cannot take raises here.
+        """
+        fields = {f.name for f in dataclasses.fields(EEParams)}
+        unknown = sorted(set(changes) - fields)
+        if unknown:
+            raise InputError(
+                f"Model.replace got unknown parameter(s) {unknown}: use EEParams fields {sorted(fields)}."
+            )
+        clone = copy.copy(self)
+        clone.params = self._complete_params(self.params.replace(**changes))
+        return clone
+
     def _complete_params(self, p: EEParams) -> EEParams:
         """Fill `input_tile_size` from a static model input shape (minus the overlap) when the
         user gave none, and check a given one against it."""

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 import math
 import re
 import threading
@@ -78,10 +77,7 @@ def with_params(
             f"Overlap {list(new_params.overlap)} px per edge must be smaller than the input tile size "
             f"{list(tile_now)}: lower the overlap or raise the tile size."
         )
-    clone = copy.copy(model)
-    complete = getattr(model, "_complete_params", None)
-    clone.params = complete(new_params) if complete is not None else new_params
-    return clone
+    return model.replace(**changes)
 
 
 # ---- class (argmax) band --------------------------------------------------------------------------

@@ -138,6 +138,21 @@ def test_static_input_size_fills_or_checks_the_tile_size():
         Model.from_keras(km, input_tile_size=16)
 
 
+def test_replace_changes_params_keeps_the_loaded_model_and_reruns_its_checks():
+    km = conv_model(size=20)
+    model = Model.from_keras(km, input_overlap_size=2)
+    fixed = model.replace(fix_input_proj=True)
+    assert fixed.params.fix_input_proj and not model.params.fix_input_proj
+    assert fixed.params.input_tile_size == (16, 16)
+    x = np.ones((1, 20, 20, 2), np.float32)
+    fixed.predict_batch({"array": x})
+    assert model.stats.calls == 1  # one loaded model, one set of stats
+    with pytest.raises(InputError, match=r"takes 20x20 pixel inputs but input_tile_size \[18, 18\]"):
+        model.replace(input_tile_size=(18, 18))
+    with pytest.raises(InputError, match=r"unknown parameter\(s\) \['tile'\]"):
+        model.replace(tile=8)
+
+
 def test_input_type_override_casts_what_the_model_receives():
     seen = {}
     _, img = image()
