@@ -121,11 +121,15 @@ def create_app(
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > max_request_bytes:
-                async for _ in request.stream():
-                    pass
-                raise _HTTPError(413, f"{too_big}; send fewer instances per request.")
-            chunks.append(chunk)
+            # Past the limit, keep draining the same stream (so the client can read our 413)
+            # but stop keeping the bytes. A second `request.stream()` would fail once the last
+            # chunk has arrived ("Stream consumed").
+            if size <= max_request_bytes:
+                chunks.append(chunk)
+            elif size > _DRAIN_LIMIT:
+                break  # not worth draining: answer now, the connection is then closed
+        if size > max_request_bytes:
+            raise _HTTPError(413, f"{too_big}; send fewer instances per request.")
         counters["largest_request_bytes"] = max(counters["largest_request_bytes"], size)
         return b"".join(chunks)
 
