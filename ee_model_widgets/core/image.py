@@ -68,16 +68,6 @@ def empty_read(nbands: int, grid: Grid) -> np.ma.MaskedArray:
     return np.ma.MaskedArray(np.zeros(shape, np.float32), mask=np.ones(shape, bool))
 
 
-def as_masked(data: np.ndarray, mask: np.ndarray | None = None) -> np.ma.MaskedArray:
-    """float32 masked array with a full boolean mask; NaN pixels are masked too."""
-    data = np.asarray(data, dtype=np.float32)
-    bad = ~np.isfinite(data)
-    mask = bad if mask is None else (np.asarray(mask, bool) | bad)
-    if bad.any():
-        data = np.where(bad, np.float32(0), data)
-    return np.ma.MaskedArray(data, mask=np.broadcast_to(mask, data.shape).copy())
-
-
 class Image:
     """Base class of all images. Subclasses set `_band_names` and implement the hooks."""
 

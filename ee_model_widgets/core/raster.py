@@ -26,7 +26,6 @@ import math
 import os
 import threading
 import uuid
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
@@ -45,14 +44,6 @@ from ..errors import ImageReadError, InputError, ProjectionError
 from .cache import CellCache
 from .grid import Grid, as_crs, lattice_offset
 from .image import Image, empty_read
-
-# rasterio's MEM -> MEM reproject sometimes warns "Dataset has no geotransform" under
-# concurrency although both transforms are given and the output is right (a known spurious
-# warning: opendatacube/odc-geo#131). Silence exactly that one, only from rasterio.warp;
-# catch_warnings() is not thread-safe, so a targeted filter it is.
-warnings.filterwarnings(
-    "ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning, module="rasterio.warp"
-)
 
 #: Side of the target-lattice blocks that are warped independently (256 = one web-map tile).
 BLOCK = 256
@@ -290,7 +281,7 @@ def _warp(
     downsampling kernel's width instead of letting GDAL estimate it per chunk.
     `masked=False` is for a `src` without NaN that every output pixel's kernel lies inside:
     GDAL's plain kernels then give the same values about twice as fast as its nodata-aware
-    ones (measured; found by H2 for `reproject`).
+    ones (measured).
     """
     src = np.ascontiguousarray(src, dtype=np.float32)
     nodata = np.nan if masked else None

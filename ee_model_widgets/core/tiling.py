@@ -83,11 +83,6 @@ class Lattice:
         fx, fy = self.scale
         return self.base @ Affine.scale(fx, fy)
 
-    @property
-    def model_size(self) -> tuple[int, int]:
-        """(x, y) pixels of one model instance: tile + 2 * overlap."""
-        return (self.tile[0] + 2 * self.overlap[0], self.tile[1] + 2 * self.overlap[1])
-
     def input_block_grid(self, i0: int, j0: int, i1: int, j1: int) -> Grid:
         """The input grid (with overlap) of cells i0 <= i < i1, j0 <= j < j1 (one read for a block)."""
         tx, ty = self.tile
