@@ -210,7 +210,7 @@ def _build_module(servable: Servable, sig: Signature, in_map: dict[str, str], ou
     import tensorflow as tf
 
     module = tf.Module()
-    module.model = servable._keep_alive  # tracked: its variables are saved with the wrapper
+    module.model = servable.keep_alive  # tracked: its variables are saved with the wrapper
     call = sig.fn
     ee_to_key = {ee: key for key, ee in in_map.items()}
     dtypes = {key: tf.as_dtype(sig.inputs[key].dtype) for key in in_map}

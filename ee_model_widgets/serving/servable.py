@@ -91,7 +91,8 @@ class Servable:
             raise ModelError(f"{source} has no usable signature.")
         self.signatures = signatures
         self.source = source
-        self._keep_alive = keep_alive  # the loaded TF object owning the variables
+        #: The loaded TF object that owns the variables (kept alive; `prepare` saves it with its wrapper).
+        self.keep_alive = keep_alive
 
     @property
     def default_signature(self) -> str:
@@ -147,7 +148,7 @@ def load_servable(source, *, signature: str | None = None, tag: str = "serve") -
             "a Keras model or a tf.Module with signatures."
         )
     if signature:
-        servable = Servable({signature: servable.signature(signature)}, servable.source, servable._keep_alive)
+        servable = Servable({signature: servable.signature(signature)}, servable.source, servable.keep_alive)
     return servable
 
 
