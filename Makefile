@@ -28,7 +28,7 @@ install-test: $(PY)
 # that for notebooks the user trusts, so trust it first.
 demo: install
 	$(VENV)/bin/jupyter trust notebooks/quickstart.ipynb
-	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
+	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/quickstart.ipynb
 
 # The browser tests drive the system's Chromium (a test tool's own browser download cannot
 # work offline). As root on Debian we install it; otherwise we need one on PATH.
