@@ -41,7 +41,7 @@ class PredictionLayer(KernelTileLayer):
 
     def __init__(self, image, vis_params: dict | None = None, *, name: str = "", **kwargs):
         self._tile_cache = CellCache(kwargs.pop("tile_cache_bytes", TILE_CACHE_BYTES))
-        self._hits_lock = threading.Lock()
+        self._counts_lock = threading.Lock()  # worker threads update the counter traits
         self._image = image
         super().__init__(name=name or getattr(image, "name", "") or "prediction", **kwargs)
         self.vis_params = dict(vis_params or {})
@@ -86,17 +86,16 @@ class PredictionLayer(KernelTileLayer):
                 arrays[r.id] = np.ma.masked_invalid(cached, copy=False)
             else:
                 todo.append(r)
-        if len(arrays):
-            with self._hits_lock:
+        if arrays:
+            with self._counts_lock:
                 self.cache_hits += len(arrays)
 
         grids = {r.id: xyz_grid(r.z, r.x, r.y) for r in todo}
-        too_big = self._refuse_zoomed_out(image, todo, grids, results)
-        todo = [r for r in todo if r.id not in too_big]
-        for r in todo:  # cancelled while queued behind this batch's cache lookups: skip the model
-            if r.cancelled:
+        refused = self._refuse_zoomed_out(image, todo, grids, results)
+        for r in todo:
+            if r.cancelled:  # unloaded after the scheduler handed it over: skip the model call
                 results[r.id] = CANCELLED
-        todo = [r for r in todo if not r.cancelled]
+        todo = [r for r in todo if r.id not in refused and not r.cancelled]
         if todo:
             arrays.update(self._read(image, todo, grids, results))
             for r in todo:
@@ -126,7 +125,7 @@ class PredictionLayer(KernelTileLayer):
                     f"native scale (limit {self.max_cells_per_tile})."
                 )
         if refused:
-            with self._hits_lock:
+            with self._counts_lock:
                 self.tiles_zoom_in += len(refused)
             self.status = (
                 f"Some tiles need more than {self.max_cells_per_tile} native model cells "
