@@ -49,7 +49,7 @@ def test_a_tile_the_kernel_never_answers_is_asked_again_then_shown_as_an_error(l
         "    requests.append((z, x, y))\n"
         "    time.sleep(30)  # far longer than the browser waits\n"
         "    return coordinate_tile(z, x, y)\n"
-        "layer = KernelTileLayer(stuck, request_timeout=1.5)\n"
+        "layer = KernelTileLayer(stuck, request_timeout=1.5, workers=8)  # a free worker for every attempt\n"
         "m = ipyleaflet.Map(center=(0, 0), zoom=0, layers=(), layout={'width': '300px', 'height': '300px'})\n"
         "m.add(layer)\n"
         "m",
@@ -65,5 +65,5 @@ def test_a_tile_the_kernel_never_answers_is_asked_again_then_shown_as_an_error(l
     img = page.locator(".ee-model-tile img[data-status='error']").first
     assert img.get_attribute("src").startswith("data:image/svg+xml")
     assert "leaflet-tile-loaded" in img.get_attribute("class")
-    # The one tile of zoom 0 was asked for twice (the retry) before the browser gave up.
-    assert nb.run_code("print(requests)").strip() == "[(0, 0, 0), (0, 0, 0)]"
+    # The world tile of zoom 0 was asked for twice (the retry) before the browser gave up.
+    assert nb.run_code("print(requests.count((0, 0, 0)))").strip() == "2"
