@@ -45,14 +45,23 @@ def wait_for(predicate, timeout=10.0):
     return False
 
 
-def test_requests_that_arrive_together_share_one_batch():
+def held_scheduler(first: TileRequest, expected: int = 0, **kw):
+    """A one-worker scheduler whose worker is busy with `first`, held at a gate until `gate.set()`.
+
+    Requests submitted meanwhile queue up, so tests can shape the queue before anything runs.
+    """
     gate = threading.Event()
     rec = Recorder(gate)
-    rec.expected = 9
-    sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=8, linger=0)
-    # The first request occupies the single worker (held at the gate) ...
-    sched.submit(TileRequest("first", 3, 0, 0))
+    rec.expected = expected
+    sched = TileScheduler(rec.render_many, rec.reply, workers=1, linger=0, **kw)
+    sched.submit(first)
     assert wait_for(lambda: sched.snapshot()["running"] == 1)
+    return sched, rec, gate
+
+
+def test_requests_that_arrive_together_share_one_batch():
+    # The first request occupies the single worker (held at the gate) ...
+    sched, rec, gate = held_scheduler(TileRequest("first", 3, 0, 0), expected=9, batch_size=8)
     # ... while a burst of eight arrives; they must be coalesced into one call.
     for i in range(8):
         sched.submit(TileRequest(f"t{i}", 3, i % 8, 1))
@@ -65,12 +74,7 @@ def test_requests_that_arrive_together_share_one_batch():
 
 
 def test_cancel_before_start_drops_the_work():
-    gate = threading.Event()
-    rec = Recorder(gate)
-    rec.expected = 2
-    sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=1, linger=0)
-    sched.submit(TileRequest("busy", 2, 0, 0))
-    assert wait_for(lambda: sched.snapshot()["running"] == 1)
+    sched, rec, gate = held_scheduler(TileRequest("busy", 2, 0, 0), expected=2, batch_size=1)
     sched.submit(TileRequest("keep", 2, 1, 0))
     sched.submit(TileRequest("drop", 2, 1, 1))
     assert sched.cancel("drop") is True
@@ -85,11 +89,7 @@ def test_cancel_before_start_drops_the_work():
 
 
 def test_queue_is_bounded_and_stale_zooms_are_dropped():
-    gate = threading.Event()
-    rec = Recorder(gate)
-    sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=4, max_queued=5, linger=0)
-    sched.submit(TileRequest("busy", 1, 0, 0))
-    assert wait_for(lambda: sched.snapshot()["running"] == 1)
+    sched, rec, gate = held_scheduler(TileRequest("busy", 1, 0, 0), batch_size=4, max_queued=5)
     for i in range(20):  # rapid panning: far more requests than the queue holds
         sched.submit(TileRequest(f"p{i}", 4, i, 0))
     snap = sched.snapshot()
@@ -187,12 +187,7 @@ def test_a_request_cancelled_after_it_was_taken_is_flagged_and_not_answered():
 
 
 def test_newest_requests_are_served_first():
-    gate = threading.Event()
-    rec = Recorder(gate)
-    rec.expected = 4
-    sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=2, linger=0)
-    sched.submit(TileRequest("busy", 7, 0, 0))
-    assert wait_for(lambda: sched.snapshot()["running"] == 1)
+    sched, rec, gate = held_scheduler(TileRequest("busy", 7, 0, 0), expected=4, batch_size=2)
     for rid in ("old", "mid", "new"):
         sched.submit(TileRequest(rid, 7, 1, 1))
     gate.set()
