@@ -116,13 +116,17 @@ except ImportError:  # pragma: no cover - fall back to the standard library
 
 def encode_base64(data: bytes) -> str:
     """Web-safe base64 without padding, byte-identical to `tf.io.encode_base64(data)`."""
-    return encode_base64_bytes(data).decode("ascii")
+    return bytes(encode_base64_bytes(data)).decode("ascii")
 
 
-def encode_base64_bytes(data: bytes) -> bytes:
-    """`encode_base64` as ASCII bytes, for writing JSON bodies without a str round trip."""
+def encode_base64_bytes(data: bytes) -> bytes | memoryview:
+    """`encode_base64` as ASCII bytes, for writing JSON bodies without a str round trip.
+
+    Without padding the result is a memoryview of the encoded bytes (no megabyte copy just to
+    drop one or two '='); `b"".join` and `bytes()` take it as it is."""
     out = _b64.b64encode(data, altchars=b"-_") if _b64 is not None else base64.urlsafe_b64encode(data)
-    return out.rstrip(b"=") if out.endswith(b"=") else out
+    pad = 2 if out.endswith(b"==") else 1 if out.endswith(b"=") else 0
+    return memoryview(out)[: len(out) - pad] if pad else out
 
 
 def decode_base64(text: str | bytes) -> bytes:
@@ -193,21 +197,23 @@ def _as_bytes_list(arr: np.ndarray) -> list[bytes]:
     return out
 
 
-def parse_tensor(data: bytes, dtype=None) -> np.ndarray:
+def parse_tensor(data: bytes, dtype=None, *, copy: bool = True) -> np.ndarray:
     """The numpy array in a serialized `TensorProto` (like `tf.io.parse_tensor`).
 
     `dtype`, when given, must match the tensor's dtype (TensorFlow's rule: no silent casts).
-    String tensors come back as numpy object arrays of `bytes`.
+    String tensors come back as numpy object arrays of `bytes`. `copy=False` may return a
+    read-only view of the message's buffer: one megabyte copy less for callers that stack the
+    tensors into a batch anyway.
     """
     proto = _tensor_pb2().TensorProto()
     try:
         proto.ParseFromString(bytes(data))
     except Exception as exc:  # protobuf's DecodeError; its module path differs between backends
         raise InputError(f"Not a serialized TensorProto ({len(data)} bytes): {exc}.") from None
-    return tensor_proto_to_numpy(proto, dtype)
+    return tensor_proto_to_numpy(proto, dtype, copy=copy)
 
 
-def tensor_proto_to_numpy(proto, dtype=None) -> np.ndarray:
+def tensor_proto_to_numpy(proto, dtype=None, *, copy: bool = True) -> np.ndarray:
     """A numpy array from a parsed `TensorProto`, reading `tensor_content` or the `*_val` fields."""
     dt = proto.dtype
     if dt not in _DT_TO_NUMPY:
@@ -240,7 +246,7 @@ def tensor_proto_to_numpy(proto, dtype=None) -> np.ndarray:
                 f"TensorProto content has {len(proto.tensor_content)} bytes, but shape {shape} of "
                 f"{dtype_name(dt)} needs {count * le.itemsize}: the tensor is truncated or corrupt."
             )
-        return np.frombuffer(proto.tensor_content, dtype=le).astype(np_dtype, copy=True).reshape(shape)
+        return np.frombuffer(proto.tensor_content, dtype=le).astype(np_dtype, copy=copy).reshape(shape)
     else:
         vals = getattr(proto, _VAL_FIELD[dt])
         if dt == 19:  # half_val holds the float16 bit patterns in int32s
@@ -277,14 +283,14 @@ def encode_tensor(array) -> str:
     return encode_base64(serialize_tensor(array))
 
 
-def encode_tensor_bytes(array) -> bytes:
+def encode_tensor_bytes(array) -> bytes | memoryview:
     """`encode_tensor` as ASCII bytes (JSON-safe as is: the web-safe alphabet needs no escaping)."""
     return encode_base64_bytes(serialize_tensor(array))
 
 
-def decode_tensor(text: str | bytes, dtype=None) -> np.ndarray:
+def decode_tensor(text: str | bytes, dtype=None, *, copy: bool = True) -> np.ndarray:
     """The inverse of `encode_tensor`; accepts either base64 alphabet, padded or not."""
-    return parse_tensor(decode_base64(text), dtype)
+    return parse_tensor(decode_base64(text), dtype, copy=copy)
 
 
 def encode_batch(batch) -> list[str]:
@@ -297,7 +303,7 @@ def encode_batch(batch) -> list[str]:
 
 def decode_batch(texts: Iterable[str | bytes] | Sequence[str | bytes], dtype=None) -> np.ndarray:
     """Decode one string per instance and stack them on a new axis 0 (shapes must agree)."""
-    arrays = [decode_tensor(t, dtype) for t in texts]
+    arrays = [decode_tensor(t, dtype, copy=False) for t in texts]  # np.stack copies
     if not arrays:
         raise InputError("Cannot decode an empty batch: no instances were given.")
     shapes = {a.shape for a in arrays}

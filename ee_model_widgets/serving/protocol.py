@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from ..errors import InputError
 from . import codec
@@ -46,10 +47,20 @@ class ParsedRequest:
     encoded: set[str] = field(default_factory=set)  # inputs that arrived as EE-encoded TensorProtos
 
 
+def loads(data: bytes | str) -> Any:
+    """Parse JSON: orjson (a 1.4 MB tile body in 0.5 ms, 2 ms with `json`), falling back to the
+    standard parser for what orjson refuses but TF Serving writes (NaN, Infinity, huge ints).
+    Invalid JSON raises ValueError."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 def parse_body(body: bytes) -> dict:
     """The JSON object of a request body; anything else is a 400-worthy InputError."""
     try:
-        obj = json.loads(body)
+        obj = loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(obj, dict):
@@ -160,7 +171,7 @@ def _column_to_array(values: list, info: TensorInfo, ee_wire: bool, encoded: set
         for v in values:
             text = base64.b64encode(_b64_field(v, info)).decode() if _is_b64(v) else v
             try:
-                t = codec.decode_tensor(text)
+                t = codec.decode_tensor(text, copy=False)  # np.stack below copies
             except InputError as exc:
                 raise InputError(
                     f"Input '{info.name}': a string value must be a base64 serialized TensorProto ({exc})"

@@ -43,7 +43,7 @@ from typing import Any
 from ..errors import EEModelWidgetsError, InputError, ModelError, ServingError
 from . import protocol
 from .batcher import Batcher, ServerBusy
-from .servable import Servable, load_servable
+from .servable import Servable, Signature, load_servable
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,11 @@ def create_app(
         counters["largest_request_bytes"] = max(counters["largest_request_bytes"], size)
         return b"".join(chunks)
 
+    def parse(body: bytes) -> tuple[Signature, protocol.ParsedRequest]:
+        obj = protocol.parse_body(body)
+        sig = servable.signature(protocol.signature_name_of(obj))
+        return sig, protocol.parse_predict(obj, sig, max_instances)
+
     def resolve(rest: str) -> re.Match:
         m = _PATH.match(rest)
         if not m or m["name"] != name:
@@ -171,9 +176,9 @@ def create_app(
                 )
             body = await read_body(request)
             counters["predict_requests"] += 1
-            obj = await run_in_threadpool(protocol.parse_body, body)
-            sig = servable.signature(protocol.signature_name_of(obj))
-            req = await run_in_threadpool(protocol.parse_predict, obj, sig, max_instances)
+            # parsing (JSON, base64, TensorProto) runs off the event loop, which keeps reading
+            # other requests meanwhile: one thread hop per step, as each hop costs a wake-up
+            sig, req = await run_in_threadpool(parse, body)
             outputs = await asyncio.wrap_future(batcher.submit(sig, req.feeds))
             reply = await run_in_threadpool(protocol.format_predict, outputs, req, sig)
             return json_response(reply)
