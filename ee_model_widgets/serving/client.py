@@ -43,6 +43,10 @@ GRPC_FORMATS = (
 )
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 DEFAULT_MAX_PAYLOAD_BYTES = 1_500_000
+# Requests in flight per predictor. A batching server is kept busy when twice what one model
+# call takes is in flight: one batch runs while the next arrives and is parsed. With 4, our
+# server ran one-tile requests in batches of 2; with 8, of ~4 (benchmarks/serving.py).
+DEFAULT_MAX_CONCURRENCY = 8
 _VERTEX_RESOURCE = re.compile(r"^projects/([^/]+)/locations/([^/]+)/endpoints/([^/:]+)$")
 _ENVELOPE = len(b'{"instances":[]}')
 _CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -264,7 +268,7 @@ class RestPredictor:
         payload_format: str = "SERIALIZED_TF_TENSORS",
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         timeout: float = 60.0,
-        max_concurrency: int = 4,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         max_retries: int = 4,
         backoff: float = 0.25,
         token: str | None = None,
@@ -582,7 +586,7 @@ def from_vertex_ai(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     payload_format: str = "SERIALIZED_TF_TENSORS",
     timeout: float = 60.0,
-    max_concurrency: int = 4,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     max_retries: int = 4,
     token: str | None = None,
     discover: bool = True,

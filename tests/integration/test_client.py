@@ -239,6 +239,20 @@ def test_500_carries_the_server_error_text():
         assert count["n"] == 1  # a 500 is not retried
 
 
+def test_nan_and_infinity_tokens_in_a_reply_are_numbers():
+    # TF Serving writes non-finite floats as bare NaN / Infinity tokens, which strict JSON
+    # parsers (orjson) refuse: the client must still read them
+    async def handler(body, n):
+        rows = ["[[NaN], [Infinity], [-Infinity]]", "[[1.5], [2], [3]]"]
+        return Response('{"predictions": [' + ", ".join(rows) + "]}")
+
+    with scripted_server(handler) as (url, _):
+        got = predictor(url, payload_format="RAW_JSON")({"array": X[:, :3, :1]})
+    assert got.shape == (2, 3, 1) and got.dtype == np.float32
+    assert np.isnan(got[0, 0, 0]) and got[0, 1, 0] == np.inf and got[0, 2, 0] == -np.inf
+    np.testing.assert_array_equal(got[1, :, 0], [1.5, 2, 3])
+
+
 @pytest.mark.parametrize(
     "reply, message",
     [
