@@ -171,7 +171,7 @@ def _instance_encoder(inputs: Mapping[str, np.ndarray], payload_format: str) -> 
     if payload_format == "RAW_JSON":
         # Vertex's RAW_JSON sends every number as a JSON string; numpy formats them (shortest
         # round-trip repr), no per-element Python formatting
-        def raw_json(i: int) -> bytes:
+        def raw_json(i: int) -> list:
             row = {k: np.asarray(inputs[k][i]).astype(str).tolist() for k in names}
             return [json.dumps(row, separators=(",", ":")).encode()]
 
@@ -536,7 +536,8 @@ def discover_signature(
     """Best effort: input/output names from a TF-Serving-style `GET <model>/metadata`, else None."""
     base = url.rsplit(":", 1)[0] if url.rsplit("/", 1)[-1].count(":") else url
     try:
-        resp = _pool_manager(1, timeout).request("GET", base + "/metadata", headers=dict(headers or {}))
+        with _pool_manager(1, timeout) as http:
+            resp = http.request("GET", base + "/metadata", headers=dict(headers or {}))
         if resp.status != 200:
             return None
         defs = protocol.loads(resp.data)["metadata"]["signature_def"]["signature_def"]
