@@ -12,7 +12,9 @@ through the widget's comm dispatch, `HeadlessView`), with a real model on a real
     every 200 ms (Leaflet's `updateInterval`: how often a dragged GridLayer asks for new tiles)
     for 12 steps, a fling faster than the model keeps up with; tiles more than `keepBuffer` (2) columns out of view are unloaded, which cancels
     them, as Leaflet does. Wasted = (model cells computed - model cells needed to compute just
-    the tiles that ended up shown, cold) / model cells computed. Target <= 10%.
+    the tiles that ended up shown, cold) / model cells computed. Target <= 10%. Measured twice:
+    as the machine is, and with `--busy` (default 6) CPU-bound processes beside it, i.e. a
+    2-core machine at load ~8, where the model falls far behind the pan.
 (d) tiles/s rendering one band of a GeoTIFF (with overviews) through an identity model, ours vs
     localtileserver (the `bench` extra) serving the same file with the same stretch and
     colormap at the same zooms; localtileserver is fetched over HTTP with 6 concurrent
@@ -23,8 +25,12 @@ Run: .venv/bin/python benchmarks/prediction_layer.py
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import math
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -201,13 +207,30 @@ def with_overviews(path: str) -> str:
     return path
 
 
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """n CPU-bound processes for the duration of the block: a reproducible loaded machine."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--busy", type=int, default=6, help="CPU-bound processes beside the loaded pan run (c)")
+    args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = demo.synthetic_geotiff(Path(tmp) / "synthetic.tif", 2048, 2048, bands=("red", "nir"))
         with_overviews(path)
         image = emw.Image.open(path)
         a = bench_viewport(image)
         c = bench_pan(image)
+        with busy_processes(args.busy):
+            c_loaded = bench_pan(image)
         d = bench_vs_localtileserver(path)
     print("Streaming prediction layer (demo FCN on a 2048x2048 synthetic GeoTIFF, zoom 16)")
     print(
@@ -215,12 +238,13 @@ def main() -> None:
         f"{a['raw_s']:.2f} s on the same {a['cells']} cells = {a['layer_s'] / a['raw_s']:.2f}"
     )
     print(f"(b) cache-hit latency p50 after a palette change: {a['p50_ms']:.1f} ms ({a['hits']} cache hits)")
-    print(
-        f"(c) rapid pan: {c['requested']} tiles requested, {c['cancelled']} cancelled "
-        f"({c['answered_after_cancel']} of them already being computed); model cells computed "
-        f"{c['model_cells']} vs {c['needed_cells']} for the tiles shown: "
-        f"wasted model work = {100 * c['wasted_fraction']:.1f}% (target <= 10%)"
-    )
+    for label, r in (("as the machine is", c), (f"with {args.busy} busy processes beside it", c_loaded)):
+        print(
+            f"(c) rapid pan, {label}: {r['requested']} tiles requested, {r['cancelled']} cancelled "
+            f"({r['answered_after_cancel']} of them already being computed); model cells computed "
+            f"{r['model_cells']} vs {r['needed_cells']} for the tiles shown: "
+            f"wasted model work = {100 * r['wasted_fraction']:.1f}% (target <= 10%)"
+        )
     print(
         f"(d) {d['tiles']} tiles at zooms 12-14, one band, identity model: ours {d['ours']:.1f} tiles/s, "
         f"localtileserver {d['theirs']:.1f} tiles/s, ratio {d['ours'] / d['theirs']:.2f} (target >= 1.0)"

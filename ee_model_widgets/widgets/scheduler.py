@@ -3,6 +3,11 @@
 Comm handlers only call `submit`/`cancel`/`set_zoom` (cheap, never blocking); worker
 threads take the requests that arrived together (up to `batch_size`) and render them in one
 call, so a viewport of tiles becomes a few batched model calls instead of one call per tile.
+
+A batch that has started cannot be cancelled, so while the user pans, every tile of a long
+batch that scrolls out of view is wasted work. Batches are therefore sized to take about
+`batch_seconds` at the recently measured time per tile: a loaded machine or a heavy model
+gets smaller batches, which newer (visible) requests and cancellations can overtake.
 Nothing here imports the widget stack, so it is unit-tested on its own.
 """
 
@@ -54,11 +59,15 @@ class TileScheduler:
         batch_size: int = 8,
         max_queued: int = 256,
         linger: float = 0.005,
+        batch_seconds: float | None = 0.25,
         on_change: Callable[[], None] | None = None,
     ):
         self._render_many = render_many
         self._reply = reply
         self.batch_size = max(1, int(batch_size))
+        # ~Leaflet's updateInterval (200 ms): a pan asks for new tiles about that often
+        self.batch_seconds = batch_seconds
+        self._seconds_per_tile: float | None = None  # moving average over recent batches
         self.max_queued = max(1, int(max_queued))
         self.linger = linger
         self._on_change = on_change or (lambda: None)
@@ -156,13 +165,26 @@ class TileScheduler:
             # Newest first: while the user pans, the latest requests are the tiles on screen and
             # the oldest are the likeliest to be cancelled. A batch keeps its arrival order.
             batch = []
-            while self._queue and len(batch) < self.batch_size:
+            size = self._next_batch_size()
+            while self._queue and len(batch) < size:
                 batch.append(self._queue.popitem(last=True)[1])
             batch.reverse()
             self._running.update((r.id, r) for r in batch)
             self.counts["running"] += len(batch)
             self.counts["queued"] = len(self._queue)
             return batch
+
+    def _next_batch_size(self) -> int:
+        per_tile = self._seconds_per_tile
+        if not self.batch_seconds or not per_tile:
+            return self.batch_size
+        return max(1, min(self.batch_size, int(self.batch_seconds / per_tile)))
+
+    def _measured(self, seconds: float, tiles: int) -> None:
+        per_tile = seconds / tiles
+        with self._lock:
+            old = self._seconds_per_tile
+            self._seconds_per_tile = per_tile if old is None else 0.7 * old + 0.3 * per_tile
 
     def _work(self) -> None:
         while True:
@@ -172,12 +194,16 @@ class TileScheduler:
             if not batch:
                 continue
             self._on_change()
+            started = time.monotonic()
             try:
                 results = list(self._render_many(batch))
                 if len(results) != len(batch):
                     raise RuntimeError(f"renderer returned {len(results)} results for {len(batch)} tiles")
             except BaseException as exc:  # noqa: BLE001 - a failing renderer must not kill the worker
                 results = [exc] * len(batch)
+            rendered = sum(r is not CANCELLED for r in results)
+            if rendered:  # skipped tiles cost nothing and say nothing about the tiles' cost
+                self._measured(time.monotonic() - started, rendered)
             for request, result in zip(batch, results):
                 if result is CANCELLED:
                     outcome = "cancelled"

@@ -61,9 +61,6 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
         workers: int = 2,
         # Measured (benchmarks/prediction_layer.py): batches of 8 tiles waste far less model work
         # in a fast pan than whole-viewport batches (work already started cannot be cancelled),
-        # at no measurable cost to a cold viewport, since batching gains little on CPU.
-        # Measured (benchmarks/prediction_layer.py): batches of 8 tiles waste far less model work
-        # in a fast pan than whole-viewport batches (work already started cannot be cancelled),
         # at no measurable cost to a cold viewport: batching gains little on CPU.
         batch_size: int = 8,
         max_queued: int = 256,

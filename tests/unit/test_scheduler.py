@@ -53,6 +53,8 @@ def held_scheduler(first: TileRequest, expected: int = 0, **kw):
     gate = threading.Event()
     rec = Recorder(gate)
     rec.expected = expected
+    # the time held at the gate is not rendering cost: keep it out of the batch sizing
+    kw.setdefault("batch_seconds", None)
     sched = TileScheduler(rec.render_many, rec.reply, workers=1, linger=0, **kw)
     sched.submit(first)
     assert wait_for(lambda: sched.snapshot()["running"] == 1)
@@ -195,3 +197,41 @@ def test_newest_requests_are_served_first():
     # While panning, the latest tiles are the ones on screen: they go first (in arrival order).
     assert rec.batches[1:] == [["mid", "new"], ["old"]]
     sched.close()
+
+
+class SlowRenderer(Recorder):
+    """Takes `seconds` per tile, like a model on a loaded machine."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def render_many(self, requests):
+        time.sleep(self.seconds * len(requests))
+        return super().render_many(requests)
+
+
+def _batch_sizes_after_a_burst(seconds_per_tile: float, n: int = 24) -> list[int]:
+    rec = SlowRenderer(seconds_per_tile)
+    rec.expected = n
+    # linger: the worker waits 50 ms for the rest of the burst, so the first batch is full
+    sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=8, batch_seconds=0.1, linger=0.05)
+    for i in range(n):
+        sched.submit(TileRequest(f"t{i}", 5, i, 0))
+    assert rec.all_replied.wait(30)
+    sched.close()
+    return [len(b) for b in rec.batches]
+
+
+def test_slow_tiles_get_small_batches_that_newer_requests_can_overtake():
+    # 50 ms per tile and a 0.1 s budget: after the first batch has measured the cost, at most
+    # 2 tiles per batch, so a started batch never holds more than ~0.1 s of work
+    sizes = _batch_sizes_after_a_burst(0.05)
+    assert sizes[0] == 8
+    assert max(sizes[1:]) <= 2
+    assert sum(sizes) == 24
+
+
+def test_fast_tiles_keep_full_batches():
+    sizes = _batch_sizes_after_a_burst(0.0)
+    assert sizes == [8, 8, 8]
