@@ -116,7 +116,7 @@ except ImportError:  # pragma: no cover - fall back to the standard library
 
 def encode_base64(data: bytes) -> str:
     """Web-safe base64 without padding, byte-identical to `tf.io.encode_base64(data)`."""
-    return bytes(encode_base64_bytes(data)).decode("ascii")
+    return str(encode_base64_bytes(data), "ascii")  # decodes a memoryview without copying it first
 
 
 def encode_base64_bytes(data: bytes) -> bytes | memoryview:
