@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -67,7 +69,7 @@ class TileScheduler:
         self.batch_size = max(1, int(batch_size))
         # ~Leaflet's updateInterval (200 ms): a pan asks for new tiles about that often
         self.batch_seconds = batch_seconds
-        self._seconds_per_tile: float | None = None  # moving average over recent batches
+        self._timings: collections.deque[tuple[int, float]] = collections.deque(maxlen=16)
         self.max_queued = max(1, int(max_queued))
         self.linger = linger
         self._on_change = on_change or (lambda: None)
@@ -175,16 +177,24 @@ class TileScheduler:
             return batch
 
     def _next_batch_size(self) -> int:
-        per_tile = self._seconds_per_tile
-        if not self.batch_seconds or not per_tile:
+        with self._lock:
+            timings = list(self._timings)
+        if not self.batch_seconds:
             return self.batch_size
-        return max(1, min(self.batch_size, int(self.batch_seconds / per_tile)))
+        if not timings:
+            # Start small: the first tiles show sooner, and a loaded machine does not begin
+            # with two full batches it cannot cancel (they caused most of the waste in a pan).
+            return min(self.batch_size, 2)
+        fixed, per_tile = batch_cost(timings)
+        if per_tile * self.batch_size < fixed:
+            return self.batch_size  # latency-bound: fewer tiles would not finish much sooner
+        recent = timings[-4:]  # react within a few batches when the machine gets busy
+        seconds_per_tile = sum(s for _, s in recent) / sum(n for n, _ in recent)
+        return max(1, min(self.batch_size, int(self.batch_seconds / seconds_per_tile)))
 
     def _measured(self, seconds: float, tiles: int) -> None:
-        per_tile = seconds / tiles
         with self._lock:
-            old = self._seconds_per_tile
-            self._seconds_per_tile = per_tile if old is None else 0.7 * old + 0.3 * per_tile
+            self._timings.append((tiles, seconds))
 
     def _work(self) -> None:
         while True:
@@ -221,3 +231,20 @@ class TileScheduler:
                     if outcome != "cancelled":
                         self._done_times.append(time.monotonic())
             self._on_change()
+
+
+def batch_cost(timings: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares `seconds = fixed + per_tile * tiles` over (tiles, seconds) of past batches,
+    both terms >= 0. With a single batch size seen, all of the time is charged per tile (the
+    cautious reading: it shrinks the next batch, and the fit then sees two sizes)."""
+    n = np.array([t for t, _ in timings], dtype=float)
+    secs = np.array([s for _, s in timings], dtype=float)
+    if np.ptp(n) == 0:
+        return 0.0, float(secs.sum() / n.sum())
+    per_tile = float(np.cov(n, secs, bias=True)[0, 1] / np.var(n))
+    if per_tile <= 0:  # time does not grow with the batch: latency-bound
+        return float(secs.mean()), 0.0
+    fixed = float(secs.mean() - per_tile * n.mean())
+    if fixed < 0:
+        return 0.0, float(secs.sum() / n.sum())
+    return fixed, per_tile

@@ -63,6 +63,9 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
         # in a fast pan than whole-viewport batches (work already started cannot be cancelled),
         # at no measurable cost to a cold viewport: batching gains little on CPU.
         batch_size: int = 8,
+        # Batches shrink to about this much work when tiles get slow (see scheduler.py);
+        # None keeps every batch at batch_size.
+        batch_seconds: float | None = 0.25,
         max_queued: int = 256,
         **kwargs,
     ):
@@ -74,6 +77,7 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
             self._reply,
             workers=workers,
             batch_size=batch_size,
+            batch_seconds=batch_seconds,
             max_queued=max_queued,
             on_change=self._publish_progress,
         )

@@ -92,7 +92,7 @@ def test_tiles_that_arrive_together_share_one_model_call(scene, make_layer):
     model = diff_model(max_batch_size=None)  # no chunking: one call per batch of tiles
     pred = model.predict_image(scene, cache=None)
     gate = threading.Event()
-    layer, view = make_layer(pred, workers=1, batch_size=8)
+    layer, view = make_layer(pred, workers=1, batch_size=8, batch_seconds=None)  # fixed batches
     # Hold the worker on a first tile so that the next four queue up together.
     original = layer._render_many
     layer.scheduler._render_many = lambda reqs: (gate.wait(10), original(reqs))[1]

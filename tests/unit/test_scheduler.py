@@ -5,7 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
-from ee_model_widgets.widgets.scheduler import CANCELLED, PNG_SIGNATURE, TileRequest, TileScheduler
+from ee_model_widgets.widgets.scheduler import (
+    CANCELLED,
+    PNG_SIGNATURE,
+    TileRequest,
+    TileScheduler,
+    batch_cost,
+)
 from tests.helpers import run_in_threads
 
 PNG = PNG_SIGNATURE + b"fake-but-signed"
@@ -200,19 +206,19 @@ def test_newest_requests_are_served_first():
 
 
 class SlowRenderer(Recorder):
-    """Takes `seconds` per tile, like a model on a loaded machine."""
+    """Takes `fixed` seconds per batch plus `per_tile` seconds per tile: a model on a loaded
+    machine (per tile) or a remote endpoint (a fixed round trip)."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, per_tile: float = 0.0, fixed: float = 0.0):
         super().__init__()
-        self.seconds = seconds
+        self.per_tile, self.fixed = per_tile, fixed
 
     def render_many(self, requests):
-        time.sleep(self.seconds * len(requests))
+        time.sleep(self.fixed + self.per_tile * len(requests))
         return super().render_many(requests)
 
 
-def _batch_sizes_after_a_burst(seconds_per_tile: float, n: int = 24) -> list[int]:
-    rec = SlowRenderer(seconds_per_tile)
+def _batch_sizes_after_a_burst(rec: SlowRenderer, n: int = 24) -> list[int]:
     rec.expected = n
     # linger: the worker waits 50 ms for the rest of the burst, so the first batch is full
     sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=8, batch_seconds=0.1, linger=0.05)
@@ -224,14 +230,29 @@ def _batch_sizes_after_a_burst(seconds_per_tile: float, n: int = 24) -> list[int
 
 
 def test_slow_tiles_get_small_batches_that_newer_requests_can_overtake():
-    # 50 ms per tile and a 0.1 s budget: after the first batch has measured the cost, at most
-    # 2 tiles per batch, so a started batch never holds more than ~0.1 s of work
-    sizes = _batch_sizes_after_a_burst(0.05)
-    assert sizes[0] == 8
-    assert max(sizes[1:]) <= 2
+    # 50 ms per tile and a 0.1 s budget: a first batch of 2 measures the cost, then at most 2
+    # tiles per batch, so a started batch never holds more than ~0.1 s of work
+    sizes = _batch_sizes_after_a_burst(SlowRenderer(per_tile=0.05))
+    assert sizes[0] == 2
+    assert max(sizes) <= 2
     assert sum(sizes) == 24
 
 
-def test_fast_tiles_keep_full_batches():
-    sizes = _batch_sizes_after_a_burst(0.0)
-    assert sizes == [8, 8, 8]
+def test_a_fixed_round_trip_longer_than_the_budget_keeps_full_batches():
+    # 0.2 s per batch whatever its size (a remote model's latency): smaller batches would not
+    # finish sooner, so once two sizes have shown that, the batches are full
+    sizes = _batch_sizes_after_a_burst(SlowRenderer(fixed=0.2), n=40)
+    assert sizes[:2] == [2, 1]
+    assert sizes[2:5] == [8, 8, 8]
+    assert sum(sizes) == 40
+
+
+def test_fast_tiles_get_full_batches_after_the_first():
+    assert _batch_sizes_after_a_burst(SlowRenderer()) == [2, 8, 8, 6]
+
+
+def test_batch_cost_separates_the_fixed_and_the_per_tile_time():
+    fixed, per_tile = batch_cost([(8, 0.5), (4, 0.3), (2, 0.2), (8, 0.5)])
+    assert abs(fixed - 0.1) < 1e-9 and abs(per_tile - 0.05) < 1e-9
+    assert batch_cost([(8, 0.4), (8, 0.4)]) == (0.0, 0.05)  # one size seen: all of it per tile
+    assert batch_cost([(8, 0.3), (2, 0.31)]) == (0.305, 0.0)  # no growth with size: latency-bound
