@@ -6,8 +6,12 @@ call, so a viewport of tiles becomes a few batched model calls instead of one ca
 
 A batch that has started cannot be cancelled, so while the user pans, every tile of a long
 batch that scrolls out of view is wasted work. Batches are therefore sized to take about
-`batch_seconds` at the recently measured time per tile: a loaded machine or a heavy model
-gets smaller batches, which newer (visible) requests and cancellations can overtake.
+`batch_seconds` at the recently measured time per tile (starting at 2 tiles): a loaded
+machine or a heavy model gets smaller batches, which newer (visible) requests and
+cancellations can overtake. Only where the time grows with the tiles, though: recent batches
+are fitted as fixed + per_tile x tiles, and where the fixed part dominates (a REST model's
+round trip) smaller batches would only cost throughput, so batches stay full.
+
 Nothing here imports the widget stack, so it is unit-tested on its own.
 """
 
