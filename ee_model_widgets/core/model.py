@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -123,6 +124,10 @@ def _describe_exc(exc: BaseException) -> str:
     # TF errors carry long graph dumps: keep the first informative lines.
     text = " ".join(line.strip() for line in msg[:6] if line.strip())
     return f"{type(exc).__name__}: {text[:1500]}" if text else type(exc).__name__
+
+
+def _call_keras(km, x):
+    return km(x, training=False)
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -234,9 +239,10 @@ class Model:
         ]
         single = len(in_specs) == 1
 
-        @tf.function(reduce_retracing=True)
-        def forward(x):
-            return km(x, training=False)
+        # One tf.function per model, over a partial rather than a closure: TensorFlow counts
+        # traces per code object, so closures of every model loaded in a session would add up
+        # to its "excessive retracing" warning after five models (e.g. switching in the panel).
+        forward = tf.function(functools.partial(_call_keras, km), reduce_retracing=True)
 
         def call(batch: dict[str, np.ndarray]):
             x = next(iter(batch.values())) if single else batch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -43,6 +45,24 @@ def test_from_keras_file_round_trip_and_fingerprint(tmp_path):
     )
     expect = np.asarray(km(arr.transpose(1, 2, 0)[None]))[0].transpose(2, 0, 1)
     np.testing.assert_allclose(pa.to_numpy().data, expect, atol=1e-6)
+
+
+def test_switching_between_many_keras_models_does_not_warn_about_retracing():
+    # a panel session loads model after model; TensorFlow must not call that "excessive retracing"
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tf_log = logging.getLogger("tensorflow")
+    tf_log.addHandler(handler)
+    try:
+        _, img = image()
+        for seed in range(8):
+            Model.from_keras(conv_model(seed=seed), input_tile_size=8).predict_image(
+                img, cache=None
+            ).to_numpy()
+    finally:
+        tf_log.removeHandler(handler)
+    assert not [r.getMessage() for r in records if "retracing" in r.getMessage()]
 
 
 def test_from_keras_bad_sources(tmp_path):
