@@ -31,6 +31,7 @@ import ipywidgets as widgets
 
 from ..core.image import Image
 from ..errors import EEModelWidgetsError, InputError, RegionError
+from .comm_routing import route_to_live_subshells
 from .controls import (
     ClassBandImage,
     PalettePicker,
@@ -415,6 +416,7 @@ class Panel(widgets.VBox):
                 self.region_preset.options = [REGION_GIVEN, *presets]
                 self.region_preset.value = REGION_GIVEN
             self.set_region(self._given_region, REGION_GIVEN)
+        route_to_live_subshells(self)  # no control may go deaf after a page reload (comm_routing.py)
         self._request_apply()
 
     # ---- public API ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ import ipyleaflet
 from traitlets import Float, Int, Unicode
 
 from .._version import EXTENSION_VERSION
+from .comm_routing import route_comm
 from .scheduler import CANCELLED, PNG_SIGNATURE, TileRequest, TileScheduler
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
             on_change=self._publish_progress,
         )
         self.on_msg(self._handle_tile_message)
+        route_comm(self.comm)  # tile requests must never go to a deleted kernel subshell
 
     # ---- rendering (overridden by PredictionLayer to batch model calls) --------------
     def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | BaseException]:
