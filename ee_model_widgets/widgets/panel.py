@@ -404,6 +404,8 @@ class Panel(widgets.VBox):
             "tiles_done",
             "tiles_failed",
             "tiles_per_second",
+            "tiles_resent",
+            "tiles_lost",
             "last_error",
             "status",
         ):
@@ -615,6 +617,10 @@ class Panel(widgets.VBox):
             f"tiles: {lay.tiles_done} done, {lay.tiles_queued} queued, {lay.tiles_failed} failed"
             f" · {lay.tiles_per_second:.1f} tiles/s"
         )
+        if lay.tiles_resent or lay.tiles_lost:  # counted by the browser: the kernel never saw them
+            parts.append(
+                f"{lay.tiles_resent} lost on the way and asked again, {lay.tiles_lost} never answered"
+            )
         lines = [" · ".join(parts)]
         busy = self._busy_text()
         if busy:

@@ -1,6 +1,6 @@
 """The kernel-side tile scheduler: a bounded queue, coalescing workers, cancellation.
 
-Comm handlers only call `submit`/`cancel`/`set_zoom` (cheap, never blocking); worker
+Comm handlers only call `submit`/`cancel`/`held` (cheap, never blocking); worker
 threads take the requests that arrived together (up to `batch_size`) and render them in one
 call, so a viewport of tiles becomes a few batched model calls instead of one call per tile.
 
@@ -80,7 +80,6 @@ class TileScheduler:
         self._lock = threading.Condition()
         self._queue: collections.OrderedDict[str, TileRequest] = collections.OrderedDict()
         self._running: dict[str, TileRequest] = {}
-        self._zoom: int | None = None
         self._closed = False
         self._done_times: collections.deque[float] = collections.deque(maxlen=512)
         self.counts = {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
@@ -96,16 +95,13 @@ class TileScheduler:
         with self._lock:
             if self._closed:
                 return
-            if self._zoom is not None and request.z != self._zoom:
-                # The view has moved on to another zoom: Leaflet only asks for tiles of the
-                # zoom it shows, so a stale request is a late message; drop it.
+            # No dropping by zoom: Leaflet unloads (and so cancels) the tiles of a zoom it left,
+            # and two views of one layer (a second tab) may show different zooms.
+            self._queue[request.id] = request
+            while len(self._queue) > self.max_queued:  # bounded: the oldest give way
+                self._queue.popitem(last=False)
                 self.counts["cancelled"] += 1
-            else:
-                self._queue[request.id] = request
-                while len(self._queue) > self.max_queued:  # bounded: the oldest give way
-                    self._queue.popitem(last=False)
-                    self.counts["cancelled"] += 1
-                self._lock.notify()
+            self._lock.notify()
             self.counts["queued"] = len(self._queue)
         self._on_change()
 
@@ -123,17 +119,10 @@ class TileScheduler:
             self._on_change()
         return dropped
 
-    def set_zoom(self, z: int) -> None:
-        """The map settled on zoom `z`: queued requests of other zooms will never be shown."""
+    def held(self, request_ids: Sequence[str]) -> list[str]:
+        """The ids among `request_ids` that are queued or being rendered (their reply is still to come)."""
         with self._lock:
-            self._zoom = int(z)
-            stale = [rid for rid, r in self._queue.items() if r.z != self._zoom]
-            for rid in stale:
-                del self._queue[rid]
-            self.counts["cancelled"] += len(stale)
-            self.counts["queued"] = len(self._queue)
-        if stale:
-            self._on_change()
+            return [rid for rid in request_ids if rid in self._queue or rid in self._running]
 
     def close(self) -> None:
         with self._lock:

@@ -96,24 +96,20 @@ def test_cancel_before_start_drops_the_work():
     sched.close()
 
 
-def test_queue_is_bounded_and_stale_zooms_are_dropped():
+def test_queue_is_bounded():
     sched, rec, gate = held_scheduler(TileRequest("busy", 1, 0, 0), batch_size=4, max_queued=5)
     for i in range(20):  # rapid panning: far more requests than the queue holds
         sched.submit(TileRequest(f"p{i}", 4, i, 0))
     snap = sched.snapshot()
     assert snap["queued"] == 5
     assert snap["cancelled"] == 15
-    # The map zooms to 5: every queued zoom-4 request is now useless.
-    sched.set_zoom(5)
-    assert sched.snapshot()["queued"] == 0
-    # A late zoom-4 request is dropped on arrival; a zoom-5 request is served.
-    sched.submit(TileRequest("late", 4, 0, 0))
-    rec.expected = 2
-    sched.submit(TileRequest("z5", 5, 0, 0))
+    # The newest five stay queued, with the running one; the dropped ones are not held.
+    assert sched.held(["busy", "p0", "p14", "p15", "p19"]) == ["busy", "p15", "p19"]
+    rec.expected = 6
     gate.set()
     assert rec.all_replied.wait(10)
-    assert set(rec.replies) == {"busy", "z5"}
-    assert sched.snapshot()["cancelled"] == 21
+    assert set(rec.replies) == {"busy", *(f"p{i}" for i in range(15, 20))}
+    assert sched.held(list(rec.replies)) == []
     sched.close()
 
 
