@@ -518,6 +518,8 @@ class Panel(widgets.VBox):
             if source in self.region_preset.options and self.region_preset.value != source:
                 self.region_preset.value = source
         self.region_rect.bounds = ((s, w), (n, e))
+        # jupyter-leaflet's Rectangle view only follows `locations` (its Polygon base), not `bounds`.
+        self.region_rect.locations = [(s, w), (n, w), (n, e), (s, e)]
 
     def zoom_to_region(self) -> None:
         bounds = self.region if self.region is not None else tuple(self.image.bounds)

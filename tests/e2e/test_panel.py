@@ -277,6 +277,8 @@ def test_drawing_a_rectangle_sets_the_region(explorer):
     to_view(page)
     tab(page, "Data")
     box = page.locator(".emw-map").bounding_box()
+    outline = page.locator(".emw-map path.leaflet-interactive[stroke-dasharray]").first
+    outline_before = outline.get_attribute("d")
     page.locator(".leaflet-draw-draw-rectangle").click()
     x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
     x1, y1 = x0 + 140, y0 + 90
@@ -312,6 +314,15 @@ def test_drawing_a_rectangle_sets_the_region(explorer):
     assert (n, s) == pytest.approx((lat(y0), lat(y1)), abs=3 * px_deg)
     field = page.locator(".emw-bbox input").input_value()
     assert [float(v) for v in field.split(",")] == pytest.approx([w, s, e, n], abs=1e-6)
+    # The orange region outline moved to the drawn rectangle (its SVG path spans the drawn pixels).
+    page.wait_for_function(
+        "(before) => { const p = document.querySelector('.emw-map path.leaflet-interactive[stroke-dasharray]');"
+        " return p && p.getAttribute('d') !== before; }",
+        arg=outline_before,
+        timeout=10_000,
+    )
+    r = outline.bounding_box()
+    assert (r["x"], r["y"], r["x"] + r["width"], r["y"] + r["height"]) == pytest.approx((x0, y0, x1, y1), abs=4)
 
 
 def test_export_writes_the_region_as_to_numpy_has_it(explorer, lab_server):
