@@ -69,7 +69,8 @@ def recording_server(metadata: dict | None = None, strict_numbers: bool = False)
             value = inst[key]
             if isinstance(value, str):
                 arr = codec.decode_tensor(value)
-                preds.append(codec.encode_tensor(np.ascontiguousarray(arr[..., :1])))
+                arr = arr[..., :1] if arr.ndim else arr * 10  # a property: its value times 10
+                preds.append(codec.encode_tensor(np.ascontiguousarray(arr)))
             else:
                 if strict_numbers and not _numbers_only(value):
                     return JSONResponse({"error": f"JSON Value: {str(value)[:20]} Is not a number"}, 400)
@@ -139,6 +140,16 @@ def test_input_properties_are_sent_as_inputs_too():
     assert sorted(inst) == sorted([*BANDS, "year"])
     year = codec.decode_tensor(inst["year"])
     assert year.shape == (8, 8, 1) and np.all(year == 2024)  # replicated into every tile instance
+
+
+def test_predict_properties_sends_each_property_under_its_own_name():
+    with recording_server() as (url, bodies):
+        model = Model.from_vertex_ai(url, input_properties=["red", "elev"])
+        got = model.predict_properties([{"red": 1.5, "elev": 3}, {"red": 2.5, "elev": 4}])
+    sent = instances(bodies)
+    assert [sorted(i) for i in sent] == [["elev", "red"], ["elev", "red"]]
+    assert codec.decode_tensor(sent[1]["elev"]) == np.float32(4)
+    assert [f["output"] for f in got] == [15.0, 25.0]  # the server's answer: red * 10
 
 
 def test_metadata_naming_one_stacked_input_gets_the_stacked_bands():

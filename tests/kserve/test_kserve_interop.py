@@ -11,6 +11,7 @@ its own venv .venv-kserve; skipped where KServe is not installed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -127,46 +128,58 @@ def _run_ee_prepare(source: Path, dest: Path, inputs: dict, outputs: dict) -> No
     assert done.returncode == 0 and "ready to be hosted" in done.stdout, done.stderr[-2000:]
 
 
+@contextlib.contextmanager
+def kserve_model_server(saved_model: Path, name: str, log_path: Path):
+    """KServe's ModelServer serving `saved_model` as `name` on 127.0.0.1; yields the model URL."""
+    port = _free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(SERVER_SCRIPT), str(saved_model), name, str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+        url = f"http://127.0.0.1:{port}/v1/models/{name}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    if httpx.get(url, timeout=2).json().get("ready"):
+                        break
+                except (httpx.HTTPError, ValueError):
+                    pass
+                assert time.monotonic() < deadline, "KServe did not become ready in 120 s"
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
 @pytest.fixture(scope="module")
-def kserve_fcn(tmp_path_factory):
-    """The demo fcn, prepared by the real EE CLI, served by KServe's ModelServer on 127.0.0.1."""
+def exported_fcn(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("kserve")
     keras.saving.load_model(demo.model_path("fcn")).export(str(d / "exported"), verbose=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def kserve_fcn(exported_fcn):
+    """The demo fcn, prepared by the real EE CLI, served by KServe's ModelServer."""
+    d = exported_fcn
     _run_ee_prepare(
         d / "exported",
         d / "eeified",
         {"serving_default_red:0": "red", "serving_default_nir:0": "nir"},
         {"StatefulPartitionedCall_1:0": "ndvi_smooth"},
     )
-    port = _free_port()
-    log = open(d / "kserve.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER_SCRIPT), str(d / "eeified"), "fcn", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (d / "kserve.log").read_text()[-3000:]
-            try:
-                if httpx.get(base + "/v1/models/fcn", timeout=2).json().get("ready"):
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            assert time.monotonic() < deadline, "KServe did not become ready in 120 s"
-            time.sleep(0.5)
-        yield base + "/v1/models/fcn"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+    with kserve_model_server(d / "eeified", "fcn", d / "kserve-eeified.log") as url:
+        yield url
 
 
 def test_kserve_serves_no_metadata(kserve_fcn):
@@ -193,3 +206,15 @@ def test_kserve_refuses_bands_the_model_does_not_take(kserve_fcn):
     model = Model.from_vertex_ai(kserve_fcn, max_retries=0, **demo.MODEL_PARAMS["fcn"])
     with pytest.raises(EEModelWidgetsError, match=r"HTTP 400.*no named input 'blue'"):
         model.predict_image(demo.scene(), cache=None).to_numpy()
+
+
+def test_raw_json_against_kserve_serving_the_plain_model(exported_fcn):
+    """RAW_JSON sends JSON numbers, which the plain (unprepared) SavedModel behind KServe takes
+    as float32 tensors: no help from our server."""
+    scene = demo.scene().select(["red", "nir"])
+    local = demo.model("fcn").predict_image(scene).to_numpy()
+    with kserve_model_server(exported_fcn / "exported", "plain", exported_fcn / "kserve-plain.log") as url:
+        model = Model.from_vertex_ai(url, payload_format="RAW_JSON", **demo.MODEL_PARAMS["fcn"])
+        remote = model.predict_image(scene, cache=None).to_numpy()
+    np.testing.assert_array_equal(np.ma.getmaskarray(remote), np.ma.getmaskarray(local))
+    assert float(np.max(np.abs(remote.filled(0) - local.filled(0)))) < 1e-5
