@@ -12,7 +12,8 @@ Input mapping (EE semantics, see shared/reference/ee-spec.md 2.1):
 - otherwise every model input is a band (or an input property) of the image, sent as
   (N, H, W, 1) under its own name;
 - a model whose inputs are unknown (`inputs` None: a hosted model without metadata) gets
-  what Earth Engine sends: every band and input property as (N, H, W, 1) under its own name.
+  what Earth Engine sends: every band and input property as (N, H, W, 1) under its own name,
+  or, for an image that is one array band (bands `name_0 .. name_{K-1}`), (N, H, W, K) as `name`.
 Output mapping: outputs are named by `output_bands` (a single-output model's one output
 takes the one declared name, default "output"); an output with `dimensions=1` and K values
 per pixel becomes K bands `<name>_0 .. <name>_<K-1>` (EE's arrayFlatten), `dimensions=2`
@@ -609,6 +610,9 @@ class Model:
                 f"{sorted(props) or 'none'}): set them on the image or drop them from input_properties."
             )
         if self.inputs is None:  # EE's request: every band and input property under its own name
+            array = _array_band(bands)
+            if array and not p.input_properties:  # one array band: EE sends it as (H, W, K)
+                return InputPlan(True, (array,), tuple(bands))
             names = bands + [q for q in p.input_properties if q not in bands]
             used = tuple(b for b in bands if b not in p.input_properties)
             return InputPlan(
@@ -994,6 +998,13 @@ class Model:
             f"<Model {self.name!r} tile={list(p.input_tile_size)} overlap={list(p.overlap)} "
             f"out_tile={list(p.output_tile_size)} fix_input_proj={p.fix_input_proj}>"
         )
+
+
+def _array_band(bands: Sequence[str]) -> str | None:
+    """`name` when the bands are exactly `name_0 .. name_{K-1}` (K >= 2): one array band, the way
+    an output with `dimensions: 1` is flattened into bands."""
+    name = bands[0][:-2] if len(bands) >= 2 and bands[0].endswith("_0") else ""
+    return name if name and list(bands) == [f"{name}_{i}" for i in range(len(bands))] else None
 
 
 def _serving_client(attr: str):

@@ -176,6 +176,19 @@ def test_input_names_still_override_everything():
     assert all(list(inst) == ["array"] for inst in instances(bodies))
 
 
+def test_an_image_that_is_one_array_band_is_sent_stacked_under_its_name():
+    # bands probs_0..probs_2: how an output with dimensions=1 is flattened, i.e. EE's array band
+    probs = image().rename(["probs_0", "probs_1", "probs_2"])
+    with recording_server() as (url, bodies):
+        model = Model.from_vertex_ai(url, input_tile_size=[8, 8], output_bands=OUT)
+        got = model.predict_image(probs, cache=None).to_numpy()
+    sent = instances(bodies)
+    assert all(list(inst) == ["probs"] for inst in sent)
+    first = codec.decode_tensor(sent[0]["probs"])
+    np.testing.assert_array_equal(first, np.moveaxis(PIXELS[:, :8, :8], 0, -1))  # (H, W, K)
+    np.testing.assert_array_equal(got.filled(np.nan)[0], PIXELS[0])
+
+
 def test_a_single_band_image_is_sent_under_its_own_name():
     with recording_server() as (url, bodies):
         model = Model.from_vertex_ai(url, input_tile_size=[8, 8], output_bands=OUT)
