@@ -383,7 +383,7 @@ class Model:
             raise InputError(f"from_callable needs a function, got {type(fn).__name__}.")
         params = EEParams.from_kwargs(**ee_params)
         names = [DEFAULT_INPUT_NAME] if input_names is None else input_names
-        if names == BAND_INPUTS:
+        if isinstance(names, str) and names == BAND_INPUTS:
             in_specs = None
         elif (
             isinstance(names, str)
