@@ -342,3 +342,10 @@ def test_a_positional_argument_also_given_by_keyword_is_an_error():
 def test_snake_case_constructors_stay_keyword_only():
     with pytest.raises(TypeError):
         Model.from_ai_platform_predictor("p", "m")  # EE's order would put "p" in projectName
+
+
+def test_demo_model_overrides_take_one_spelling_each():
+    from ee_model_widgets import demo
+
+    with pytest.raises(InputError, match=r"given twice: 'input_overlap_size' and 'inputOverlapSize'"):
+        demo.model("fcn", input_overlap_size=[0, 0], inputOverlapSize=[0, 0])
