@@ -74,6 +74,8 @@ def post(url, body, **kw):
 def test_status_and_metadata_answer_like_tf_serving(plain_server, prepared_server):
     status = httpx.get(plain_server.url).json()
     assert status == {
+        "name": "plain",  # KServe's v1 readiness fields beside TF Serving's
+        "ready": True,
         "model_version_status": [
             {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
         ]
