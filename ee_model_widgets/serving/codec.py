@@ -211,18 +211,18 @@ def parse_tensor(
     read-only view of the message's buffer: one megabyte copy less for callers that stack the
     tensors into a batch anyway. `max_elements` refuses larger declared shapes before allocating.
     """
-    return tensor_proto_to_numpy(_parse_proto(data), dtype, copy=copy, max_elements=max_elements)
+    return tensor_proto_to_numpy(parse_tensor_proto(data), dtype, copy=copy, max_elements=max_elements)
 
 
-def check_tensor(data: bytes, max_elements: int | None = None) -> tuple[int, ...]:
-    """The shape a serialized `TensorProto` declares, after the checks `parse_tensor` makes
+def declared_shape(proto, max_elements: int | None = None) -> tuple[int, ...]:
+    """The shape a parsed `TensorProto` declares, after the checks `tensor_proto_to_numpy` makes
     (dtype, shape against the bytes carried, `max_elements`), without building the array."""
-    proto = _parse_proto(data)
     shape, _ = _checked_shape(proto, max_elements)
     return shape
 
 
-def _parse_proto(data: bytes):
+def parse_tensor_proto(data: bytes):
+    """The `TensorProto` message in serialized bytes (no array built yet); garbage raises InputError."""
     proto = _tensor_pb2().TensorProto()
     try:
         proto.ParseFromString(bytes(data))

@@ -215,14 +215,16 @@ def _column_to_array(
         encoded.add(info.name)
         tensors = []
         for v in values:
-            text = base64.b64encode(_b64_field(v, info)).decode() if _is_b64(v) else v
             try:
-                # the declared shape is checked before the array exists: a few bytes may declare
-                # 9000x9000 elements with no data ("splat" zeros)
-                t = codec.decode_tensor(text, copy=False, max_elements=limits.max_instance_elements)
-                limits.take(info.name, 1, t.shape)
-            except codec.TensorTooLarge:
-                raise
+                proto = codec.parse_tensor_proto(
+                    _b64_field(v, info) if _is_b64(v) else codec.decode_base64(v)
+                )
+                # the declared shape is counted before the array exists: a few bytes may declare
+                # 9000x9000 elements and no data (TensorFlow's "splat" zeros)
+                limits.take(info.name, 1, codec.declared_shape(proto, limits.max_instance_elements))
+                t = codec.tensor_proto_to_numpy(proto, copy=False)  # np.stack below copies
+            except codec.TensorTooLarge as exc:
+                raise codec.TensorTooLarge(f"Input '{info.name}': {exc}") from None
             except InputError as exc:
                 raise InputError(
                     f"Input '{info.name}': a string value must be a base64 serialized TensorProto ({exc})"
@@ -280,7 +282,9 @@ def _strings(values: list, info: TensorInfo, ee_wire: bool, limits: Limits) -> n
             # the graph parses this TensorProto itself (tf.io.parse_tensor would allocate whatever
             # shape it declares): check that shape here first
             try:
-                shape = codec.check_tensor(codec.decode_base64(raw), limits.max_instance_elements)
+                shape = codec.declared_shape(
+                    codec.parse_tensor_proto(codec.decode_base64(raw)), limits.max_instance_elements
+                )
             except codec.TensorTooLarge as exc:
                 raise codec.TensorTooLarge(f"Input '{info.name}': {exc}") from None
             except InputError as exc:
