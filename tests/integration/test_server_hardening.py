@@ -368,6 +368,15 @@ def test_connection_cap_body_deadline_and_header_size():
         )
         socks.append(c)
         assert _closed_by_server(c, 15)
+        # a client that gives up mid-body: one short log line, no traceback
+        time.sleep(1.2)  # past the one-line-per-second rate limit of the drop log
+        c = socket.create_connection(addr, timeout=10)
+        c.sendall(
+            b"POST /v1/models/ndvi:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"instance'
+        )
+        time.sleep(0.3)
+        c.close()
         # headers without end: 431 once they pass 64 KB, not a growing buffer
         c = socket.create_connection(addr, timeout=10)
         socks.append(c)
@@ -386,6 +395,7 @@ def test_connection_cap_body_deadline_and_header_size():
         s.proc.wait(30)
     err = s.stderr_text()
     assert "the request body did not arrive within 2 s" in err and "Traceback" not in err
+    assert "disconnected before sending the whole body" in err
 
 
 def test_sigterm_drains_and_exits_0_with_server_stopped(plain):
