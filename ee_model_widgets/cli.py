@@ -91,6 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             max_instance_elements=args.max_instance_elements,
             max_request_elements=args.max_request_elements,
+            max_inflight_elements=args.max_inflight_elements,
             allow_origins=args.allow_origin,
             allow_hosts=args.allow_host,
             header_timeout=args.header_timeout,
@@ -222,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=32 * 1024 * 1024,
         help="tensor elements per request, all instances together; more gets 413 (default 33554432)",
+    )
+    s.add_argument(
+        "--max-inflight-elements",
+        type=_positive_int,
+        default=128 * 1024 * 1024,
+        help="tensor elements all requests in flight may hold together; more gets 503 (default 134217728)",
     )
     s.add_argument(
         "--allow-origin",

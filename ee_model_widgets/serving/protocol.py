@@ -23,6 +23,7 @@ import base64
 import binascii
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,20 +32,52 @@ import orjson
 
 from ..errors import InputError
 from . import codec
+from .batcher import ServerBusy
 from .servable import Signature, TensorInfo
 
 _TO_WEBSAFE = bytes.maketrans(b"+/", b"-_")
 _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=")
 
 
+class ElementPool:
+    """Tensor elements that all the requests in flight may hold together (thread-safe): a
+    request over the pool's free room gets a 503 (retry) instead of growing the server."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, n: int) -> None:
+        with self._lock:
+            if self.used + n > self.capacity:
+                raise ServerBusy(
+                    f"The server is busy (requests in flight hold {self.used} of {self.capacity} tensor "
+                    "elements); retry in a moment."
+                )
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
 @dataclass
 class Limits:
-    """What one request may make the server allocate: checked on declared shapes, before allocating."""
+    """What one request may make the server allocate: checked on declared shapes, before allocating.
+
+    With a `pool`, what the request takes is also reserved there; `release()` gives it back."""
 
     max_instances: int | None = None
     max_instance_elements: int | None = None  # per instance and input
     max_request_elements: int | None = None  # all instances and inputs together
+    pool: ElementPool | None = None
     used: int = 0
+
+    def release(self) -> None:
+        if self.pool is not None and self.used:
+            self.pool.release(self.used)
+        self.used = 0
 
     def take(self, name: str, n_instances: int, instance_shape: tuple[int, ...]) -> None:
         """Count one input's instances against the limits (raises TensorTooLarge -> 413)."""
@@ -56,12 +89,15 @@ class Limits:
                 f"Input '{name}': an instance of shape {tuple(instance_shape)} has {per} elements; this server "
                 f"accepts at most {self.max_instance_elements} per instance. Send smaller tiles."
             )
-        self.used += per * n_instances
-        if self.max_request_elements is not None and self.used > self.max_request_elements:
+        n = per * n_instances
+        if self.max_request_elements is not None and self.used + n > self.max_request_elements:
             raise codec.TensorTooLarge(
                 f"The request holds more than {self.max_request_elements} tensor elements in all; "
                 "send fewer instances per request."
             )
+        if self.pool is not None:
+            self.pool.reserve(n)
+        self.used += n
 
 
 @dataclass

@@ -62,6 +62,9 @@ DEFAULT_MAX_INSTANCE_ELEMENTS = 4 * 1024 * 1024
 # 32 M elements (128 MB as float32) per request, all instances together: a full 64 MB body of
 # JSON numbers fits, a few bytes declaring huge shapes do not.
 DEFAULT_MAX_REQUEST_ELEMENTS = 32 * 1024 * 1024
+# All requests in flight together (parsed, queued, in the model, being answered): 128 M elements,
+# 512 MB as float32. Beyond, 503 and the client retries.
+DEFAULT_MAX_INFLIGHT_ELEMENTS = 4 * DEFAULT_MAX_REQUEST_ELEMENTS
 # Bodies larger than this are not even drained before the 413 (the connection is just closed).
 _DRAIN_LIMIT = 1024 * 1024 * 1024
 
@@ -87,6 +90,7 @@ def create_app(
     max_instances: int = DEFAULT_MAX_INSTANCES,
     max_instance_elements: int = DEFAULT_MAX_INSTANCE_ELEMENTS,
     max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS,
+    max_inflight_elements: int = DEFAULT_MAX_INFLIGHT_ELEMENTS,
     max_batch_size: int = 64,
     batch_window_ms: float = 2.0,
     stats: dict | None = None,
@@ -162,10 +166,11 @@ def create_app(
         counters["largest_request_bytes"] = max(counters["largest_request_bytes"], size)
         return b"".join(chunks)
 
-    def parse(body: bytes) -> tuple[Signature, protocol.ParsedRequest]:
+    pool = protocol.ElementPool(max(max_inflight_elements, max_request_elements))
+
+    def parse(body: bytes, limits: protocol.Limits) -> tuple[Signature, protocol.ParsedRequest]:
         obj = protocol.parse_body(body)
         sig = servable.signature(protocol.signature_name_of(obj))
-        limits = protocol.Limits(max_instances, max_instance_elements, max_request_elements)
         return sig, protocol.parse_predict(obj, sig, limits=limits)
 
     def resolve(rest: str) -> re.Match:
@@ -209,9 +214,14 @@ def create_app(
             counters["predict_requests"] += 1
             # parsing (JSON, base64, TensorProto) runs off the event loop, which keeps reading
             # other requests meanwhile: one thread hop per step, as each hop costs a wake-up
-            sig, req = await run_in_threadpool(parse, body)
-            outputs = await asyncio.wrap_future(batcher.submit(sig, req.feeds))
-            reply = await run_in_threadpool(protocol.format_predict, outputs, req, sig)
+            limits = protocol.Limits(max_instances, max_instance_elements, max_request_elements, pool)
+            try:
+                sig, req = await run_in_threadpool(parse, body, limits)
+                del body
+                outputs = await asyncio.wrap_future(batcher.submit(sig, req.feeds))
+                reply = await run_in_threadpool(protocol.format_predict, outputs, req, sig)
+            finally:
+                limits.release()  # the feeds are dropped with this frame
             return json_response(reply)
         except _HTTPError as exc:
             return error(exc.status, exc.message)

@@ -65,6 +65,22 @@ def test_request_limits_count_declared_elements(ee_wire):
         )
 
 
+def test_element_pool_bounds_requests_in_flight_together():
+    from ee_model_widgets.serving.batcher import ServerBusy
+
+    sig = _sig(False)
+    small = codec.encode_tensor(np.zeros((8, 8, 1), np.float32))
+    pool = protocol.ElementPool(300)
+    first = protocol.Limits(pool=pool)
+    protocol.parse_predict({"instances": [{"red": small}] * 4}, sig, limits=first)
+    assert pool.used == 256
+    with pytest.raises(ServerBusy, match="retry"):
+        protocol.parse_predict({"instances": [{"red": small}]}, sig, limits=protocol.Limits(pool=pool))
+    first.release()
+    assert pool.used == 0
+    protocol.parse_predict({"instances": [{"red": small}]}, sig, limits=protocol.Limits(pool=pool))
+
+
 def test_deep_json_is_an_input_error():
     with pytest.raises(InputError, match="nested too deeply"):
         protocol.parse_body(b"[" * 100_000 + b"]" * 100_000)
