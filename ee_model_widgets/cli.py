@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="also answer requests addressed to this host name (default: the bound address, loopback "
-        "names, and with --host 0.0.0.0 this machine's name and any IP address); repeatable",
+        "names, and with --host 0.0.0.0 this machine's name and any IP address); repeatable; * turns the check off "
+        "(behind a proxy that checks Host itself)",
     )
     s.add_argument(
         "--header-timeout",

@@ -83,7 +83,9 @@ class BrowserSafety:
     ):
         from starlette.middleware.cors import CORSMiddleware
 
-        self.hosts, self.any_ip = allowed_host_names(bind_host, allow_hosts)
+        allow_hosts = list(allow_hosts)
+        self.any_host = "*" in allow_hosts  # behind a proxy that checks Host itself
+        self.hosts, self.any_ip = allowed_host_names(bind_host, [h for h in allow_hosts if h != "*"])
         self.origins = frozenset(o.strip().rstrip("/").lower() for o in allow_origins if o.strip())
         self.app = (
             CORSMiddleware(
@@ -126,7 +128,7 @@ class BrowserSafety:
             if k in (b"host", b"origin", b"content-type"):
                 headers[k] = v.decode("latin-1")
         host = headers.get(b"host")
-        if host is not None:
+        if host is not None and not self.any_host:
             name = _host_name(host)
             if name not in self.hosts and not (self.any_ip and _is_ip(name)):
                 return 400, (

@@ -161,6 +161,9 @@ def test_shape_bomb_is_refused_at_once_without_memory(which, request):
         assert r.status_code == 413, r.text
         assert "elements" in r.json()["error"] and "'red'" in r.json()["error"]
         assert elapsed < 1.0, f"{shape}: {elapsed:.2f} s"  # refused before any work, not after
+        print(
+            f"{which}: {len(content)}-byte request declaring {shape}: {r.status_code} in {elapsed * 1000:.0f} ms"
+        )
     # many instances, each under the per-instance limit, together over the per-request one
     many = json.dumps({"instances": [{"red": bomb((2048, 2048, 1)), "nir": bomb((2048, 2048, 1))}] * 1000})
     r = httpx.post(
@@ -169,6 +172,7 @@ def test_shape_bomb_is_refused_at_once_without_memory(which, request):
     assert r.status_code == 413 and "in all" in r.json()["error"], r.text
     growth = rss_mb(server.proc.pid) - before
     assert growth < 100, f"the server grew by {growth:.0f} MB"
+    print(f"{which}: server RSS {before:.0f} MB before the bombs, grew by {growth:.1f} MB")
     ok = httpx.post(server.url + ":predict", json=warm, headers=headers, timeout=60)
     assert ok.status_code == 200  # and it still serves
 

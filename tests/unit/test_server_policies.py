@@ -136,3 +136,5 @@ def test_browser_safety_decisions():
     assert room.refusal(_scope(host="192.168.1.20:8501", origin="http://localhost:8888")) is None
     assert room.refusal(_scope(host="192.168.1.20:8501", origin="http://localhost:8889"))[0] == 403
     assert room.refusal(_scope(host="rebound.evil.example:8501"))[0] == 400
+    proxied = BrowserSafety(None, bind_host="0.0.0.0", allow_hosts=["*"])
+    assert proxied.refusal(_scope(host="fcn.default.svc.cluster.local")) is None
