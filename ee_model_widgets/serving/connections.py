@@ -69,8 +69,40 @@ class DropLog:
         self._log.warning("Closed the connection of %s: %s%s", who, reason, more)
 
 
+class _RateLimitedParserWarnings(logging.Filter):
+    """uvicorn logs "Invalid HTTP request received." once per malformed request: a flood of
+    garbage would flood the log too. Let one such line through per second, counting the rest."""
+
+    MESSAGES = frozenset({"Invalid HTTP request received."})
+
+    def __init__(self, interval: float = 1.0):
+        super().__init__()
+        self._interval = interval
+        self._last = -float("inf")
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg not in self.MESSAGES:
+            return True
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            self._suppressed += 1
+            return False
+        if self._suppressed:
+            record.msg = f"{record.msg} (and {self._suppressed} more since the last message)"
+        self._last, self._suppressed = now, 0
+        return True
+
+
+def _install_parser_warning_filter() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _RateLimitedParserWarnings) for f in logger.filters):
+        logger.addFilter(_RateLimitedParserWarnings())
+
+
 def guarded_protocol(limits: ConnectionLimits, drops: DropLog) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with header/body deadlines and a connection cap."""
+    _install_parser_warning_filter()
     waiting: OrderedDict[HttpToolsProtocol, None] = OrderedDict()  # idle or in headers, oldest first
     open_connections: set[HttpToolsProtocol] = set()
     header_reason = f"no complete request headers within {limits.header_timeout:g} s"

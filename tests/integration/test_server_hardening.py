@@ -391,6 +391,12 @@ def test_connection_cap_body_deadline_and_header_size():
         except ConnectionResetError:
             reply = b""
         assert reply.startswith(b"HTTP/1.1 431"), reply
+        # 100 malformed requests: a 400 each, a few log lines in all
+        for _ in range(100):
+            c = socket.create_connection(addr, timeout=10)
+            c.sendall(b"\x16\x03\x01 garbage\r\n\r\n")
+            assert c.recv(64).startswith(b"HTTP/1.1 400")
+            c.close()
         assert httpx.get(url.split("/v1/")[0] + "/").json()["status"] == "alive"  # still serving
     finally:
         for c in socks:
@@ -400,6 +406,7 @@ def test_connection_cap_body_deadline_and_header_size():
     err = s.stderr_text()
     assert "the request body did not arrive within 2 s" in err and "Traceback" not in err
     assert "disconnected before sending the whole body" in err
+    assert 1 <= err.count("Invalid HTTP request received.") < 30
 
 
 def test_sigterm_drains_and_exits_0_with_server_stopped(plain):
