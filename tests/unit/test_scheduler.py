@@ -8,6 +8,8 @@ import time
 from ee_model_widgets.widgets.scheduler import (
     CANCELLED,
     PNG_SIGNATURE,
+    QUEUE_FULL,
+    STALE_ZOOM,
     TileRequest,
     TileScheduler,
     batch_cost,
@@ -96,23 +98,27 @@ def test_cancel_before_start_drops_the_work():
     sched.close()
 
 
-def test_queue_is_bounded_and_stale_zooms_are_dropped():
+def test_queue_is_bounded_and_stale_zooms_are_dropped_with_a_refusal():
     sched, rec, gate = held_scheduler(TileRequest("busy", 1, 0, 0), batch_size=4, max_queued=5)
     for i in range(20):  # rapid panning: far more requests than the queue holds
-        sched.submit(TileRequest(f"p{i}", 4, i, 0))
+        sched.submit(TileRequest(f"p{i}", 5, i, 0))
     snap = sched.snapshot()
     assert snap["queued"] == 5
     assert snap["cancelled"] == 15
-    # The map zooms to 5: every queued zoom-4 request is now useless.
-    sched.set_zoom(5)
+    # The oldest gave way, and each was told so at once: nobody waits for them.
+    assert {rid for rid, r in rec.replies.items() if r is QUEUE_FULL} == {f"p{i}" for i in range(15)}
+    # The map zooms to 6: every queued zoom-5 request is now useless, and refused.
+    sched.set_zoom(6)
     assert sched.snapshot()["queued"] == 0
-    # A late zoom-4 request is dropped on arrival; a zoom-5 request is served.
-    sched.submit(TileRequest("late", 4, 0, 0))
-    rec.expected = 2
-    sched.submit(TileRequest("z5", 5, 0, 0))
+    assert {rid for rid, r in rec.replies.items() if r is STALE_ZOOM} == {f"p{i}" for i in range(15, 20)}
+    # A late zoom-5 request is refused on arrival; a zoom-6 request is served.
+    sched.submit(TileRequest("late", 5, 0, 0))
+    assert rec.replies["late"] is STALE_ZOOM
+    sched.submit(TileRequest("z6", 6, 0, 0))
     gate.set()
-    assert rec.all_replied.wait(10)
-    assert set(rec.replies) == {"busy", "z5"}
+    assert wait_for(lambda: len(rec.replies) == 23)
+    assert rec.replies["busy"] == PNG and rec.replies["z6"] == PNG
+    assert len(rec.replies) == 23  # every request answered
     assert sched.snapshot()["cancelled"] == 21
     sched.close()
 
@@ -223,7 +229,7 @@ def _batch_sizes_after_a_burst(rec: SlowRenderer, n: int = 24) -> list[int]:
     # linger: the worker waits 50 ms for the rest of the burst, so the first batch is full
     sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=8, batch_seconds=0.1, linger=0.05)
     for i in range(n):
-        sched.submit(TileRequest(f"t{i}", 5, i, 0))
+        sched.submit(TileRequest(f"t{i}", 6, i, 0))
     assert rec.all_replied.wait(30)
     sched.close()
     return [len(b) for b in rec.batches]
