@@ -265,9 +265,12 @@ def point_grid(image: Image, lon: float, lat: float, proj=None) -> Grid:
         lon, lat = float(lon), float(lat)
     except (TypeError, ValueError):
         raise RegionError(f"A point needs numeric lon/lat, got ({lon!r}, {lat!r}).") from None
-    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-        raise RegionError(f"Point ({lon}, {lat}) is out of range: longitude -180..180, latitude -90..90.")
+    if not (math.isfinite(lon) and -90 <= lat <= 90):
+        raise RegionError(f"Point ({lon}, {lat}) is out of range: latitude -90..90, a finite longitude.")
     p = resolve_projection(image, proj)
+    if p.crs.is_geographic:  # the same place on the image's side of the antimeridian (a map
+        west = image.bounds[0]  # click in another world copy, or 181 for an unwrapped scene)
+        lon = west + (lon - west) % 360.0
     xs, ys = transform_points(WGS84, p.crs, [lon], [lat])
     if not (math.isfinite(xs[0]) and math.isfinite(ys[0])):
         raise RegionError(f"Point ({lon}, {lat}) cannot be expressed in {p!r}.")

@@ -199,3 +199,17 @@ def test_a_scene_around_the_pole_is_not_taken_for_a_crossing():
     )
     w, _, e, _ = across.bounds
     assert w == pytest.approx(153.43, abs=0.01) and e == pytest.approx(206.57, abs=0.01)
+
+
+def test_the_inspector_samples_either_name_of_a_point_across_180(scene):
+    # A click east of 180° on a map centred on the scene reports lon 181.5 (an unwrapped world
+    # copy), the same point as -178.5; and a click one world copy further west still works.
+    value, _ = reference(181.5, -17.0)
+    assert np.isfinite(value)
+    for lon in (181.5, -178.5, -538.5):
+        assert scene.sample(lon, -17.0) == {"v": float(value)}
+    # In lon/lat, the unwrapped scene is found from either name as well.
+    for lon in (179.5, 181.5, -178.5):
+        assert scene.sample(lon, -17.0, proj=emw.Projection("EPSG:4326", LATTICE))["v"] is not None
+    with pytest.raises(RegionError, match="latitude -90..90"):
+        scene.sample(float("inf"), -17.0)
