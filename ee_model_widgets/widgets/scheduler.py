@@ -97,8 +97,8 @@ class _Batch:
 
 # render_many(requests) -> one result per request: PNG bytes, or an exception for that tile.
 RenderMany = Callable[[Sequence[TileRequest]], Sequence["bytes | BaseException"]]
-# reply(request, result) -> sends the result to the browser.
-Reply = Callable[[TileRequest, "bytes | BaseException"], None]
+# reply(request, result) -> sends the result to the browser (a Refusal: a 'cancelled' reply).
+Reply = Callable[[TileRequest, "bytes | BaseException | Refusal"], None]
 
 
 class TileScheduler:
