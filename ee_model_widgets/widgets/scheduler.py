@@ -350,28 +350,27 @@ class TileScheduler:
             self._answer(list(zip(batch, results)), running=True)
 
     def _answer(self, answers: Sequence[tuple[TileRequest, object]], running: bool = False) -> None:
-        """Reply to each request (not for CANCELLED) and count its outcome; lock not held."""
-        for request, result in answers:
-            if result is CANCELLED:
-                outcome = "cancelled"
-            else:
-                if isinstance(result, Refusal):
+        """Count each request's outcome, publish, then reply (not for CANCELLED): whoever sees a
+        tile arrive already sees it counted. Lock not held."""
+        with self._lock:
+            for request, result in answers:
+                if result is CANCELLED or isinstance(result, Refusal):
                     outcome = "cancelled"
                 else:
                     ok = isinstance(result, (bytes, bytearray)) and bytes(result[:8]) == PNG_SIGNATURE
                     outcome = "done" if ok else "failed"
-                try:
-                    self._reply(request, result)
-                except Exception:  # noqa: BLE001 - e.g. the comm closed while we rendered
-                    log.warning("could not send tile %s", request.id, exc_info=True)
-            with self._lock:
+                    self._done_times.append(time.monotonic())
                 if running:
                     self._running.pop(request.id, None)
                     self.counts["running"] -= 1
                 self.counts[outcome] += 1
-                if outcome in ("done", "failed"):
-                    self._done_times.append(time.monotonic())
         self._on_change()
+        for request, result in answers:
+            if result is not CANCELLED:
+                try:
+                    self._reply(request, result)
+                except Exception:  # noqa: BLE001 - e.g. the comm closed while we rendered
+                    log.warning("could not send tile %s", request.id, exc_info=True)
 
     # ---- hung calls -----------------------------------------------------------------------
     def _abandon(self, batch: _Batch, why: str) -> None:
