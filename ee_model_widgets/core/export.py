@@ -46,7 +46,8 @@ def export_geotiff(
 
     Reads `block_size` x `block_size` windows one at a time (memory stays bounded whatever
     the image size). `overviews=True` also builds internal averaged overviews for fast
-    zoomed-out display.
+    zoomed-out display. A target that cannot be written raises `ExportError` before any
+    pixel is read; a failure later leaves `path` as it was.
     """
     from tqdm.auto import tqdm
 

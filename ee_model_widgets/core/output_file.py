@@ -8,7 +8,8 @@ renames it at the end, so the target is either the complete new file or left as 
 The temporary is created like any new file (mode 0o666 minus the umask, or the mode of the
 file it replaces), not 0600 as `tempfile.mkstemp` would. A process killed mid-write cannot
 clean up, so each write first removes the leftovers of earlier writes to the same target
-by processes of this host that no longer exist.
+by processes of this host that no longer exist (POSIX only: Windows has no safe "is this
+process alive" probe in the standard library, so leftovers stay there).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def _parse_temp(name: str, base: str) -> tuple[int, str] | None:
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl-C there: keep the file, to be safe
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
