@@ -27,6 +27,7 @@ Nothing here imports the widget stack, so it is unit-tested on its own.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -231,8 +232,12 @@ class TileScheduler:
             again: list[TileRequest] = []
             for batch in list(self._active):
                 self._abandon(batch, "restart")
-                again.extend(r for r in batch.requests if not r.cancelled)
                 self.counts["cancelled"] += sum(r.cancelled for r in batch.requests)
+                for r in batch.requests:
+                    if not r.cancelled:
+                        again.append(dataclasses.replace(r))
+                        # The abandoned renderer skips the model call if it has not started it.
+                        r.cancelled = True
             for r in again:
                 self._queue[r.id] = r
             dropped = self._trim_queue()

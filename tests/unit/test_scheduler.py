@@ -271,12 +271,14 @@ class Hanging:
     def __init__(self):
         self.release = threading.Event()
         self.started = []
+        self.requests = []  # the TileRequest objects handed over, in order
         self.replies: dict[str, list] = {}
         self.lock = threading.Lock()
 
     def render_many(self, requests):
         with self.lock:
             self.started.append([r.id for r in requests])
+            self.requests.append(list(requests))
         self.release.wait(30)
         return [PNG for _ in requests]
 
@@ -318,9 +320,12 @@ def test_restart_queues_the_batches_in_flight_again_and_drops_their_old_results(
             sched.submit(TileRequest(f"t{i}", 3, i, 0))
         assert wait_for(lambda: sched.snapshot()["running"] == 3)
         assert sched.restart() == 3
-        # A fresh worker renders them again (the renderer reads the new content then).
+        # The abandoned call sees its requests cancelled (a renderer that has not reached the
+        # model yet skips it); a fresh worker renders them again, with the new content.
+        assert all(req.cancelled for req in r.requests[0])
         assert wait_for(lambda: len(r.started) == 2)
         assert sorted(r.started[1]) == ["t0", "t1", "t2"]
+        assert not any(req.cancelled for req in r.requests[1])
         r.release.set()
         assert wait_for(lambda: sched.snapshot()["done"] == 3)
         time.sleep(0.2)
