@@ -274,6 +274,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     }
     if (!this.notice) {
       const div = L.DomUtil.create('div', 'emw-tile-notice');
+      div.dataset.layer = this.model.get('class_name') ?? ''; // which layer speaks (a map may have several)
       div.style.cssText =
         'background: rgba(255,255,255,0.92); padding: 3px 6px; border-radius: 4px; max-width: 320px;' +
         'font: 12px sans-serif; border: 1px solid #c60;';

@@ -25,9 +25,9 @@ def test_lost_tile_requests_are_noticed_said_and_sent_again(lab_server, page):
     nb = NotebookPage(page, lab_server, "lost.ipynb")
     nb.run_all()
     # Nothing reaches the kernel: within seconds of the first requests the map says so.
-    page.wait_for_selector(".emw-tile-notice[data-state='waiting']", timeout=60_000)
-    notice = page.locator(".emw-tile-notice").first.inner_text()
-    assert "Waiting for the kernel" in notice and "no answer for" in notice, notice
+    notice = page.locator(".emw-tile-notice[data-layer*='emw-prediction'][data-state='waiting']")
+    notice.wait_for(timeout=90_000)
+    assert "Waiting for the kernel" in notice.inner_text() and "no answer for" in notice.inner_text()
     assert lab_server.log().count("Unknown subshell_id") > 0  # the loss was real
     assert not page.locator(".emw-prediction img.leaflet-tile-loaded[data-status='ok']").count()
 
@@ -35,8 +35,9 @@ def test_lost_tile_requests_are_noticed_said_and_sent_again(lab_server, page):
     # (30 s: well before the 60 s request_timeout, so the tiles came from the resends.)
     nb.run_code("comm._reply_subshell_for = working_route")
     assert len(wait_prediction_tiles(page, 4, timeout=30)) >= 4
-    page.wait_for_selector(".emw-tile-notice[data-state='resent']", timeout=10_000)
-    assert "sent again" in page.locator(".emw-tile-notice").first.inner_text()
+    resent_notice = page.locator(".emw-tile-notice[data-layer*='emw-prediction'][data-state='resent']")
+    resent_notice.wait_for(timeout=10_000)
+    assert "sent again" in resent_notice.inner_text()
     # The status line says it too (the kernel only knows because the browser reported it).
     page.wait_for_function(
         "() => document.querySelector('.emw-status').innerText.includes('lost on the way and asked again')",
