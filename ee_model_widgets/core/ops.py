@@ -29,6 +29,7 @@ projection.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -103,6 +104,31 @@ class DerivedImage(Image):
         if len(text) > _MAX_FINGERPRINT:
             text = f"{self.op}:" + hashlib.sha256(text.encode()).hexdigest()
         return text
+
+    # ---- exports: stream through the predictions' private scratch caches -------------------
+    def streaming(self, _views: dict | None = None) -> DerivedImage:
+        """The same operation over streaming views of its parents (see `PredictedImage.streaming`),
+        so an export of a derived image does not flush the cells the map is showing. A
+        prediction used twice in the tree gets one view (its cells are computed once)."""
+        views = {} if _views is None else _views
+
+        def view_of(p: Image) -> Image:
+            if id(p) not in views:
+                if isinstance(p, DerivedImage):
+                    views[id(p)] = p.streaming(views)
+                elif callable(getattr(p, "streaming", None)):
+                    views[id(p)] = p.streaming()
+                else:
+                    views[id(p)] = p
+            return views[id(p)]
+
+        view = copy.copy(self)
+        view.parents = tuple(view_of(p) for p in self.parents)
+        return view
+
+    def export(self, path, region=None, proj=None, **kwargs) -> str:
+        """Write a GeoTIFF window by window (see `Image.export`), reading predictions in streaming mode."""
+        return Image.export(self.streaming(), path, region, proj, **kwargs)
 
     # ---- the map layer's hooks: batched reads and the zoomed-out guard ---------------------
     @property

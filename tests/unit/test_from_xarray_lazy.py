@@ -13,7 +13,6 @@ import pytest
 from affine import Affine
 
 import ee_model_widgets as emw
-from ee_model_widgets.core.grid import xyz_grid
 from ee_model_widgets.core.region import lonlat_bounds
 from ee_model_widgets.errors import InputError
 
