@@ -66,6 +66,7 @@ class DerivedImage(Image):
         params: Any = (),
         categorical: Sequence[str] = (),
         grid: Grid | None = None,
+        finite: bool = False,
     ):
         for p in parents:
             if not isinstance(p, Image):
@@ -79,6 +80,9 @@ class DerivedImage(Image):
         self._params = params
         self.categorical_bands = frozenset(categorical)
         self._grid = grid
+        # True when the kernels can only return finite values from finite inputs (comparisons,
+        # masks, band copies): the per-pixel finite check is skipped.
+        self._finite = bool(finite)
 
     # ---- what the image is --------------------------------------------------------------
     @property
@@ -212,11 +216,11 @@ class DerivedImage(Image):
                 inputs, kernel = self._outputs[b]
                 pairs = [band(i, name) for i, name in inputs]
                 values, m = kernel([v for v, _ in pairs], [mm for _, mm in pairs], grid)
-                values = np.asarray(values, np.float32)
-                m = np.asarray(m, bool) | ~np.isfinite(values)
-                out[k] = values
+                out[k] = values  # casts booleans and float64 to float32 in place
                 mask[k] = m
-        out[mask] = 0
+                if not self._finite:
+                    mask[k] |= ~np.isfinite(out[k])
+        np.copyto(out, 0, where=mask)
         return np.ma.MaskedArray(out, mask=mask)
 
 
@@ -296,15 +300,21 @@ def binary(a, b, op: str, fn: Callable, categorical: bool = False) -> Image:
             _binary_kernel(fn, None if ia is not None else a, None if ib is not None else b),
         )
     params = [a if not isinstance(a, Image) else "img", b if not isinstance(b, Image) else "img"]
-    return DerivedImage(op, parents, outputs, params, names if categorical else ())
+    return DerivedImage(op, parents, outputs, params, names if categorical else (), finite=categorical)
 
 
 def _binary_kernel(fn: Callable, const_a, const_b) -> Kernel:
+    if const_a is not None or const_b is not None:  # image and number: the image's mask
+        const = np.float32(const_a if const_a is not None else const_b)
+
+        def with_number(values, masks, _grid):
+            v = values[0]
+            return (fn(const, v) if const_a is not None else fn(v, const)), masks[0]
+
+        return with_number
+
     def kernel(values, masks, _grid):
-        it = iter(zip(values, masks))
-        va, ma = (np.float32(const_a), False) if const_a is not None else next(it)
-        vb, mb = (np.float32(const_b), False) if const_b is not None else next(it)
-        return fn(va, vb), np.logical_or(ma, mb)
+        return fn(values[0], values[1]), np.logical_or(masks[0], masks[1])
 
     return kernel
 
@@ -315,7 +325,7 @@ def unary(image: Image, op: str, fn: Callable, categorical: bool | None = None) 
     names = image.band_names
     outputs = {n: ([(0, n)], lambda v, m, _g: (fn(v[0]), m[0])) for n in names}
     cat = image.categorical_bands if categorical is None else (names if categorical else ())
-    return DerivedImage(op, [image], outputs, (), cat)
+    return DerivedImage(op, [image], outputs, (), cat, finite=op in ("not", "abs", "floor", "ceil", "round"))
 
 
 def _image(x, op: str) -> Image:
@@ -417,14 +427,14 @@ def update_mask(image: Image, mask) -> Image:
         n: ([(0, n)] + ([(1, pick[k])] if const is None else []), kernel)
         for k, n in enumerate(image.band_names)
     }
-    return DerivedImage("update_mask", parents, outputs, [const], image.categorical_bands)
+    return DerivedImage("update_mask", parents, outputs, [const], image.categorical_bands, finite=True)
 
 
 def self_mask(image: Image) -> Image:
     """Mask pixels whose value is zero (EE's selfMask)."""
     image = _image(image, "self_mask")
     outputs = {n: ([(0, n)], lambda v, m, _g: (v[0], m[0] | (v[0] == 0))) for n in image.band_names}
-    return DerivedImage("self_mask", [image], outputs, (), image.categorical_bands)
+    return DerivedImage("self_mask", [image], outputs, (), image.categorical_bands, finite=True)
 
 
 def unmask(image: Image, value=0.0, same_footprint: bool = True) -> Image:
@@ -454,7 +464,9 @@ def unmask(image: Image, value=0.0, same_footprint: bool = True) -> Image:
         n: ([(0, n)] + ([(1, pick[k])] if const is None else []), kernel)
         for k, n in enumerate(image.band_names)
     }
-    return DerivedImage("unmask", parents, outputs, [const, bool(same_footprint)], image.categorical_bands)
+    return DerivedImage(
+        "unmask", parents, outputs, [const, bool(same_footprint)], image.categorical_bands, finite=True
+    )
 
 
 def where(image: Image, test, value) -> Image:
@@ -483,7 +495,7 @@ def where(image: Image, test, value) -> Image:
             inputs.append((vi, pick_v[k]))
         outputs[n] = (inputs, kernel)
     params = [None if ti else test, None if vi else value]
-    return DerivedImage("where", parents, outputs, params, image.categorical_bands)
+    return DerivedImage("where", parents, outputs, params, image.categorical_bands, finite=True)
 
 
 def conditional(test, a, b) -> Image:
@@ -518,7 +530,7 @@ def conditional(test, a, b) -> Image:
         if bi:
             inputs.append((bi, pick(b, k)))
         outputs[n] = (inputs, kernel)
-    return DerivedImage("conditional", parents, outputs, [None if ai else a, None if bi else b])
+    return DerivedImage("conditional", parents, outputs, [None if ai else a, None if bi else b], finite=True)
 
 
 # ---- footprints and clipping ----------------------------------------------------------------------
@@ -623,7 +635,7 @@ def clip(image: Image, region) -> Image:
         return values[0], masks[0] | ~geometry_inside(geom, wgs84, g)
 
     outputs = {n: ([(0, n)], kernel) for n in image.band_names}
-    return DerivedImage("clip", [image], outputs, geom, image.categorical_bands, grid=grid)
+    return DerivedImage("clip", [image], outputs, geom, image.categorical_bands, grid=grid, finite=True)
 
 
 # ---- band-combining operations ------------------------------------------------------------------
@@ -658,7 +670,9 @@ def argmax(image: Image, name: str = "argmax") -> Image:
     def kernel(values, masks, _g):
         return np.argmax(np.stack(values), axis=0).astype(np.float32), np.logical_or.reduce(masks)
 
-    return DerivedImage("argmax", [image], {str(name): ([(0, n) for n in names], kernel)}, (), [str(name)])
+    return DerivedImage(
+        "argmax", [image], {str(name): ([(0, n) for n in names], kernel)}, (), [str(name)], finite=True
+    )
 
 
 def _identity(values, masks, _g):
@@ -686,7 +700,7 @@ def add_bands(image: Image, other: Image, names=None, overwrite: bool = False) -
         outputs[n] = ([(1, n)], _identity)
     cat = {n for n in image.band_names if n in image.categorical_bands and n not in other.band_names}
     cat |= set(other.categorical_bands)
-    return DerivedImage("add_bands", [image, other], outputs, [bool(overwrite)], sorted(cat))
+    return DerivedImage("add_bands", [image, other], outputs, [bool(overwrite)], sorted(cat), finite=True)
 
 
 def select_bands(image: Image, selectors: Sequence, new_names: Sequence[str] | None = None) -> Image:
