@@ -63,7 +63,9 @@ def main() -> None:
             {"min": 0, "max": 1},
         ),
     }
-    layers = {k: emw.PredictionLayer(img, vis_params=vis, tile_cache_bytes=0) for k, (img, vis) in cases.items()}
+    layers = {
+        k: emw.PredictionLayer(img, vis_params=vis, tile_cache_bytes=0) for k, (img, vis) in cases.items()
+    }
     requests = [TileRequest(f"t{i}", z, x, y) for i, (z, x, y) in enumerate(tiles)]
 
     def render(name: str):
@@ -74,10 +76,14 @@ def main() -> None:
         return out
 
     render("pred")  # warms the cell cache: the model runs here only
-    print(f"demo land-cover model on the demo scene, {len(tiles)} tiles at zoom {args.zoom}, best of {args.repeat}")
+    print(
+        f"demo land-cover model on the demo scene, {len(tiles)} tiles at zoom {args.zoom}, best of {args.repeat}"
+    )
     calls = model.stats.calls
     render("pred.gt(0.5).self_mask()")
-    print(f"(a) model calls for the derived tiles with the prediction cached: {model.stats.calls - calls} (target 0)")
+    print(
+        f"(a) model calls for the derived tiles with the prediction cached: {model.stats.calls - calls} (target 0)"
+    )
     base = best(lambda: render("pred"), args.repeat)
     print(f"    tiles of pred: {base * 1000:.1f} ms")
     for name in list(cases)[1:]:
