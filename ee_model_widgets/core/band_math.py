@@ -1,6 +1,6 @@
 """Earth Engine's band-math methods on every `emw.Image` (snake_case, plus EE's camelCase).
 
-Thin: each method builds a lazy `core.ops.DerivedImage`; see core/ops.py for the rules
+Thin: each method builds a lazy `core.ops.DerivedImage`; see core/ops.py and core/masks.py for the rules
 (band pairing, masks, division by zero) and core/expression.py for `expression`.
 
 Python operators follow numpy and xarray, not the Earth Engine client library (which has
@@ -17,14 +17,18 @@ import importlib
 from collections.abc import Mapping, Sequence
 
 
-class _Ops:
-    """core.ops, imported on first use (it subclasses Image, which imports this module)."""
+class _Lazy:
+    """A core module imported on first use (the operations subclass Image, which imports this module)."""
 
-    def __getattr__(self, name: str):
-        return getattr(importlib.import_module(f"{__package__}.ops"), name)
+    def __init__(self, name: str):
+        self._name = f"{__package__}.{name}"
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
 
 
-ops = _Ops()
+ops = _Lazy("ops")
+masks = _Lazy("masks")
 
 
 class BandMath:
@@ -136,15 +140,15 @@ class BandMath:
     # ---- masks ------------------------------------------------------------------------------------------
     def update_mask(self, mask):
         """Also mask pixels where `mask` (an image, one band or one per band, or a number) is 0 or masked."""
-        return ops.update_mask(self, mask)
+        return masks.update_mask(self, mask)
 
     def self_mask(self):
         """Mask the pixels whose value is 0 (EE `selfMask`): `pred.gt(0.5).self_mask()`."""
-        return ops.self_mask(self)
+        return masks.self_mask(self)
 
     def unmask(self, value=0, same_footprint: bool = True):
         """Fill masked pixels with `value` (a number or an image); outside the extent stays masked."""
-        return ops.unmask(self, value, same_footprint)
+        return masks.unmask(self, value, same_footprint)
 
     def where(self, test, value):
         """Take `value` where `test` is non-zero (EE `where`): `img.where(img.lt(0), 0)`."""
@@ -152,7 +156,7 @@ class BandMath:
 
     def clip(self, region):
         """Mask pixels outside `region` (lon/lat bbox or GeoJSON/shapely geometry); EE `clip`."""
-        return ops.clip(self, region)
+        return masks.clip(self, region)
 
     # ---- bands ---------------------------------------------------------------------------------------------
     def normalized_difference(self, band_names: Sequence[str] | None = None):

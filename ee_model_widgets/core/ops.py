@@ -1,11 +1,8 @@
 """Lazy per-pixel operations on images (Earth Engine's band math), read window by window.
 
-An operation is a `DerivedImage`: parent images, output band names, and for each output
-band the parent bands it is computed from plus a pixel kernel. Reading a window of it reads
-exactly those parent bands for that window (one `read`, or `read_many` for a batch of map
-tiles, per parent) and applies the kernels, so a derived image never holds whole-image
-arrays, shares the caches of its parents (a prediction's cells are computed once whatever
-is derived from them), and shows the same pixels on the map, in exports and in `to_numpy`.
+Each operation returns a `DerivedImage` (core/derived.py): computed from its parents'
+pixels for the window being read, never from whole-image arrays. Masking operations live in
+core/masks.py.
 
 Earth Engine's rules (ee.Image.add and friends):
 - Operands are images or numbers (a number is a one-band constant without masked pixels).
@@ -29,204 +26,17 @@ projection.
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from .grid import Grid
+from .derived import DerivedImage, Kernel
 from .image import Image
 
-# A kernel takes the values and masks of its inputs (2-D, masked pixels hold 0) and returns
-# (values, mask) of one output band; non-finite values are masked afterwards.
-Kernel = Callable[[list[np.ndarray], list[np.ndarray], Grid], tuple[np.ndarray, np.ndarray]]
 Number = (int, float, np.integer, np.floating)
-# Fingerprints longer than this are hashed (deep expression trees make long strings).
-_MAX_FINGERPRINT = 256
-
-
-class DerivedImage(Image):
-    """A per-pixel function of parent images; see the module docstring.
-
-    `outputs[name] = (inputs, kernel)` where `inputs` is a list of (parent index, parent band).
-    `op` and `params` name the operation for fingerprints (cache keys) and repr.
-    """
-
-    def __init__(
-        self,
-        op: str,
-        parents: Sequence[Image],
-        outputs: dict[str, tuple[list[tuple[int, str]], Kernel]],
-        params: Any = (),
-        categorical: Sequence[str] = (),
-        grid: Grid | None = None,
-        finite: bool = False,
-    ):
-        for p in parents:
-            if not isinstance(p, Image):
-                raise InputError(f"{op}: operands must be emw.Images or numbers, got {type(p).__name__}.")
-        if not outputs:
-            raise InputError(f"{op}: the result would have no band.")
-        self.op = op
-        self.parents = tuple(parents)
-        self._outputs = dict(outputs)
-        self._band_names = list(outputs)
-        self._params = params
-        self.categorical_bands = frozenset(categorical)
-        self._grid = grid
-        # True when the kernels can only return finite values from finite inputs (comparisons,
-        # masks, band copies): the per-pixel finite check is skipped.
-        self._finite = bool(finite)
-
-    # ---- what the image is --------------------------------------------------------------
-    @property
-    def grid(self) -> Grid:
-        return self._grid if self._grid is not None else self.parents[0].grid
-
-    @property
-    def projection(self):
-        return self.parents[0].projection if self._grid is None else super().projection
-
-    def __repr__(self) -> str:
-        return f"<{self.op} bands={self.band_names} of {len(self.parents)} image(s)>"
-
-    def fingerprint(self) -> str:
-        """The operation, its parameters, its band wiring and its parents' fingerprints."""
-        from .predicted import image_fingerprint
-
-        wiring = ";".join(
-            f"{n}<-" + ",".join(f"{i}:{b}" for i, b in inputs) for n, (inputs, _k) in self._outputs.items()
-        )
-        parents = ",".join(image_fingerprint(p) for p in self.parents)
-        text = f"{self.op}({_canon(self._params)})[{wiring}]({parents})|{sorted(self.categorical_bands)}"
-        if len(text) > _MAX_FINGERPRINT:
-            text = f"{self.op}:" + hashlib.sha256(text.encode()).hexdigest()
-        return text
-
-    # ---- exports: stream through the predictions' private scratch caches -------------------
-    def streaming(self, _views: dict | None = None) -> DerivedImage:
-        """The same operation over streaming views of its parents (see `PredictedImage.streaming`),
-        so an export of a derived image does not flush the cells the map is showing. A
-        prediction used twice in the tree gets one view (its cells are computed once)."""
-        views = {} if _views is None else _views
-
-        def view_of(p: Image) -> Image:
-            if id(p) not in views:
-                if isinstance(p, DerivedImage):
-                    views[id(p)] = p.streaming(views)
-                elif callable(getattr(p, "streaming", None)):
-                    views[id(p)] = p.streaming()
-                else:
-                    views[id(p)] = p
-            return views[id(p)]
-
-        view = copy.copy(self)
-        view.parents = tuple(view_of(p) for p in self.parents)
-        return view
-
-    def export(self, path, region=None, proj=None, **kwargs) -> str:
-        """Write a GeoTIFF window by window (see `Image.export`), reading predictions in streaming mode."""
-        return Image.export(self.streaming(), path, region, proj, **kwargs)
-
-    # ---- the map layer's hooks: batched reads and the zoomed-out guard ---------------------
-    @property
-    def model(self):
-        """The model of a prediction this image is computed from (fixInputProj ones first), or None."""
-        found = [m for m in (getattr(p, "model", None) for p in self.parents) if m is not None]
-        for m in found:
-            if getattr(getattr(m, "params", None), "fix_input_proj", False):
-                return m
-        return found[0] if found else None
-
-    def cell_count(self, grid: Grid) -> int:
-        """Model cells reading `grid` needs, summed over the predictions this image uses."""
-        total = 0
-        for p in self._distinct_parents():
-            count = getattr(p, "cell_count", None)
-            if count is not None:
-                total += count(grid)
-        return total
-
-    # ---- the read path ----------------------------------------------------------------------
-    def _distinct_parents(self) -> list[Image]:
-        seen: dict[int, Image] = {}
-        for p in self.parents:
-            seen.setdefault(id(p), p)
-        return list(seen.values())
-
-    def _needs(self, bands: list[str]) -> dict[int, list[str]]:
-        """Parent bands each distinct parent (by id) must read for these output bands."""
-        need: dict[int, list[str]] = {}
-        for b in bands:
-            for i, pb in self._outputs[b][0]:
-                lst = need.setdefault(id(self.parents[i]), [])
-                if pb not in lst:
-                    lst.append(pb)
-        return need
-
-    def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
-        need = self._needs(bands)
-        reads = {
-            id(p): p.read(grid, need[id(p)], resampling) for p in self._distinct_parents() if id(p) in need
-        }
-        return self._combine(grid, bands, need, reads)
-
-    def read_many(self, grids: Sequence[Grid], bands=None, resampling=None) -> list[np.ma.MaskedArray]:
-        """Several grids at once: each parent reads them in one batch (one model call for a
-        prediction), then the kernels run per grid."""
-        names = self._check_bands(bands)
-        need = self._needs(names)
-        per_parent: dict[int, list[np.ma.MaskedArray]] = {}
-        for p in self._distinct_parents():
-            if id(p) not in need:
-                continue
-            many = getattr(p, "read_many", None)
-            if many is not None:
-                per_parent[id(p)] = many(grids, need[id(p)], resampling)
-            else:
-                per_parent[id(p)] = [p.read(g, need[id(p)], resampling) for g in grids]
-        return [
-            self._combine(g, names, need, {k: v[n] for k, v in per_parent.items()})
-            for n, g in enumerate(grids)
-        ]
-
-    def _combine(
-        self, grid: Grid, bands: list[str], need: dict[int, list[str]], reads: dict[int, np.ma.MaskedArray]
-    ) -> np.ma.MaskedArray:
-        out = np.empty((len(bands), grid.height, grid.width), np.float32)
-        mask = np.empty(out.shape, bool)
-        cache: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
-
-        def band(i: int, name: str) -> tuple[np.ndarray, np.ndarray]:
-            key = (id(self.parents[i]), name)
-            if key not in cache:
-                data = reads[key[0]]
-                k = need[key[0]].index(name)
-                cache[key] = (np.ma.getdata(data)[k], np.ma.getmaskarray(data)[k])
-            return cache[key]
-
-        with np.errstate(all="ignore"):  # 0/0, log(-1)...: handled by the kernels and the finite check
-            for k, b in enumerate(bands):
-                inputs, kernel = self._outputs[b]
-                pairs = [band(i, name) for i, name in inputs]
-                values, m = kernel([v for v, _ in pairs], [mm for _, mm in pairs], grid)
-                out[k] = values  # casts booleans and float64 to float32 in place
-                mask[k] = m
-                if not self._finite:
-                    mask[k] |= ~np.isfinite(out[k])
-        np.copyto(out, 0, where=mask)
-        return np.ma.MaskedArray(out, mask=mask)
-
-
-def _canon(value: Any) -> str:
-    """A deterministic text of operation parameters (numbers exact, dicts sorted)."""
-    return json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
 
 
 # ---- operands ------------------------------------------------------------------------------------
@@ -395,7 +205,7 @@ def apply_unary(image, op: str) -> Image:
     return unary(image, op, UNARY[op], categorical=True if op == "not" else None)
 
 
-# ---- masks -----------------------------------------------------------------------------------------
+# ---- one band against many -----------------------------------------------------------------------------------------
 def _broadcast(image: Image, other: Image | float, op: str) -> list:
     """Inputs of `other` for each band of `image` (one band is used for all, else same count)."""
     if not isinstance(other, Image):
@@ -409,64 +219,6 @@ def _broadcast(image: Image, other: Image | float, op: str) -> list:
             f"the image ({n}: {image.band_names}). select() one band."
         )
     return list(other.band_names)
-
-
-def update_mask(image: Image, mask) -> Image:
-    """Mask pixels where `mask` is zero or masked (EE's updateMask; masks only grow)."""
-    image, mask = _image(image, "update_mask"), _operand(mask, "update_mask")
-    pick = _broadcast(image, mask, "update_mask")
-    parents = [image] + ([mask] if isinstance(mask, Image) else [])
-    const = None if isinstance(mask, Image) else mask
-
-    def kernel(values, masks, _g):
-        if const is not None:
-            return values[0], masks[0] | (const == 0)
-        return values[0], masks[0] | masks[1] | (values[1] == 0)
-
-    outputs = {
-        n: ([(0, n)] + ([(1, pick[k])] if const is None else []), kernel)
-        for k, n in enumerate(image.band_names)
-    }
-    return DerivedImage("update_mask", parents, outputs, [const], image.categorical_bands, finite=True)
-
-
-def self_mask(image: Image) -> Image:
-    """Mask pixels whose value is zero (EE's selfMask)."""
-    image = _image(image, "self_mask")
-    outputs = {n: ([(0, n)], lambda v, m, _g: (v[0], m[0] | (v[0] == 0))) for n in image.band_names}
-    return DerivedImage("self_mask", [image], outputs, (), image.categorical_bands, finite=True)
-
-
-def unmask(image: Image, value=0.0, same_footprint: bool = True) -> Image:
-    """Masked pixels take `value` (a number or an image's pixels); EE's unmask.
-
-    With `same_footprint` (EE's default) pixels outside the image's extent stay masked;
-    False extends the result to the union of both extents.
-    """
-    image, value = _image(image, "unmask"), _operand(value, "unmask")
-    pick = _broadcast(image, value, "unmask")
-    parents = [image] + ([value] if isinstance(value, Image) else [])
-    const = None if isinstance(value, Image) else value
-    footprint = image.grid if same_footprint else None
-
-    def kernel(values, masks, grid):
-        if const is not None:
-            v, vm = np.float32(const), False
-        else:
-            v, vm = values[1], masks[1]
-        out = np.where(masks[0], v, values[0])
-        m = masks[0] & vm
-        if footprint is not None:
-            m = m | ~grid_footprint(footprint, grid)
-        return out, m
-
-    outputs = {
-        n: ([(0, n)] + ([(1, pick[k])] if const is None else []), kernel)
-        for k, n in enumerate(image.band_names)
-    }
-    return DerivedImage(
-        "unmask", parents, outputs, [const, bool(same_footprint)], image.categorical_bands, finite=True
-    )
 
 
 def where(image: Image, test, value) -> Image:
@@ -531,111 +283,6 @@ def conditional(test, a, b) -> Image:
             inputs.append((bi, pick(b, k)))
         outputs[n] = (inputs, kernel)
     return DerivedImage("conditional", parents, outputs, [None if ai else a, None if bi else b], finite=True)
-
-
-# ---- footprints and clipping ----------------------------------------------------------------------
-def grid_footprint(extent: Grid, grid: Grid) -> np.ndarray:
-    """Pixels of `grid` whose centre lies inside `extent` (an image's full grid)."""
-    from rasterio.crs import CRS
-
-    poly = _densified(extent.bounds) if extent.transform.b == 0 == extent.transform.d else None
-    if poly is None:  # rotated grid: its four corners
-        corners = [
-            extent.transform @ xy
-            for xy in ((0, 0), (extent.width, 0), (extent.width, extent.height), (0, extent.height))
-        ]
-        poly = {"type": "Polygon", "coordinates": [[list(c) for c in corners] + [list(corners[0])]]}
-    return geometry_inside(poly, CRS.from_user_input(extent.crs), grid)
-
-
-def _densified(bounds, steps: int = 20) -> dict:
-    """A bbox as a polygon with points along its edges (curved once reprojected)."""
-    w, s, e, n = bounds
-    t = np.linspace(0.0, 1.0, steps + 1)[:-1]
-    ring = (
-        [(w + (e - w) * f, s) for f in t]
-        + [(e, s + (n - s) * f) for f in t]
-        + [(e - (e - w) * f, n) for f in t]
-        + [(w, n - (n - s) * f) for f in t]
-    )
-    ring.append(ring[0])
-    return {"type": "Polygon", "coordinates": [[list(p) for p in ring]]}
-
-
-def geometry_inside(geometry: dict, crs, grid: Grid) -> np.ndarray:
-    """Boolean (rows, cols): pixel centres of `grid` inside `geometry` (given in `crs`)."""
-    from rasterio.features import geometry_mask
-    from rasterio.warp import transform_geom
-
-    geom = geometry if grid.crs == crs else transform_geom(crs, grid.crs, geometry)
-    try:
-        return geometry_mask([geom], out_shape=grid.shape, transform=grid.transform, invert=True)
-    except ValueError:  # e.g. a geometry that vanished once reprojected
-        return np.zeros(grid.shape, bool)
-
-
-def _region_geometry(region) -> dict:
-    """A lon/lat GeoJSON geometry (Polygon/MultiPolygon/...) of a bbox or GeoJSON-like region."""
-    from .region import region_bounds
-
-    region_bounds(region)  # validates, with our error messages
-    if hasattr(region, "__geo_interface__"):
-        region = region.__geo_interface__
-    if isinstance(region, dict):
-        kind = region.get("type")
-        if kind == "Feature":
-            return _region_geometry(region["geometry"])
-        if kind == "FeatureCollection":
-            geoms = [_region_geometry(f) for f in region.get("features") or []]
-            return {"type": "GeometryCollection", "geometries": geoms}
-        return _densify_geometry(region)
-    return _densified(tuple(float(v) for v in region))
-
-
-def _densify_geometry(geom: dict, max_step: float = 0.05) -> dict:
-    """Split lon/lat polygon edges longer than `max_step` degrees so they bend when reprojected."""
-
-    def ring(points):
-        out = []
-        for p, q in zip(points[:-1], points[1:]):
-            n = max(1, math.ceil(max(abs(q[0] - p[0]), abs(q[1] - p[1])) / max_step))
-            n = min(n, 64)
-            out.extend([p[0] + (q[0] - p[0]) * f, p[1] + (q[1] - p[1]) * f] for f in np.arange(n) / n)
-        out.append(list(points[-1][:2]))
-        return out
-
-    kind = geom.get("type")
-    if kind == "Polygon":
-        return {"type": kind, "coordinates": [ring(r) for r in geom["coordinates"]]}
-    if kind == "MultiPolygon":
-        return {"type": kind, "coordinates": [[ring(r) for r in poly] for poly in geom["coordinates"]]}
-    if kind == "GeometryCollection":
-        return {"type": kind, "geometries": [_densify_geometry(g) for g in geom.get("geometries") or []]}
-    return geom
-
-
-def clip(image: Image, region) -> Image:
-    """Mask pixels whose centre lies outside `region` (EE's clip); the extent shrinks to it."""
-    from rasterio.crs import CRS
-
-    from .region import grid_for
-
-    image = _image(image, "clip")
-    geom = _region_geometry(region)
-    wgs84 = CRS.from_epsg(4326)
-    cut = grid_for(image, region)
-    base = image.grid
-    # The region's box on the image's lattice, intersected with the image's extent.
-    c0, r0 = (round(v) for v in ~base.transform @ (cut.transform.c, cut.transform.f))
-    c1, r1 = min(c0 + cut.width, base.width), min(r0 + cut.height, base.height)
-    c0, r0 = max(c0, 0), max(r0, 0)
-    grid = base.window(c0, r0, max(c1 - c0, 1), max(r1 - r0, 1))
-
-    def kernel(values, masks, g):
-        return values[0], masks[0] | ~geometry_inside(geom, wgs84, g)
-
-    outputs = {n: ([(0, n)], kernel) for n in image.band_names}
-    return DerivedImage("clip", [image], outputs, geom, image.categorical_bands, grid=grid, finite=True)
 
 
 # ---- band-combining operations ------------------------------------------------------------------
