@@ -275,3 +275,13 @@ class _BandView(Image):
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         return self._parent.read(grid, [self._to_parent[b] for b in bands], resampling)
+
+    def read_many(self, grids: Sequence[Grid], bands=None, resampling=None) -> list[np.ma.MaskedArray]:
+        """Several grids in one pass of the parent's `read_many` when it has one (a prediction
+        then makes one batched model call for all of them, e.g. a map viewport of `pred.select(...)`)."""
+        names = self._check_bands(bands)
+        parent_bands = [self._to_parent[b] for b in names]
+        many = getattr(self._parent, "read_many", None)
+        if many is None:
+            return [self._parent.read(g, parent_bands, resampling) for g in grids]
+        return many(grids, parent_bands, resampling)

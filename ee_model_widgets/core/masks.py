@@ -15,13 +15,13 @@ import numpy as np
 from .derived import DerivedImage
 from .grid import Grid
 from .image import Image
-from .ops import _broadcast, _image, _operand
+from .ops import as_image, broadcast_bands, operand
 
 
 def update_mask(image: Image, mask) -> Image:
     """Mask pixels where `mask` is zero or masked (EE's updateMask; masks only grow)."""
-    image, mask = _image(image, "update_mask"), _operand(mask, "update_mask")
-    pick = _broadcast(image, mask, "update_mask")
+    image, mask = as_image(image, "update_mask"), operand(mask, "update_mask")
+    pick = broadcast_bands(image, mask, "update_mask")
     parents = [image] + ([mask] if isinstance(mask, Image) else [])
     const = None if isinstance(mask, Image) else mask
 
@@ -39,7 +39,7 @@ def update_mask(image: Image, mask) -> Image:
 
 def self_mask(image: Image) -> Image:
     """Mask pixels whose value is zero (EE's selfMask)."""
-    image = _image(image, "self_mask")
+    image = as_image(image, "self_mask")
     outputs = {n: ([(0, n)], lambda v, m, _g: (v[0], m[0] | (v[0] == 0))) for n in image.band_names}
     return DerivedImage("self_mask", [image], outputs, (), image.categorical_bands, finite=True)
 
@@ -50,8 +50,8 @@ def unmask(image: Image, value=0.0, same_footprint: bool = True) -> Image:
     With `same_footprint` (EE's default) pixels outside the image's extent stay masked;
     False extends the result to the union of both extents.
     """
-    image, value = _image(image, "unmask"), _operand(value, "unmask")
-    pick = _broadcast(image, value, "unmask")
+    image, value = as_image(image, "unmask"), operand(value, "unmask")
+    pick = broadcast_bands(image, value, "unmask")
     parents = [image] + ([value] if isinstance(value, Image) else [])
     const = None if isinstance(value, Image) else value
     footprint = image.grid if same_footprint else None
@@ -163,7 +163,7 @@ def clip(image: Image, region) -> Image:
 
     from .region import grid_for
 
-    image = _image(image, "clip")
+    image = as_image(image, "clip")
     geom = _region_geometry(region)
     wgs84 = CRS.from_epsg(4326)
     cut = grid_for(image, region)

@@ -49,7 +49,7 @@ def is_scalar(v) -> bool:
     return isinstance(v, (*Number, bool, np.bool_))
 
 
-def _operand(v, op: str):
+def operand(v, op: str):
     """An Image, or a number as float (booleans count as 0/1, like Earth Engine)."""
     if isinstance(v, Image):
         return v
@@ -96,7 +96,7 @@ def _pairing(a, b, op: str) -> tuple[list[str], list, list]:
 
 def binary(a, b, op: str, fn: Callable, categorical: bool = False) -> Image:
     """`fn(a_values, b_values)` band by band with Earth Engine's pairing; masks are OR-ed."""
-    a, b = _operand(a, op), _operand(b, op)
+    a, b = operand(a, op), operand(b, op)
     if not isinstance(a, Image) and not isinstance(b, Image):
         raise InputError(f"{op} needs at least one image operand.")
     parents = [x for x in (a, b) if isinstance(x, Image)]
@@ -131,14 +131,14 @@ def _binary_kernel(fn: Callable, const_a, const_b) -> Kernel:
 
 def unary(image: Image, op: str, fn: Callable, categorical: bool | None = None) -> Image:
     """`fn(values)` on every band; the mask is kept. `categorical` None keeps the input's flags."""
-    image = _image(image, op)
+    image = as_image(image, op)
     names = image.band_names
     outputs = {n: ([(0, n)], lambda v, m, _g: (fn(v[0]), m[0])) for n in names}
     cat = image.categorical_bands if categorical is None else (names if categorical else ())
     return DerivedImage(op, [image], outputs, (), cat, finite=op in ("not", "abs", "floor", "ceil", "round"))
 
 
-def _image(x, op: str) -> Image:
+def as_image(x, op: str) -> Image:
     if not isinstance(x, Image):
         raise InputError(f"{op} needs an emw.Image, got {type(x).__name__}.")
     return x
@@ -206,7 +206,7 @@ def apply_unary(image, op: str) -> Image:
 
 
 # ---- one band against many -----------------------------------------------------------------------------------------
-def _broadcast(image: Image, other: Image | float, op: str) -> list:
+def broadcast_bands(image: Image, other: Image | float, op: str) -> list:
     """Inputs of `other` for each band of `image` (one band is used for all, else same count)."""
     if not isinstance(other, Image):
         return [None] * len(image.band_names)
@@ -224,9 +224,9 @@ def _broadcast(image: Image, other: Image | float, op: str) -> list:
 def where(image: Image, test, value) -> Image:
     """Where `test` is non-zero, take `value`; elsewhere (or where test/value are masked) keep
     `image`. Masked input pixels stay masked (EE's where)."""
-    image = _image(image, "where")
-    test, value = _operand(test, "where"), _operand(value, "where")
-    pick_t, pick_v = _broadcast(image, test, "where"), _broadcast(image, value, "where")
+    image = as_image(image, "where")
+    test, value = operand(test, "where"), operand(value, "where")
+    pick_t, pick_v = broadcast_bands(image, test, "where"), broadcast_bands(image, value, "where")
     parents = [image] + [x for x in (test, value) if isinstance(x, Image)]
     ti = 1 if isinstance(test, Image) else None
     vi = (2 if ti else 1) if isinstance(value, Image) else None
@@ -253,7 +253,7 @@ def where(image: Image, test, value) -> Image:
 def conditional(test, a, b) -> Image:
     """`test ? a : b` per pixel (the expression language's ternary); masked where the test,
     or the chosen value, is masked."""
-    test, a, b = (_operand(x, "?:") for x in (test, a, b))
+    test, a, b = (operand(x, "?:") for x in (test, a, b))
     if not isinstance(test, Image):
         return a if test != 0 else b
     names = _pairing(a, b, "?:")[0] if (isinstance(a, Image) or isinstance(b, Image)) else test.band_names
@@ -289,7 +289,7 @@ def conditional(test, a, b) -> Image:
 def normalized_difference(image: Image, band_names: Sequence | None = None) -> Image:
     """(first - second) / (first + second) as band "nd"; masked where either input is negative
     (as Earth Engine documents), 0 where the sum is 0."""
-    image = _image(image, "normalized_difference")
+    image = as_image(image, "normalized_difference")
     if band_names is None:
         if len(image.band_names) < 2:
             raise InputError(
@@ -311,7 +311,7 @@ def normalized_difference(image: Image, band_names: Sequence | None = None) -> I
 def argmax(image: Image, name: str = "argmax") -> Image:
     """The 0-based index of the band with the largest value (the first on ties): a class band.
     Masked where any band is masked."""
-    image = _image(image, "argmax")
+    image = as_image(image, "argmax")
     names = image.band_names
 
     def kernel(values, masks, _g):
@@ -332,7 +332,7 @@ def add_bands(image: Image, other: Image, names=None, overwrite: bool = False) -
     A band name already in `image` is an error unless `overwrite=True`, which replaces it
     in place. The result keeps `image`'s grid (extent and projection).
     """
-    image, other = _image(image, "add_bands"), _image(other, "add_bands")
+    image, other = as_image(image, "add_bands"), as_image(other, "add_bands")
     if names is not None:
         other = select_bands(other, names if not isinstance(names, str) else [names])
     outputs: dict[str, tuple[list[tuple[int, str]], Kernel]] = {
@@ -353,7 +353,7 @@ def add_bands(image: Image, other: Image, names=None, overwrite: bool = False) -
 def select_bands(image: Image, selectors: Sequence, new_names: Sequence[str] | None = None) -> Image:
     """Bands picked by names, regular expressions (whole-name match) or 0-based indices, in
     selector order (EE's select); `new_names` renames them."""
-    image = _image(image, "select")
+    image = as_image(image, "select")
     have = image.band_names
     picked: list[str] = []
     for s in selectors:

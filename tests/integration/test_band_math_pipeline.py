@@ -151,3 +151,16 @@ def test_a_zoomed_out_tile_of_a_derived_fix_input_proj_prediction_says_zoom_in(s
         assert model.stats.calls == 0
     finally:
         layer.close()
+
+
+def test_tiles_of_an_operation_on_selected_bands_share_one_model_call(scene):
+    model = first_band_model(max_batch_size=None)
+    pred = model.predict_image(scene, cache=None)
+    derived = pred.select("p").gt(0.5).self_mask()
+    grids = [emw.core.grid.xyz_grid(*t) for t in tiles_over(scene, 15)]
+    out = derived.read_many(grids)
+    assert model.stats.calls == 1  # select() and the operations pass the batch through
+    for g, got in zip(grids, out):
+        p = pred.read(g)
+        want = ~p.mask[0] & (p.data[0] > 0.5)
+        np.testing.assert_array_equal(~got.mask[0], want)
