@@ -146,9 +146,10 @@ class BandMath:
         """Mask the pixels whose value is 0 (EE `selfMask`): `pred.gt(0.5).self_mask()`."""
         return masks.self_mask(self)
 
-    def unmask(self, value=0, same_footprint: bool = True):
-        """Fill masked pixels with `value` (a number or an image); outside the extent stays masked."""
-        return masks.unmask(self, value, same_footprint)
+    def unmask(self, value=0, same_footprint: bool = True, sameFootprint: bool | None = None):  # noqa: N803
+        """Fill masked pixels with `value` (a number or an image); outside the extent stays masked
+        unless `same_footprint=False` (EE's `sameFootprint`)."""
+        return masks.unmask(self, value, same_footprint if sameFootprint is None else sameFootprint)
 
     def where(self, test, value):
         """Take `value` where `test` is non-zero (EE `where`): `img.where(img.lt(0), 0)`."""
