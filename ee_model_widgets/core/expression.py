@@ -231,6 +231,11 @@ def evaluate(image: Image, text: str, variables: Mapping[str, Any] | None = None
             )
         env[k] = v if isinstance(v, Image) else float(v)
     name, tree = _Parser(text).program()
+    depth = _depth(tree)
+    if depth > MAX_DEPTH:  # long chains like a + b + c + ... nest to the left without parentheses
+        raise InputError(
+            f"expression: {depth} operations deep (limit {MAX_DEPTH}); split it into several expressions."
+        )
     result = _Evaluator(image, env, text).eval(tree)
     if not isinstance(result, Image):
         raise InputError(
@@ -243,6 +248,20 @@ def evaluate(image: Image, text: str, variables: Mapping[str, Any] | None = None
             )
         result = result.rename([name])
     return result
+
+
+def _depth(tree) -> int:
+    """Depth of the parse tree, without recursion (a 10,000-character chain is 2,000 deep)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        for child in node[1:]:
+            if isinstance(child, tuple):
+                stack.append((child, d + 1))
+            elif isinstance(child, list):
+                stack.extend((c, d + 1) for c in child if isinstance(c, tuple))
+    return deepest
 
 
 class _Evaluator:

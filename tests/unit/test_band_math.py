@@ -312,6 +312,7 @@ def test_expression_with_band_names_constants_variables_and_assignment():
         ("b('nope')", "Unknown band"),
         ("(" * 500 + "1" + ")" * 500, "nested more than"),
         ("1 + " * 6000 + "1", "characters long"),
+        (" + ".join(["b(0)"] * 600), "operations deep"),
         ("2 + 3", "uses no band"),
         ("b('red') +", "expected a number"),
     ],
