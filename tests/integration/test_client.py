@@ -92,7 +92,7 @@ def test_payload_splitting_keeps_every_request_under_the_limit(scene, local_pred
         assert limit / 2 < stats["largest_request_bytes"] <= limit
 
 
-def test_raw_json_numbers_as_strings(fcn_server, scene, local_prediction):
+def test_raw_json_numbers(fcn_server, scene, local_prediction):
     model = Model.from_vertex_ai(fcn_server.url, payload_format="RAW_JSON", **FCN)
     assert_same(model.predict_image(scene, cache=None).to_numpy(), local_prediction)
 
