@@ -132,6 +132,7 @@ class XarrayImage(_RasterImage):
         self._token = uuid.uuid4().hex
         self._band_names = _band_names(band_names, n, [f"B{i + 1}" for i in range(n)], "The DataArray")
         self.categorical_bands = _categorical(categorical, self._band_names)
+        self.band_types = dict.fromkeys(self._band_names, np.dtype(da.dtype))
 
     def __repr__(self) -> str:
         g = self._grid

@@ -130,3 +130,8 @@ def test_what_cannot_be_windowed_lazily_is_refused_with_the_way_out(values):
     with pytest.raises(InputError, match="not evenly spaced"):
         emw.Image.from_xarray(bent)
     assert src.blocks == 0  # none of the refusals computed anything
+
+
+def test_the_storage_dtype_is_kept_for_exports(values):
+    da, _ = lazy_dataarray((values * 200).astype(np.uint8))
+    assert emw.Image.from_xarray(da).band_types == {"red": np.dtype("uint8"), "nir": np.dtype("uint8")}
