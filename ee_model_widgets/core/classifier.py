@@ -313,16 +313,7 @@ class TrainedClassifier:
         self.validation: Evaluation | None = None
         #: Seconds `train_classifier` spent on band statistics and fitting (sampling the labels excluded).
         self.seconds = float("nan")
-        overlap = PATCH_RADIUS if kind == "patch" else 0
-        out_bands = {n: {"type": "float"} for n in self.band_names}
-        out_bands[CLASS_BAND] = {"type": "int8" if len(self.classes) <= 127 else "int16"}
-        self.model: Model = Model.from_keras(
-            keras_model,
-            name=name,
-            input_tile_size=[TILE_SIZE, TILE_SIZE],
-            input_overlap_size=[overlap, overlap],
-            output_bands=out_bands,
-        )
+        self.model: Model = Model.from_keras(keras_model, name=name, **self.ee_params)
 
     def __repr__(self) -> str:
         acc = self.history.get("val_accuracy") or self.history.get("accuracy") or [float("nan")]
@@ -330,6 +321,19 @@ class TrainedClassifier:
             f"<TrainedClassifier {self.kind} classes={self.classes} bands={self.bands} "
             f"epochs={len(self.history.get('loss', []))} last accuracy {acc[-1]:.3f}>"
         )
+
+    @property
+    def ee_params(self) -> dict:
+        """The Earth Engine parameters of the model (tiles, overlap, output bands): pass them
+        to `Model.from_vertex_ai(url, **clf.ee_params)` for the hosted copy, as to ee.Model."""
+        overlap = PATCH_RADIUS if self.kind == "patch" else 0
+        out_bands = {n: {"type": "float"} for n in self.band_names}
+        out_bands[CLASS_BAND] = {"type": "int8" if len(self.classes) <= 127 else "int16"}
+        return {
+            "input_tile_size": [TILE_SIZE, TILE_SIZE],
+            "input_overlap_size": [overlap, overlap],
+            "output_bands": out_bands,
+        }
 
     @property
     def vis_params(self) -> dict:

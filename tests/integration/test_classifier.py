@@ -216,6 +216,53 @@ def test_save_load_and_prepare_serve(scene, trained, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.keras"]
 
 
+def test_exported_model_prepares_and_serves_like_the_local_one(scene, trained, tmp_path):
+    """`export_classifier` hands off the .keras, a prepared model and the samples; the
+    `ee-model prepare` command on the .keras gives a model that, served over HTTP, predicts
+    what the local model predicts."""
+    import json
+    import subprocess
+    import sys
+
+    from ee_model_widgets.core.classifier import export_classifier
+    from ee_model_widgets.serving import serve
+    from ee_model_widgets.tfrecord import dataset
+
+    img, _, _ = scene
+    labels, clf = trained
+    files = export_classifier(clf, img, labels, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "classifier.keras",
+        "prepared",
+        "samples.tfrecord.gz",
+    ]
+    # The samples: one record per labelled pixel, the bands' values and the class index.
+    x, y = next(iter(dataset(files["samples"], clf.bands, 1, label="class", batch_size=1000)))
+    s = labels.sample(img)
+    np.testing.assert_array_equal(np.asarray(x).reshape(-1, 4), s.x)
+    np.testing.assert_array_equal(np.asarray(y).ravel(), s.y)
+    # A second export to the same place is refused; nothing half-written is left behind.
+    with pytest.raises(InputError, match="not an empty directory"):
+        export_classifier(clf, img, labels, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    outputs = {n: n for n in clf.band_names + [CLASS_BAND]}
+    cli = subprocess.run(
+        [sys.executable, "-m", "ee_model_widgets.cli", "prepare", "--source_dir", files["keras"],
+         "--dest_dir", str(tmp_path / "cli"), "--input", json.dumps({b: b for b in clf.bands}),
+         "--output", json.dumps(outputs)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    local = clf.model.predict_image(img, cache=None).to_numpy()
+    for path in (tmp_path / "cli", files["prepared"]):
+        with serve(path, name="classifier") as h:
+            remote = emw.Model.from_vertex_ai(h.url, **clf.ee_params)
+            got = remote.predict_image(img, cache=None).to_numpy()
+        assert got.shape == local.shape
+        np.testing.assert_allclose(np.asarray(got), np.asarray(local), atol=1e-5)
+
+
 def test_bad_training_input(scene):
     img, _, truth = scene
     labels = emw.Labels(["a", "b"])

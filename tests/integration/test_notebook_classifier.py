@@ -24,7 +24,9 @@ def test_prototype_a_classifier_notebook_executes(tmp_path):
     assert 0.5 < v1 < 1 and v2 > v1 + 0.03  # the corrections helped
     added = int(re.search(r"added (\d+) corrections", text).group(1))
     assert 20 <= added <= 40  # up to 10 per class (a class v1 never gets wrong needs none)
-    unsure_wrong, unsure_right = map(float, re.search(r"wrong: (\S+), where it is right: (\S+)", text).groups())
+    unsure_wrong, unsure_right = map(
+        float, re.search(r"wrong: (\S+), where it is right: (\S+)", text).groups()
+    )
     assert unsure_wrong > unsure_right  # the uncertainty layer points at the mistakes
     assert "reloaded .keras predicts the same: True" in text
     assert "labels reload exactly: True" in text
@@ -36,7 +38,12 @@ def test_prototype_a_classifier_notebook_executes(tmp_path):
         "samples.tfrecord.gz",
     ]
     saved = json.loads((out / "labels.geojson").read_text())
-    assert len(saved["features"]) == 40 + added and saved["classes"] == ["shadow", "bare", "bright", "vegetation"]
+    assert len(saved["features"]) == 40 + added and saved["classes"] == [
+        "shadow",
+        "bare",
+        "bright",
+        "vegetation",
+    ]
     assert "TFRecord samples:" in text
     # The maps and the confusion-matrix plot were shown.
     assert len(outputs_with(nb, WIDGET)) >= 2
