@@ -192,14 +192,19 @@ def _split_bands(x, bands):
     return {b: x[..., i : i + 1] for i, b in enumerate(bands)}
 
 
-def _train_step(trainer, optimizer, loss_fn, bands, x, y, w):
+def _train_epoch(trainer, optimizer, loss_fn, bands, batch, x, y, w):
+    """One epoch over `x` (already shuffled) in mini-batches, inside one graph call: a Python
+    loop of small steps would spend more time dispatching than computing."""
     import tensorflow as tf
 
-    with tf.GradientTape() as tape:
-        p = tf.reshape(trainer(_split_bands(x, bands), training=True), (tf.shape(y)[0], -1))
-        loss = loss_fn(y, p, sample_weight=w)
+    n = tf.shape(y)[0]
     variables = trainer.trainable_variables
-    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    for start in tf.range(0, n, batch):
+        xb, yb, wb = x[start : start + batch], y[start : start + batch], w[start : start + batch]
+        with tf.GradientTape() as tape:
+            p = tf.reshape(trainer(_split_bands(xb, bands), training=True), (tf.shape(yb)[0], -1))
+            loss = loss_fn(yb, p, sample_weight=wb)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
 
 def _scores(trainer, loss_fn, bands, x, y, w):
@@ -246,6 +251,7 @@ def _fit(
         epochs = int(min(200, max(5, math.ceil(_TARGET_STEPS / steps))))
 
     optimizer = keras.optimizers.Adam(1e-2)
+    optimizer.build(trainer.trainable_variables)  # its slots now, not while tracing the epoch
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
     # Fixed signatures: one trace per training, whatever the batch size; partials of module
     # functions, so TensorFlow does not count the traces of every training as retracing.
@@ -254,8 +260,9 @@ def _fit(
         tf.TensorSpec((None,), tf.int32),
         tf.TensorSpec((None,), tf.float32),
     )
-    train_step = tf.function(
-        functools.partial(_train_step, trainer, optimizer, loss_fn, tuple(bands)), input_signature=spec
+    train_epoch = tf.function(
+        functools.partial(_train_epoch, trainer, optimizer, loss_fn, tuple(bands), batch),
+        input_signature=spec,
     )
     scores = tf.function(functools.partial(_scores, trainer, loss_fn, tuple(bands)), input_signature=spec)
 
@@ -264,9 +271,7 @@ def _fit(
         history.update(val_loss=[], val_accuracy=[])
     for epoch in range(epochs):
         order = tr[rng.permutation(tr.size)]
-        for k in range(0, order.size, batch):
-            idx = order[k : k + batch]
-            train_step(x_all[idx], y_all[idx], w_all[idx])
+        train_epoch(x_all[order], y_all[order], w_all[order])
         # Figures over the whole training / validation sets with the epoch's final weights.
         loss, acc, _ = scores(x_all[tr], y_all[tr], w_all[tr])
         info = {"loss": float(loss), "accuracy": float(acc)}

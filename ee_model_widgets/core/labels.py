@@ -431,24 +431,41 @@ class Labels:
     def _pixels(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows, cols, class index) of every pixel of `grid` under each label, in label order."""
         from rasterio import features
+        from rasterio.warp import transform as warp_transform
         from rasterio.warp import transform_geom
 
         from .grid import snap_bounds
 
         rows, cols, cls = [], [], []
         inv = ~grid.transform
+        # Every point in one projection call (thousands of clicked points are common).
+        lonlat = [
+            p[:2]
+            for f in self._features
+            if f["geometry"]["type"] in ("Point", "MultiPoint")
+            for p in (
+                [f["geometry"]["coordinates"]]
+                if f["geometry"]["type"] == "Point"
+                else f["geometry"]["coordinates"]
+            )
+        ]
+        if lonlat:
+            xs, ys = warp_transform("EPSG:4326", grid.crs, [p[0] for p in lonlat], [p[1] for p in lonlat])
+            pc, pr = inv @ (np.asarray(xs, np.float64), np.asarray(ys, np.float64))
+        n_pt = 0
         for f in self._features:
             k = self._classes.index(f["properties"]["class"])
-            g = transform_geom("EPSG:4326", grid.crs, f["geometry"])
-            if g["type"] in ("Point", "MultiPoint"):
-                pts = [g["coordinates"]] if g["type"] == "Point" else g["coordinates"]
-                for x, y in (p[:2] for p in pts):
-                    c, r = inv @ (x, y)
-                    if math.isfinite(c) and math.isfinite(r):
-                        rows.append(np.array([math.floor(r)]))
-                        cols.append(np.array([math.floor(c)]))
-                        cls.append(np.array([k]))
+            kind = f["geometry"]["type"]
+            if kind in ("Point", "MultiPoint"):
+                m = 1 if kind == "Point" else len(f["geometry"]["coordinates"])
+                c, r = pc[n_pt : n_pt + m], pr[n_pt : n_pt + m]
+                n_pt += m
+                ok = np.isfinite(c) & np.isfinite(r)
+                rows.append(np.floor(r[ok]))
+                cols.append(np.floor(c[ok]))
+                cls.append(np.full(int(ok.sum()), k))
                 continue
+            g = transform_geom("EPSG:4326", grid.crs, f["geometry"])
             flat = np.array([p[:2] for poly in _polygons(g) for ring in poly for p in ring], np.float64)
             bounds = (flat[:, 0].min(), flat[:, 1].min(), flat[:, 0].max(), flat[:, 1].max())
             win = snap_bounds(grid.crs, grid.transform, bounds)

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from ..core.classifier import TrainedClassifier
     from .panel import Panel
 
-#: Seconds between two redraws of the live training plot (drawing costs ~50 ms).
-PLOT_EVERY = 0.5
+#: Seconds between two redraws of the live training plot (drawing costs 50 ms, more on a busy
+#: machine, and holds the GIL the training loop needs).
+PLOT_EVERY = 1.0
 UNCERTAINTY_VIS = {"bands": ["uncertainty"], "min": 0, "max": 1, "palette": "magma"}
 
 
@@ -344,15 +345,16 @@ class TrainTab(widgets.VBox):
         finally:
             self.train_button.disabled = False
         self.progress.bar_style = "success"
-        self.plot.value = history_png(clf.history, len(clf.history.get("loss", [])))
         with self._lock:
             self.classifiers.append(clf)
             version = len(self.classifiers)
         name = f"classifier v{version}"
         self.evaluation = clf.validation
-        self._show_validation(name, clf)
+        # The map first (the user is waiting for it), then the plots.
         self.panel.add_model(name, clf.model, vis_params=clf.vis_params, class_names=clf.classes)
         self._say(f"{name} trained in {clf.seconds:.1f} s and shown on the map.")
+        self.plot.value = history_png(clf.history, len(clf.history.get("loss", [])))
+        self._show_validation(name, clf)
         if self.uncertainty.value:
             self._show_uncertainty()
         if self.compare_previous.value:
