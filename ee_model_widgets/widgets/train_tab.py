@@ -41,7 +41,7 @@ def history_png(history: dict[str, list[float]], epochs: int | None = None) -> b
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.0, 1.9))
+    fig = Figure(figsize=(4.4, 1.6))
     ax, ax2 = fig.subplots(1, 2)
     for key, style in (("loss", "-"), ("val_loss", "--")):
         if history.get(key):
@@ -61,6 +61,13 @@ def history_png(history: dict[str, list[float]], epochs: int | None = None) -> b
     return buf.getvalue()
 
 
+def _marker(lat: float, lon: float, colour: str) -> ipyleaflet.CircleMarker:
+    # A white ring: the dot stays visible over a map drawn in the class's own colour.
+    return ipyleaflet.CircleMarker(
+        location=(lat, lon), radius=5, color="white", weight=2, fill_color=colour, fill_opacity=1.0
+    )
+
+
 class TrainTab(widgets.VBox):
     """Label, train, compare and export classifiers on the panel's map and image."""
 
@@ -76,6 +83,7 @@ class TrainTab(widgets.VBox):
         self.class_name = widgets.Text(placeholder="class name, e.g. water", layout={"width": "170px"})
         self.class_name.add_class("emw-train-class-name")
         self.class_color = widgets.ColorPicker(value="#1f77b4", concise=True, layout={"width": "40px"})
+        self.class_color.add_class("emw-train-class-color")
         self.add_class_button = widgets.Button(description="Add class", layout={"width": "90px"})
         self.add_class_button.add_class("emw-train-add-class")
         self.class_picker = widgets.Dropdown(options=[], description="Label as")
@@ -96,9 +104,9 @@ class TrainTab(widgets.VBox):
         self.progress.add_class("emw-train-progress")
         self.plot = widgets.Image(format="png", layout={"max_width": "400px"})
         self.plot.add_class("emw-train-plot")
-        self.summary = widgets.HTML("")
+        self.summary = widgets.HTML("", layout={"width": "220px"})
         self.summary.add_class("emw-train-summary")
-        self.confusion = widgets.Image(format="png", layout={"max_width": "260px"})
+        self.confusion = widgets.Image(format="png", layout={"max_width": "190px"})
         self.uncertainty = widgets.Checkbox(
             value=False, description="Show uncertainty (where to label next)", indent=False
         )
@@ -133,8 +141,7 @@ class TrainTab(widgets.VBox):
                 widgets.HBox([self.kind, self.train_button]),
                 self.progress,
                 self.plot,
-                self.summary,
-                self.confusion,
+                widgets.HBox([self.summary, self.confusion]),
                 self.uncertainty,
                 self.compare_previous,
                 self.path,
@@ -152,7 +159,7 @@ class TrainTab(widgets.VBox):
         self.clear_button.on_click(lambda _b: self.clear())
         self.train_button.on_click(lambda _b: self.train())
         self.uncertainty.observe(lambda _c: self._show_uncertainty(), "value")
-        self.compare_previous.observe(lambda _c: self._compare(), "value")
+        self.compare_previous.observe(lambda _c: self._compare_versions(), "value")
         self.save_button.on_click(lambda _b: self._guard(self.save_labels, self.path.value))
         self.load_button.on_click(lambda _b: self._guard(self.load_labels, self.path.value))
         self.export_button.on_click(
@@ -180,8 +187,8 @@ class TrainTab(widgets.VBox):
         except EEModelWidgetsError as exc:
             self._say(f"{type(exc).__name__}: {exc}", error=True)
 
-    def _refresh(self) -> None:
-        """Class list (swatch, name, labels, pixels), picker options and the markers on the map."""
+    def _refresh(self, markers: bool = True) -> None:
+        """Class list (swatch, name, labels), picker options and (all) the markers on the map."""
         with self._lock:
             classes, colors, counts = self.labels.classes, self.labels.colors, self.labels.counts()
             rows = "".join(
@@ -197,44 +204,27 @@ class TrainTab(widgets.VBox):
                 self.class_picker.options = classes
                 if keep in classes:
                     self.class_picker.value = keep
-            layers = []
-            for f in self.labels:
-                colour = "#" + colors[classes.index(f["properties"]["class"])]
-                g = f["geometry"]
-                if g["type"] == "Point":
-                    lon, lat = g["coordinates"][:2]
-                    layers.append(
-                        ipyleaflet.CircleMarker(
-                            location=(lat, lon),
-                            radius=5,
-                            color="#222",
-                            weight=1,
-                            fill_color=colour,
-                            fill_opacity=0.9,
-                        )
-                    )
-                elif g["type"] in ("Polygon", "MultiPolygon"):
-                    polys = [g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"]
-                    for poly in polys:
-                        locs = [[(lat, lon) for lon, lat, *_ in ring] for ring in poly]
-                        layers.append(
-                            ipyleaflet.Polygon(
-                                locations=locs, color=colour, weight=2, fill_color=colour, fill_opacity=0.3
-                            )
-                        )
-                else:  # MultiPoint
-                    for lon, lat, *_ in g["coordinates"]:
-                        layers.append(
-                            ipyleaflet.CircleMarker(
-                                location=(lat, lon),
-                                radius=5,
-                                color="#222",
-                                weight=1,
-                                fill_color=colour,
-                                fill_opacity=0.9,
-                            )
-                        )
-            self.label_group.layers = tuple(layers)
+            if markers:
+                self.label_group.layers = tuple(m for f in self.labels for m in self._markers(f))
+
+    def _markers(self, feature: dict) -> list:
+        """Map layers showing one label, in its class's colour."""
+        colour = "#" + self.labels.colors[self.labels.classes.index(feature["properties"]["class"])]
+        g = feature["geometry"]
+        if g["type"] in ("Polygon", "MultiPolygon"):
+            polys = [g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"]
+            return [
+                ipyleaflet.Polygon(
+                    locations=[[(lat, lon) for lon, lat, *_ in ring] for ring in poly],
+                    color=colour,
+                    weight=2,
+                    fill_color=colour,
+                    fill_opacity=0.3,
+                )
+                for poly in polys
+            ]
+        points = [g["coordinates"]] if g["type"] == "Point" else g["coordinates"]
+        return [_marker(p[1], p[0], colour) for p in points]
 
     # ---- classes and labels ------------------------------------------------------------------
     def add_label_class(self, name: str, color: str | None = None) -> None:
@@ -260,8 +250,10 @@ class TrainTab(widgets.VBox):
         if not cls:
             raise InputError("Add a class first (type a name, then 'Add class').")
         with self._lock:
-            self.labels.add(geometry, cls)
-        self._refresh()
+            i = self.labels.add(geometry, cls)
+            # One more marker, not all of them again: labelling stays quick with hundreds of labels.
+            self.label_group.layers = (*self.label_group.layers, *self._markers(self.labels[i]))
+        self._refresh(markers=False)
 
     def add_point(self, lon: float, lat: float, cls: str | None = None) -> None:
         """What a click in label mode does."""
@@ -358,7 +350,7 @@ class TrainTab(widgets.VBox):
         if self.uncertainty.value:
             self._show_uncertainty()
         if self.compare_previous.value:
-            self._compare()
+            self._compare_versions()
 
     def _show_validation(self, name: str, clf: TrainedClassifier) -> None:
         ev = clf.validation
@@ -412,7 +404,7 @@ class TrainTab(widgets.VBox):
     def uncertainty_layer(self) -> PredictionLayer | None:
         return self._uncertainty_layer
 
-    def _compare(self) -> None:
+    def _compare_versions(self) -> None:
         """Split map: the newest version (left, the Model tab's) against the one before (right)."""
         p = self.panel
         n = len(self.classifiers)

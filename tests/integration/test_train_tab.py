@@ -75,6 +75,7 @@ def test_train_loop_through_the_tab(panel, reference, tmp_path):
     scene, lc = reference
     tab = panel.train
     assert "Train" in panel.tabs.titles
+    assert "TrainTab(" in repr(tab) and "Panel(" in repr(panel)  # what a notebook shows as text/plain
     # Two classes, typed and added like a user does.
     tab.class_name.value, tab.class_color.value = "dark", "#0000ff"
     tab.add_class_button.click()
