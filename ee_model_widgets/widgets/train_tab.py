@@ -36,10 +36,7 @@ UNCERTAINTY_VIS = {"bands": ["uncertainty"], "min": 0, "max": 1, "palette": "mag
 
 def history_png(history: dict[str, list[float]], epochs: int | None = None) -> bytes:
     """Loss and accuracy per epoch (training and validation) as a small PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: the user's notebook backend stays as it is
 
     fig = Figure(figsize=(4.4, 1.6))
     ax, ax2 = fig.subplots(1, 2)
@@ -368,9 +365,6 @@ class TrainTab(widgets.VBox):
             f"<small><b>{html.escape(name)}</b>: validation accuracy <b>{ev.accuracy:.3f}</b> on {ev.n} held-out "
             f"pixels<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th></tr>{rows}</table></small>"
         )
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(2.8, 2.6))
