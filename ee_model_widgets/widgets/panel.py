@@ -48,6 +48,7 @@ from .legend import legend_png
 from .map import Map, zoom_for_bounds
 from .prediction_layer import PredictionLayer
 from .threshold import ThresholdControl, class_palette
+from .train_tab import TrainTab
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +371,9 @@ class Panel(widgets.VBox):
             titles=("Model", "Data", "Display", "Inspect", "Compare", "Export"),
             layout={"width": "430px", "flex": "0 0 430px"},
         )
+        self.train = TrainTab(self)  # its own module: labels, training, versions (widgets/train_tab.py)
+        self.tabs.children = (*self.tabs.children, self.train)
+        self.tabs.set_title(len(self.tabs.children) - 1, "Train")
         self.status = widgets.HTML("")
         self.status.add_class("emw-status")
         title = widgets.HTML("<b style='font-size:14px'>Model Explorer</b> · ee_model_widgets")
@@ -900,7 +904,7 @@ class Panel(widgets.VBox):
             self._set_error(exc)
 
     def _on_draw(self, _control, action: str, geo_json: dict) -> None:
-        if action != "created":
+        if action != "created" or self.train.labelling:  # a label, handled by the Train tab
             return
         try:
             from ..core.region import region_bounds
@@ -998,7 +1002,7 @@ class Panel(widgets.VBox):
 
     # ---- inspector -------------------------------------------------------------------------------
     def _on_map_event(self, **event) -> None:
-        if event.get("type") != "click":
+        if event.get("type") != "click" or self.train.labelling:  # a label, handled by the Train tab
             return
         lat, lon = event.get("coordinates", (None, None))
         if lat is None:
