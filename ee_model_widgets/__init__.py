@@ -29,6 +29,9 @@ _LAZY = {
     "KernelTileLayer": "ee_model_widgets.widgets.tile_layer",
     "Map": "ee_model_widgets.widgets.map",
     "explore": "ee_model_widgets.widgets.panel",
+    "Labels": "ee_model_widgets.core.labels",
+    "train_classifier": "ee_model_widgets.core.classifier",
+    "TrainedClassifier": "ee_model_widgets.core.classifier",
     "EEModelWidgetsError": "ee_model_widgets.errors",
 }
 _SUBMODULES = {"core", "serving", "widgets", "demo", "tfrecord", "errors", "cli"}

@@ -48,6 +48,8 @@ from .jobs import Jobs
 from .legend import legend_png
 from .map import Map, zoom_for_bounds
 from .prediction_layer import PredictionLayer
+from .threshold import ThresholdControl, class_palette
+from .train_tab import TrainTab
 
 log = logging.getLogger(__name__)
 
@@ -343,8 +345,10 @@ class Panel(widgets.VBox):
         self.palette = PalettePicker("viridis")
         self.opacity = widgets.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, description="Opacity")
         self.opacity.add_class("emw-opacity")
+        self.threshold = ThresholdControl(self.map, image)
         display_tab = widgets.VBox(
             [self.band, widgets.HBox([self.vmin, self.vmax]), self.stretch_button, self.palette, self.opacity]
+            + [self.threshold]
         )
 
         # ---- Inspect, Compare, Export tabs ----------------------------------------------
@@ -368,6 +372,9 @@ class Panel(widgets.VBox):
             titles=("Model", "Data", "Display", "Inspect", "Compare", "Export"),
             layout={"width": "430px", "flex": "0 0 430px"},
         )
+        self.train = TrainTab(self)  # its own module: labels, training, versions (widgets/train_tab.py)
+        self.tabs.children = (*self.tabs.children, self.train)
+        self.tabs.set_title(len(self.tabs.children) - 1, "Train")
         self.status = widgets.HTML("")
         self.status.add_class("emw-status")
         title = widgets.HTML("<b style='font-size:14px'>Model Explorer</b> · ee_model_widgets")
@@ -551,7 +558,7 @@ class Panel(widgets.VBox):
 
     def close(self) -> None:
         self._jobs.close()
-        for layer in (self.scene_layer, self.layer, self.compare_layer):
+        for layer in (self.scene_layer, self.layer, self.compare_layer, self.threshold.layer):
             if layer is not None:
                 layer.close()
         super().close()
@@ -733,6 +740,7 @@ class Panel(widgets.VBox):
         self.layer.image = display
         self.layer.vis_params = vis
         self.layer.visible = True
+        self.threshold.set_source(display, band, class_palette(entry.vis_params))
         self._update_model_info(entry, model)
         self._update_legend()
         self._refresh_status()
@@ -906,7 +914,7 @@ class Panel(widgets.VBox):
             self._set_error(exc)
 
     def _on_draw(self, _control, action: str, geo_json: dict) -> None:
-        if action != "created":
+        if action != "created" or self.train.labelling:  # a label, handled by the Train tab
             return
         try:
             from ..core.region import region_bounds
@@ -937,6 +945,7 @@ class Panel(widgets.VBox):
             with self._quietly():
                 self._show_vis_controls(vis, categorical)
             self.layer.vis_params = vis
+            self.threshold.set_source(display, band, class_palette(entry.vis_params))
             self._update_legend()
             self._sync_compare_vis()
 
@@ -1003,7 +1012,7 @@ class Panel(widgets.VBox):
 
     # ---- inspector -------------------------------------------------------------------------------
     def _on_map_event(self, **event) -> None:
-        if event.get("type") != "click":
+        if event.get("type") != "click" or self.train.labelling:  # a label, handled by the Train tab
             return
         lat, lon = event.get("coordinates", (None, None))
         if lat is None:
