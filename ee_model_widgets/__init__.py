@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import importlib
 
+from . import quiet_tensorflow as _quiet_tensorflow
 from ._version import __version__  # noqa: E402
+
+_quiet_tensorflow.install()  # TensorFlow's C++ start-up lines stay out of notebook outputs
 
 # public name -> module that defines it
 _LAZY = {

@@ -31,6 +31,7 @@ import ipywidgets as widgets
 
 from ..core.image import Image
 from ..errors import EEModelWidgetsError, InputError, RegionError
+from .comm_routing import route_to_live_subshells
 from .controls import (
     ClassBandImage,
     PalettePicker,
@@ -410,6 +411,8 @@ class Panel(widgets.VBox):
             "tiles_done",
             "tiles_failed",
             "tiles_per_second",
+            "tiles_resent",
+            "tiles_lost",
             "last_error",
             "status",
         ):
@@ -422,6 +425,7 @@ class Panel(widgets.VBox):
                 self.region_preset.options = [REGION_GIVEN, *presets]
                 self.region_preset.value = REGION_GIVEN
             self.set_region(self._given_region, REGION_GIVEN)
+        route_to_live_subshells(self)  # no control may go deaf after a page reload (comm_routing.py)
         self._request_apply()
 
     # ---- public API ----------------------------------------------------------------------
@@ -521,6 +525,8 @@ class Panel(widgets.VBox):
             if source in self.region_preset.options and self.region_preset.value != source:
                 self.region_preset.value = source
         self.region_rect.bounds = ((s, w), (n, e))
+        # jupyter-leaflet's Rectangle view only follows `locations` (its Polygon base), not `bounds`.
+        self.region_rect.locations = [(s, w), (n, w), (n, e), (s, e)]
 
     def zoom_to_region(self) -> None:
         bounds = self.region if self.region is not None else tuple(self.image.bounds)
@@ -620,6 +626,10 @@ class Panel(widgets.VBox):
             f"tiles: {lay.tiles_done} done, {lay.tiles_queued} queued, {lay.tiles_failed} failed"
             f" · {lay.tiles_per_second:.1f} tiles/s"
         )
+        if lay.tiles_resent or lay.tiles_lost:  # counted by the browser: the kernel never saw them
+            parts.append(
+                f"{lay.tiles_resent} lost on the way and asked again, {lay.tiles_lost} never answered"
+            )
         lines = [" · ".join(parts)]
         busy = self._busy_text()
         if busy:
