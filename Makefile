@@ -45,14 +45,17 @@ endef
 # Voila (`voila notebooks/quickstart.ipynb`) does not follow the link `labextension develop` makes
 # (403 "... is not in root static directory"), so it gets a copy of its own, in Voila's own
 # labextensions directory, looked up before the link (VoilaConfiguration.extra_labextensions_path
-# in the venv's voila.json). JupyterLab keeps the link. A wheel install needs none of this.
-# After changing js/, run `make install` (or copy) again for Voila.
+# in the venv's voila.json). JupyterLab keeps the link. Only for the `voila` command: Voila inside
+# a Jupyter server (/voila/render) shares its file lookup cache with JupyterLab's labextension
+# route, so there a second copy would make JupyterLab's route 403 whenever Voila asked first.
+# A wheel install needs none of this. After changing js/, run `make install` again for Voila.
 VOILA_LABEXT := $(abspath $(VENV))/share/jupyter/voila/labextensions
 define copy_voila_labextension
 	rm -rf $(VOILA_LABEXT)/ee-model-widgets
 	mkdir -p $(VOILA_LABEXT) $(VENV)/etc/jupyter
 	cp -r ee_model_widgets/labextension $(VOILA_LABEXT)/ee-model-widgets
-	echo '{"VoilaConfiguration": {"extra_labextensions_path": ["$(VOILA_LABEXT)"]}}' > $(VENV)/etc/jupyter/voila.json
+	echo '{"Voila": {"VoilaConfiguration": {"extra_labextensions_path": ["$(VOILA_LABEXT)"]}}}' \
+	    > $(VENV)/etc/jupyter/voila.json
 endef
 
 demo: install
