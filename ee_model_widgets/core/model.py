@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from .params import EEParams, OutputBand, suggest
+from .portable import ModelSpec
 
 DEFAULT_MAX_BATCH_SIZE = 16
 #: Tile size used when neither `input_tile_size` nor the model's input shape gives one.
@@ -171,6 +172,8 @@ class Model:
         self._lock = threading.Lock() if serialize_calls else None
         self._single_positional = single_input_positional
         self.params = self._complete_params(params)
+        #: How another process loads this model again (set by the `from_*` constructors).
+        self.spec: ModelSpec | None = None
 
     # ---- constructors ------------------------------------------------------------------
     @classmethod
@@ -254,7 +257,7 @@ class Model:
             return {out_names[0]: _as_numpy(out)}
 
         fp = _keras_fingerprint(km)
-        return cls(
+        model = cls(
             call,
             params,
             name=name or km.name,
@@ -265,6 +268,11 @@ class Model:
             serialize_calls=True,
             single_input_positional=single,
         )
+        opts = dict(
+            max_batch_size=max_batch_size, name=name, custom_objects=custom_objects, safe_mode=safe_mode
+        )
+        model.spec = ModelSpec("keras", path or km, opts)  # how a dask worker loads it (core/portable.py)
+        return model
 
     @classmethod
     def from_saved_model(
@@ -341,7 +349,7 @@ class Model:
             return {k: _as_numpy(v) for k, v in out.items()}
 
         fp = _dir_fingerprint(path_s, signature)
-        return cls(
+        model = cls(
             call,
             params,
             name=name or os.path.basename(os.path.normpath(path_s)),
@@ -351,6 +359,10 @@ class Model:
             max_batch_size=max_batch_size,
             serialize_calls=True,
         )
+        model.spec = ModelSpec(
+            "saved_model", path_s, dict(signature=signature, max_batch_size=max_batch_size, name=name)
+        )
+        return model
 
     @classmethod
     def from_callable(
@@ -386,7 +398,7 @@ class Model:
 
         label = name or getattr(fn, "__qualname__", None) or type(fn).__name__
         fp = f"callable:{fingerprint}" if fingerprint is not None else f"callable:{label}:{uuid.uuid4().hex}"
-        return cls(
+        model = cls(
             call,
             params,
             name=label,
@@ -395,6 +407,9 @@ class Model:
             outputs=out_specs,
             max_batch_size=max_batch_size,
         )
+        opts = dict(name=name, fingerprint=fingerprint, input_names=input_names, output_names=output_names)
+        model.spec = ModelSpec("callable", fn, dict(opts, max_batch_size=max_batch_size))
+        return model
 
     @classmethod
     def from_vertex_ai(cls, endpoint: str, **kwargs: Any) -> Model:
