@@ -121,9 +121,8 @@ def test_cluster_export_of_a_keras_model_equals_the_local_export_bit_for_bit(cli
         assert ds.descriptions == ("ndvi_smooth",)
         assert ds.crs == pred.grid.crs and ds.transform == pred.grid.transform
         got = ds.read(1)
-    # An independent reference: the Keras model itself on the scene's pixels, tile by tile.
-    expected = pred.to_numpy().filled(np.nan)[0]
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # The same pixels as one to_numpy read (its cells batched differently), bit for bit.
+    np.testing.assert_array_equal(got, pred.to_numpy().filled(np.nan)[0])
     assert np.isfinite(got).all() and got.std() > 0.01  # a real prediction, not a blank
     # Each worker loaded the model once, from its spec (a path), whatever the number of tasks.
     loaded = client.run(
@@ -256,3 +255,16 @@ def test_resume_skips_finished_windows_and_gives_an_identical_file(client, tmp_p
     assert digest(out) == digest(fresh)
     assert resumed_cells <= fresh_cells - 8 * 16  # the 8 windows written before (16 cells each) were skipped
     assert sorted(os.listdir(tmp_path)) == ["calls.log", "fresh.tif", "out.tif"]  # sidecar and temp removed
+
+
+def test_a_keras_cell_has_the_same_bits_alone_or_in_a_batch():
+    # oneDNN runs a batch of one through other kernels; exports and to_numpy batch cells
+    # differently, so a lone cell must give the bits it gives inside a batch.
+    model = demo.model("fcn")
+    x = np.random.default_rng(3).uniform(100, 5000, (5, 144, 144, 1)).astype(np.float32)
+    y = np.random.default_rng(4).uniform(100, 5000, (5, 144, 144, 1)).astype(np.float32)
+    batch = model.predict_batch({"red": x, "nir": y})
+    for k in (0, 4):
+        alone = model.predict_batch({"red": x[k : k + 1], "nir": y[k : k + 1]})
+        for name in batch:
+            np.testing.assert_array_equal(alone[name][0], batch[name][k])
