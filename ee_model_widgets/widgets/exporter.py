@@ -20,6 +20,10 @@ import ipywidgets as widgets
 
 from ..core.image import Image
 
+#: Chunk side of panel exports: whole cells of the usual 64/128/256 px tiles, and a progress
+#: bar that moves for the regions one draws on a map.
+EXPORT_BLOCK = 512
+
 
 def find_client(explicit=None):
     """The `distributed.Client` to offer: `explicit`, else the kernel's default client, else None.
@@ -50,7 +54,14 @@ def export_with_progress(
     from ..core.export import export_geotiff
 
     return export_geotiff(
-        image, path, region=region, progress=False, client=client, on_progress=on_progress, cancel=cancel
+        image,
+        path,
+        region=region,
+        block_size=EXPORT_BLOCK,
+        progress=False,
+        client=client,
+        on_progress=on_progress,
+        cancel=cancel,
     )
 
 

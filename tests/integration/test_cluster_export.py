@@ -268,3 +268,48 @@ def test_a_keras_cell_has_the_same_bits_alone_or_in_a_batch():
         alone = model.predict_batch({"red": x[k : k + 1], "nir": y[k : k + 1]})
         for name in batch:
             np.testing.assert_array_equal(alone[name][0], batch[name][k])
+
+
+def test_export_tab_runs_on_the_cluster_shows_tasks_and_cancels(client, tmp_path):
+    from ee_model_widgets import explore
+    from ee_model_widgets.widgets.headless import HeadlessView
+
+    _, img = array_scene(1024)
+    log, model = counting_prediction(tmp_path, delay=0.1)
+    panel = explore(models={"counting": model}, image=img, basemap=None, client=client)
+    panel.view = HeadlessView(panel.layer)
+    panel.wait()
+    try:
+        tab = panel.exporter
+        assert tab.on_cluster.layout.display != "none" and tab.on_cluster.value
+        target = tmp_path / "tab.tif"
+        tab.path.value = str(target)
+        with distributed.get_task_stream(client) as stream:
+            tab.button.click()
+            panel.wait()
+        assert tab.written == str(target), tab.result.value
+        assert tab.tasks.value == "tasks 4/4"  # 1024 px in chunks of 512
+        assert any(t["key"].startswith("emw-export") for t in stream.data)  # it ran on the workers
+        assert_cog(target)
+        local = panel.prediction.export(
+            tmp_path / "local.tif", region=panel.region, block_size=512, progress=False
+        )
+        assert digest(local) == digest(target)
+
+        # Cancel after the first chunk: no file, no temporary, an explanation in the tab.
+        cancelled = tmp_path / "cancelled.tif"
+        tab.path.value = str(cancelled)
+        shown = tab.on_progress
+
+        def cancel_after_one(done, total):
+            shown(done, total)
+            if done == 1:
+                tab.cancel()
+
+        tab.on_progress = cancel_after_one
+        tab.button.click()
+        panel.wait()
+        assert "cancelled" in tab.result.value and not cancelled.exists()
+        assert sorted(os.listdir(tmp_path)) == ["calls.log", "local.tif", "tab.tif"]
+    finally:
+        panel.close()
