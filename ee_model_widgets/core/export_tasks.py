@@ -325,10 +325,19 @@ def _resume_state(side: str, job: str, path: str) -> tuple[set[int], str | None]
         return set(), None
     tmp = state.get("temp")
     ours = isinstance(tmp, str) and os.path.basename(tmp).startswith(os.path.basename(path) + ".tmp-")
-    if state.get("job") != job or not ours or not os.path.exists(tmp):
-        _discard_previous(side, path)  # another image, grid or setting: start over
+    if state.get("job") != job or not ours or not _readable(tmp):
+        _discard_previous(side, path)  # another image, grid or setting, or a damaged temporary: start over
         return set(), None
     return {int(k) for k in state.get("done", [])}, tmp
+
+
+def _readable(tmp: str) -> bool:
+    """Whether an interrupted export's temporary still opens (a killed process may leave it torn)."""
+    try:
+        with rasterio.open(tmp):
+            return True
+    except Exception:  # noqa: BLE001 - any GDAL/OS error means "do not reuse it"
+        return False
 
 
 def _write_sidecar(side: str, job: str, tmp: str, done: set[int]) -> None:
