@@ -290,7 +290,13 @@ def _to_cog(tmp: str, path: str, compress: str) -> None:
     directory = os.path.dirname(path)
     fd, out = tempfile.mkstemp(prefix=os.path.basename(path) + ".cog-", dir=directory)
     os.close(fd)
-    options = {"BLOCKSIZE": _BLOCK, "BIGTIFF": "IF_SAFER", "OVERVIEW_RESAMPLING": "AVERAGE"}
+    # Blocks are compressed independently, so compressing on every core gives the same bytes.
+    options = {
+        "BLOCKSIZE": _BLOCK,
+        "BIGTIFF": "IF_SAFER",
+        "OVERVIEW_RESAMPLING": "AVERAGE",
+        "NUM_THREADS": "ALL_CPUS",
+    }
     if compress and str(compress).lower() != "none":
         options["COMPRESS"] = str(compress).upper()
         if str(compress).lower() in ("deflate", "lzw", "zstd"):
