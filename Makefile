@@ -56,7 +56,8 @@ test: lint typecheck pytest
 
 bench: install-test
 	$(PIP) install --quiet -e ".[test,bench]"
-	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in benchmarks/[!_]*.py; do [ $$f = benchmarks/report.py ] && continue; echo "== $$f"; $(PY) $$f || exit 1; done
+	$(PY) benchmarks/report.py --write
 
 clean:
 	rm -rf $(VENV) node_modules lib ee_model_widgets/labextension

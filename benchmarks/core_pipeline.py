@@ -21,6 +21,7 @@ import math
 import time
 
 import numpy as np
+from _figures import record
 from _timing import timed
 
 
@@ -194,6 +195,18 @@ def main() -> None:
     )
     print(
         f"    raw model: {n_cells} instances in one call vs {n_cells} calls of one: {med(raw_1) / med(raw_n):.2f}x"
+    )
+    record(
+        "core_pipeline.a",
+        f"Core pipeline, {len(grids)} map tiles of the demo FCN, cold cache / the raw batched model call on the same cells",
+        f"{med(pipe) / med(raw):.2f} ({med(pipe):.3f} s vs {med(raw):.3f} s)",
+        "<= 1.3",
+    )
+    record(
+        "core_pipeline.b",
+        "Batched vs one model tile per call, through the pipeline (the raw model alone in brackets)",
+        f"{med(pipe1) / med(pipe):.2f}x (raw: {med(raw_1) / med(raw_n):.2f}x)",
+        ">= 3x",
     )
     # A per-pixel model (1x1 convolutions) does little work per pixel, so per-call costs weigh more.
     try:

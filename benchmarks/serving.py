@@ -35,6 +35,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from _figures import record  # noqa: E402
 from _timing import best  # noqa: E402
 
 
@@ -153,6 +154,13 @@ def main() -> None:
             print(
                 f"    REST, server in a thread here (notebook): {r['thread'] * 1e3:8.1f} ms   ratio {r['thread'] / local:5.2f}x"
             )
+            record(
+                f"serving.a{filters}",
+                f"REST round trip, 16 tiles 256x256x4 through `ee-model serve` / in-process, FCN of {filters} "
+                f"filters ({local / 16 * 1e3:.0f} ms per tile); server in a notebook thread in brackets",
+                f"{r['rest'] / local:.2f}x ({r['thread'] / local:.2f}x)",
+                "<= 1.5x",
+            )
             if "cpu" in r:
                 client, server = r["cpu"]
                 print(
@@ -166,6 +174,7 @@ def main() -> None:
         try:
             print(f"(b) throughput, FCN 16 filters, {args.requests} one-tile requests per run")
             base = None
+            rates = {}
             for clients in (1, 4, 16):
                 # each client has its own connection, as separate users would
                 preds = [RestPredictor(url, max_concurrency=1) for _ in range(clients)]
@@ -183,8 +192,14 @@ def main() -> None:
                 rate = args.requests / t
                 base = base or rate
                 print(f"    {clients:2d} client(s): {rate:7.1f} tiles/s   x{rate / base:4.2f} vs 1 client")
+                rates[clients] = rate / base
                 for p in preds:
                     p.close()
+            record(
+                "serving.b",
+                "Server throughput, 4 and 16 concurrent clients / 1 client",
+                f"{rates[4]:.2f}x, {rates[16]:.2f}x",
+            )
         finally:
             proc.terminate()
             proc.wait(30)

@@ -5,7 +5,7 @@ everything else (`predict_image`, `predict_properties`, the map layer, the REST 
 goes through it, so batching, dtype casts, thread safety and the call counters in
 `model.stats` live in one place.
 
-Input mapping (EE semantics, see shared/reference/ee-spec.md 2.1):
+Input mapping (EE semantics, see docs/earth-engine-semantics.md, section 2.1):
 - a model with one input whose name is not a band of the image gets all the image's bands
   stacked as (N, H, W, C) under that name (EE's `toArray()` convention; a callable's input is
   named "array" unless `input_names` says otherwise);

@@ -1,7 +1,7 @@
 """REST predictor client: `Model.from_vertex_ai` / `Model.from_ai_platform_predictor`.
 
 One `RestPredictor` turns a batch of model inputs (dict name -> (N, H, W, C) arrays) into
-`:predict` requests the way Earth Engine does (reference/ee-spec.md 3.1-3.2):
+`:predict` requests the way Earth Engine does (docs/earth-engine-semantics.md, section 3):
 
 - payload formats `SERIALIZED_TF_TENSORS` (default: `{"instances": [{name: <web-safe base64
   TensorProto>}]}`), `RAW_JSON` (`{name: nested lists}`, numbers as JSON strings) and

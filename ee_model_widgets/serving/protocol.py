@@ -2,7 +2,7 @@
 
 Follows tensorflow_serving/g3doc/api_rest.md (row `instances` and columnar `inputs`,
 `signature_name`, `{"b64": ...}` for binary strings, single-output replies without the name),
-plus what Earth Engine clients need (reference/ee-spec.md 3.1-3.4):
+plus what Earth Engine clients need (docs/earth-engine-semantics.md, section 3):
 
 - a prepared ("EE wire") model gets its strings as the graph expects them: web-safe base64.
   Standard-alphabet text is translated, and a `{"b64": ...}` wrapping the raw TensorProto bytes

@@ -1,6 +1,6 @@
 """The Earth Engine "mixer" sidecar: georeferencing of a TFRecord patch export.
 
-Exactly Earth Engine's keys (see reference/ee-spec.md section 5.2)::
+Exactly Earth Engine's keys (see docs/earth-engine-semantics.md, section 5.2)::
 
     {"projection": {"crs": "EPSG:4326",
                     "affine": {"doubleMatrix": [xScale, xShear, xTrans, yShear, yScale, yTrans]}},

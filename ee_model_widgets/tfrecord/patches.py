@@ -1,6 +1,6 @@
 """Image patches as Earth Engine TFRecords: `export_image` out, `read_predictions` back in.
 
-Layout (reference/ee-spec.md section 5): one `tf.train.Example` per patch, one float_list
+Layout (docs/earth-engine-semantics.md, section 5): one `tf.train.Example` per patch, one float_list
 feature per band (the patch flattened row-major), patches row-major over the region,
 continuing across `<prefix>-NNNNN.tfrecord[.gz]` shards, georeferenced by the
 `<prefix>-mixer.json` sidecar. Sizes follow Earth Engine's order: (width, height) / (x, y).

@@ -218,23 +218,25 @@ class TileScheduler:
             rendered = sum(r is not CANCELLED for r in results)
             if rendered:  # skipped tiles cost nothing and say nothing about the tiles' cost
                 self._measured(time.monotonic() - started, rendered)
+            # Count first, publish, then reply: whoever sees a tile arrive already sees it counted.
+            with self._lock:
+                for request, result in zip(batch, results):
+                    if result is CANCELLED:
+                        outcome = "cancelled"
+                    else:
+                        ok = isinstance(result, (bytes, bytearray)) and bytes(result[:8]) == PNG_SIGNATURE
+                        outcome = "done" if ok else "failed"
+                        self._done_times.append(time.monotonic())
+                    self._running.pop(request.id, None)
+                    self.counts["running"] -= 1
+                    self.counts[outcome] += 1
+            self._on_change()
             for request, result in zip(batch, results):
-                if result is CANCELLED:
-                    outcome = "cancelled"
-                else:
-                    ok = isinstance(result, (bytes, bytearray)) and bytes(result[:8]) == PNG_SIGNATURE
-                    outcome = "done" if ok else "failed"
+                if result is not CANCELLED:
                     try:
                         self._reply(request, result)
                     except Exception:  # noqa: BLE001 - e.g. the comm closed while we rendered
                         log.warning("could not send tile %s", request.id, exc_info=True)
-                with self._lock:
-                    self._running.pop(request.id, None)
-                    self.counts["running"] -= 1
-                    self.counts[outcome] += 1
-                    if outcome != "cancelled":
-                        self._done_times.append(time.monotonic())
-            self._on_change()
 
 
 def batch_cost(timings: Sequence[tuple[int, float]]) -> tuple[float, float]:

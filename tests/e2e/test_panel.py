@@ -4,7 +4,8 @@ One notebook runs `emw.explore()`; the tests then use the panel's own controls (
 checkbox, map clicks, the rectangle tool, the export button) and compare what the browser
 shows with what the kernel computes: tile pixels against kernel-rendered tiles of the
 expected prediction, inspector text against `to_numpy`, the exported file against `to_numpy`.
-The run also saves docs/panel.png, the screenshot in the README.
+The run also saves the panel's screenshot in tests/e2e/artifacts/, and into docs/panel.png (the
+README's picture) when EMW_UPDATE_DOCS=1, so an ordinary test run leaves the work tree clean.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,12 @@ from PIL import Image as PILImage
 
 from .harness import NotebookPage, write_notebook
 
-DOCS_SHOT = Path(__file__).resolve().parents[2] / "docs" / "panel.png"
+_ROOT = Path(__file__).resolve().parents[2]
+DOCS_SHOT = (
+    _ROOT / "docs" / "panel.png"
+    if os.environ.get("EMW_UPDATE_DOCS") == "1"
+    else _ROOT / "tests" / "e2e" / "artifacts" / "panel.png"
+)
 PRED = "emw-prediction"
 
 
@@ -190,7 +197,7 @@ def test_explore_shows_the_map_with_demo_predictions(explorer):
     legend = page.locator(".emw-legend").bounding_box()
     assert legend["width"] > 50 and legend["height"] > 40  # the class legend is on the map
     assert "vegetation" not in status  # (names are in the PNG legend, not text)
-    DOCS_SHOT.parent.mkdir(exist_ok=True)
+    DOCS_SHOT.parent.mkdir(parents=True, exist_ok=True)
     page.locator(".emw-panel").screenshot(path=str(DOCS_SHOT))
     assert not [c for c in nb.console if "ee-model-widgets" in c and "error" in c.lower()]
 
