@@ -83,7 +83,8 @@ def export_tasks(
     `block_size`: chunk side in px (a multiple of 256), default whole model cells (~1024 px).
     `client`: a `distributed.Client` to run the chunks on. `on_progress(done, total)` is
     called per written window; `cancel` (a `threading.Event`) stops the export when set.
-    `overviews` applies to `cog=False` (a COG always has them).
+    `overviews` applies to `cog=False` (a COG always has them). `threads`: local threads
+    without a client (default: up to 4).
     """
     from tqdm.auto import tqdm
 

@@ -61,6 +61,7 @@ def to_xarray(image, region=None, proj=None, chunks=None, resampling=None, name:
 
     from .image import resolve_resampling
     from .portable import Portable
+    from .predicted import image_fingerprint
     from .region import grid_for
 
     if resampling is not None:
@@ -69,7 +70,12 @@ def to_xarray(image, region=None, proj=None, chunks=None, resampling=None, name:
     cols, rows = chunk_edges(image, grid, chunks)
     bands = image.band_names
     portable = Portable(image)
-    token = tokenize(portable, grid.crs.to_wkt(), tuple(grid.transform), grid.width, grid.height, resampling)
+    # Named by the image's identity (cheap), not its pickle: nothing is serialised until a
+    # distributed scheduler needs it.
+    ident = image_fingerprint(image)
+    token = tokenize(
+        ident, grid.crs.to_wkt(), tuple(grid.transform), grid.width, grid.height, cols, rows, resampling
+    )
     label = f"emw-read-{token}"
     source_key = f"emw-image-{token}"
     # The image is one key of the graph: each worker fetches it once, not once per chunk.

@@ -240,9 +240,6 @@ class Portable:
         blob, key = self.blob()
         return _loaded_portable, (blob, key)
 
-    def __dask_tokenize__(self):
-        return self.blob()[1]
-
 
 def _loaded_portable(blob: bytes, key: str) -> Portable:
     p = Portable.__new__(Portable)

@@ -92,6 +92,18 @@ def counting_prediction(tmp_path, delay=0.0, name="calls.log"):
     return log, model
 
 
+def settled(client, log) -> int:
+    """Cells computed once a cancelled export's tasks are gone: those already running finish
+    their chunk (a thread cannot be stopped), the others are cancelled, so the scheduler soon
+    has nothing left."""
+    deadline = time.monotonic() + 20
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(client.processing().values()), "tasks still scheduled after the cancel"
+    time.sleep(0.5)
+    return cells_computed(log)
+
+
 def digest(path) -> str:
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()
@@ -225,14 +237,7 @@ def test_cancel_stops_the_tasks_and_leaves_no_file(client, tmp_path, how):
             cancel=cancel,
         )
     assert os.listdir(tmp_path) == ["calls.log"]  # no file, no temporary, no sidecar
-    # Tasks already running finish their chunk (a thread cannot be stopped); the others are
-    # cancelled: the scheduler soon has nothing left, and no more cells are computed.
-    deadline = time.monotonic() + 20
-    while any(client.processing().values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(client.processing().values()), "tasks still scheduled after the cancel"
-    time.sleep(0.5)
-    after = cells_computed(log)
+    after = settled(client, log)
     time.sleep(1.0)
     assert cells_computed(log) == after, "tasks kept running after the cancel"
     assert after < 1024 * 1024 // (64 * 64)  # far from every cell
@@ -255,7 +260,7 @@ def test_resume_skips_finished_windows_and_gives_an_identical_file(client, tmp_p
     with pytest.raises(KeyboardInterrupt):
         pred.export(target, progress=False, block_size=256, client=client, resume=True, on_progress=interrupt)
     assert not target.exists() and os.path.exists(sidecar_path(str(target)))
-    before = cells_computed(log)
+    before = settled(client, log)
     out = pred.export(target, progress=False, block_size=256, client=client, resume=True)
     resumed_cells = cells_computed(log) - before
     assert digest(out) == digest(fresh)
