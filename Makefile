@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 # npm and jupyter-builder (the labextension build) must see the venv's tools.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test install install-test chromium lint typecheck pytest bench clean
+.PHONY: demo test install install-test chromium lint typecheck pytest test-kserve bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -52,7 +52,18 @@ typecheck: install-test
 pytest: install-test chromium
 	$(PY) -m pytest
 
-test: lint typecheck pytest
+# KServe's ModelServer and REST client against ours (tests/kserve): KServe pins much of the web
+# stack, so it lives in a venv of its own.
+KVENV := .venv-kserve
+$(KVENV)/bin/python:
+	$(PYTHON) -m venv $(KVENV)
+	$(KVENV)/bin/python -m pip install --quiet --upgrade pip
+
+test-kserve: $(KVENV)/bin/python
+	$(KVENV)/bin/python -m pip install --quiet -e ".[kserve]"
+	$(KVENV)/bin/python -m pytest tests/kserve -q -p no:cacheprovider
+
+test: lint typecheck pytest test-kserve
 
 bench: install-test
 	$(PIP) install --quiet -e ".[test,bench]"
@@ -60,4 +71,4 @@ bench: install-test
 	$(PY) benchmarks/report.py --write
 
 clean:
-	rm -rf $(VENV) node_modules lib ee_model_widgets/labextension
+	rm -rf $(VENV) $(KVENV) node_modules lib ee_model_widgets/labextension

@@ -2,10 +2,13 @@
 
 The output is a Cloud-Optimized (by default), tiled (256x256), compressed float32 GeoTIFF
 whose band descriptions are the band names; the chunks are computed by threads or on a
-dask.distributed cluster (`core/export_tasks.py`). Masked pixels are written as NaN and the file's nodata is NaN, so every GIS tool
-(and `Image.open`) reads them back as no data, with a separate mask per band. The file is
-written to `<path>.tmp-XXXX` beside the target and renamed at the end, so a failed or
-interrupted export never leaves a half-written file at `path`.
+dask.distributed cluster (`core/export_tasks.py`). Masked pixels are written as NaN and the
+file's nodata is NaN, so every GIS tool (and `Image.open`) reads them back as no data, with a
+separate mask per band. The target is checked before any pixel is computed (a folder, a
+missing or read-only folder, too little free space for the uncompressed data: `ExportError`),
+the file is written to a hidden temporary beside it and renamed at the end
+(`output_file.py`), so a failed or interrupted export never leaves a half-written file at
+`path`, and the file gets the permissions of any new file (the umask).
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ def export_geotiff(
     Reads `block_size` x `block_size` windows (default: whole model cells, ~1024 px; memory
     stays bounded whatever the image size). `options`: `client=` (a `distributed.Client`),
     `cog=True` (a Cloud-Optimized GeoTIFF; `cog=False` writes a plain tiled GeoTIFF, with
-    `overviews=True` for internal overviews), `resume=`, `on_progress=`, `cancel=`.
+    `overviews=True` for internal overviews), `resume=`, `on_progress=`, `cancel=`. A target
+    that cannot be written raises `ExportError` before any pixel is read; a failure later
+    leaves `path` as it was.
     """
     # One export path (threads or dask.distributed, COG by default): see core/export_tasks.py.
     from .export_tasks import export_tasks
@@ -53,13 +58,3 @@ def export_geotiff(
         overviews=overviews,
         **options,
     )
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-    for side in (path + ".aux.xml", path + ".ovr"):
-        if os.path.exists(side):
-            os.remove(side)

@@ -11,9 +11,11 @@ cache, so the written values are the same bit for bit with threads, one worker o
   it once, reads its own input windows and sends back its chunk. At most a few chunks per
   worker thread are in flight, so the sender's memory stays bounded; a task lost with its
   worker is rerun by the scheduler.
-- The chunks are written to `<path>.tmp-XXXX` (uncompressed tiles: chunks land in any order
-  without rewriting compressed blocks); `cog=True` then copies it with GDAL's COG driver
-  (tiled, compressed, overviews, `LAYOUT=COG`) and renames the copy to `path`.
+- The target is checked before the work (`output_file.check_target`, with the space the
+  uncompressed temporary needs); the chunks are written to a hidden temporary beside it
+  (uncompressed tiles: chunks land in any order without rewriting compressed blocks);
+  `cog=True` then copies it with GDAL's COG driver (tiled, compressed, overviews,
+  `LAYOUT=COG`) into `output_file`'s temporary, renamed to `path` at the end.
 - Interrupting (Ctrl-C, `cancel.set()`, a failed task) cancels the pending tasks and removes
   the temporary, unless `resume=True`: then the windows written so far are recorded in the
   sidecar `<path>.resume.json` next to the temporary, and the next `resume=True` export of the
@@ -27,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -41,8 +44,17 @@ from rasterio.windows import Window
 
 from ..errors import EEModelWidgetsError, ExportError, InputError
 from .chunks import chunk_edges, windows
-from .export import _remove
 from .lazy import read_chunk
+from .output_file import (
+    _FULL_BYTES,
+    _create_temp,
+    _no_space,
+    check_target,
+    describe_os_error,
+    output_file,
+    remove_leftovers,
+)
+from .output_file import remove_quietly as _remove
 from .region import grid_for
 
 _BLOCK = 256  # internal TIFF tile size, the COG convention
@@ -100,8 +112,7 @@ def export_tasks(
     grid = grid_for(image, region, proj)
     bands = image.band_names
     directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        raise ExportError(f"Cannot export to {path}: the folder {directory} does not exist. Create it first.")
+    check_target(path)  # a folder, a missing or read-only folder: refused before the work
     cols, rows = chunk_edges(image, grid, block_size)
     wins = windows(cols, rows)
     job = _job_id(image, grid, wins, cog, compress, resampling)
@@ -109,6 +120,11 @@ def export_tasks(
     done, tmp = _resume_state(side, job, path) if resume else (set(), None)
     if not resume:
         _discard_previous(side, path)
+    if tmp is None:
+        check_target(path, _bytes_needed(grid, len(bands), compress, cog, overviews))
+    else:
+        tmp = _adopt(tmp, path)  # named after this process, so leftover cleanup spares it
+    remove_leftovers(path)  # temporaries of killed exports to the same target
 
     profile = _profile(grid, len(bands), compress, cog)
     bar = tqdm(
@@ -128,8 +144,7 @@ def export_tasks(
     finished = False
     try:
         if tmp is None:
-            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=directory)
-            os.close(fd)
+            tmp = _create_temp(path)
             mode = "w"
         else:
             mode = "r+"
@@ -149,13 +164,16 @@ def export_tasks(
                 if factors:
                     dst.build_overviews(factors, Resampling.average)
         if cog:
-            _to_cog(tmp, path, compress)
+            with output_file(path) as out:
+                _to_cog(tmp, out, compress)
             _remove(tmp)
         else:
             os.replace(tmp, path)
         finished = True
         _remove(side)
     except BaseException as exc:
+        # Measured before the partial file goes: a write that failed on a full disk says so.
+        full = not isinstance(exc, EEModelWidgetsError) and shutil.disk_usage(directory).free < _FULL_BYTES
         keep = resume and tmp is not None and os.path.exists(tmp) and not finished
         if keep:
             _write_sidecar(side, job, tmp, done)
@@ -169,7 +187,8 @@ def export_tasks(
             if keep
             else " and nothing was written"
         )
-        raise ExportError(f"Export to {path} failed{kept}: {type(exc).__name__}: {exc}") from exc
+        reason = _no_space(directory) if full else describe_os_error(exc, directory)
+        raise ExportError(f"Export to {path} failed{kept}: {reason}") from exc
     finally:
         bar.close()
     return path
@@ -284,13 +303,11 @@ def _profile(grid, count: int, compress: str, cog: bool) -> dict:
     return profile
 
 
-def _to_cog(tmp: str, path: str, compress: str) -> None:
-    """Copy the finished temporary to a COG beside `path`, then rename it into place."""
+def _to_cog(tmp: str, out: str, compress: str) -> None:
+    """Copy the finished temporary `tmp` to `out` as a COG (`out` keeps its permissions)."""
     from rasterio.shutil import copy as gdal_copy
 
-    directory = os.path.dirname(path)
-    fd, out = tempfile.mkstemp(prefix=os.path.basename(path) + ".cog-", dir=directory)
-    os.close(fd)
+    mode = os.stat(out).st_mode & 0o7777
     # Blocks are compressed independently, so compressing on every core gives the same bytes.
     options = {
         "BLOCKSIZE": _BLOCK,
@@ -304,12 +321,24 @@ def _to_cog(tmp: str, path: str, compress: str) -> None:
             options["PREDICTOR"] = "FLOATING_POINT"
     else:
         options["COMPRESS"] = "NONE"
-    try:
-        gdal_copy(tmp, out, driver="COG", **options)
-        os.replace(out, path)
-    except BaseException:
-        _remove(out)
-        raise
+    gdal_copy(tmp, out, driver="COG", **options)
+    os.chmod(out, mode)  # GDAL may create the file anew
+
+
+def _bytes_needed(grid, count: int, compress: str, cog: bool, overviews: bool) -> int | None:
+    """Disk space the export needs, when known before the work (uncompressed data)."""
+    raw = grid.width * grid.height * count * 4
+    compressed = bool(compress) and str(compress).lower() != "none"
+    if cog:  # the uncompressed temporary, plus the COG (with overviews) beside it when uncompressed
+        return raw if compressed else raw + raw * 4 // 3
+    return None if compressed else raw * (4 if overviews else 3) // 3
+
+
+def _adopt(tmp: str, path: str) -> str:
+    """An interrupted export's temporary, renamed after this process (see output_file.py)."""
+    new = _create_temp(path)
+    os.replace(tmp, new)
+    return new
 
 
 def _job_id(image, grid, wins, cog, compress, resampling) -> str:
@@ -331,7 +360,7 @@ def _resume_state(side: str, job: str, path: str) -> tuple[set[int], str | None]
     except (OSError, ValueError):
         return set(), None
     tmp = state.get("temp")
-    ours = isinstance(tmp, str) and os.path.basename(tmp).startswith(os.path.basename(path) + ".tmp-")
+    ours = isinstance(tmp, str) and _is_our_temp(tmp, path)
     if state.get("job") != job or not ours or not _readable(tmp):
         _discard_previous(side, path)  # another image, grid or setting, or a damaged temporary: start over
         return set(), None
@@ -345,6 +374,12 @@ def _readable(tmp: str) -> bool:
             return True
     except Exception:  # noqa: BLE001 - any GDAL/OS error means "do not reuse it"
         return False
+
+
+def _is_our_temp(tmp: str, path: str) -> bool:
+    folder, base = os.path.split(path)
+    name = os.path.basename(tmp)
+    return os.path.dirname(tmp) == folder and name.startswith(f".{base}.") and name.endswith(".tmp")
 
 
 def _write_sidecar(side: str, job: str, tmp: str, done: set[int]) -> None:
@@ -361,6 +396,6 @@ def _discard_previous(side: str, path: str) -> None:
             tmp = json.load(fh).get("temp")
     except (OSError, ValueError):
         return
-    if isinstance(tmp, str) and os.path.basename(tmp).startswith(os.path.basename(path) + ".tmp-"):
+    if isinstance(tmp, str) and _is_our_temp(tmp, path):
         _remove(tmp)
     _remove(side)

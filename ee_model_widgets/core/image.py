@@ -27,7 +27,8 @@ CONTRACT (other modules rely on it; keep it stable):
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -74,6 +75,9 @@ class Image:
     _band_names: list[str]
     #: Bands read with nearest-neighbour resampling by default (class labels, masks).
     categorical_bands: frozenset[str] = frozenset()
+    #: Storage dtype of the bands whose source has one (files, arrays); reads are float32
+    #: whatever it is. Exports use it (e.g. uint8 bands go to TFRecord as bytes, as in EE).
+    band_types: Mapping[str, np.dtype] = MappingProxyType({})
 
     # ---- constructors -----------------------------------------------------------------
     @classmethod
@@ -270,6 +274,9 @@ class _BandView(Image):
         self.categorical_bands = frozenset(
             n for n, p in self._to_parent.items() if p in parent.categorical_bands
         )
+        self.band_types = {
+            n: parent.band_types[p] for n, p in self._to_parent.items() if p in parent.band_types
+        }
 
     @property
     def grid(self) -> Grid:

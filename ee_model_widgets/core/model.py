@@ -10,7 +10,10 @@ Input mapping (EE semantics, see docs/earth-engine-semantics.md, section 2.1):
   stacked as (N, H, W, C) under that name (EE's `toArray()` convention; a callable's input is
   named "array" unless `input_names` says otherwise);
 - otherwise every model input is a band (or an input property) of the image, sent as
-  (N, H, W, 1) under its own name.
+  (N, H, W, 1) under its own name;
+- a model whose inputs are unknown (`inputs` None: a hosted model without metadata) gets
+  what Earth Engine sends: every band and input property as (N, H, W, 1) under its own name,
+  or, for an image that is one array band (bands `name_0 .. name_{K-1}`), (N, H, W, K) as `name`.
 Output mapping: outputs are named by `output_bands` (a single-output model's one output
 takes the one declared name, default "output"); an output with `dimensions=1` and K values
 per pixel becomes K bands `<name>_0 .. <name>_<K-1>` (EE's arrayFlatten), `dimensions=2`
@@ -45,6 +48,9 @@ DEFAULT_MAX_BATCH_SIZE = 16
 DEFAULT_TILE_SIZE = 256
 #: Input name of a one-input callable (EE's `toArray()` band name).
 DEFAULT_INPUT_NAME = "array"
+#: `input_names` value for Earth Engine's request to hosted models: one input per image band
+#: (and input property), named after it; `Model.inputs` is then None.
+BAND_INPUTS = "bands"
 #: Name of a single output when `output_bands` is not given.
 DEFAULT_OUTPUT_NAME = "output"
 
@@ -379,7 +385,8 @@ class Model:
         """Any function `fn(dict name -> (N, H, W, C) float32) -> dict name -> array (or one array)`.
 
         `input_names`: the model's input names (default: one input, "array", which receives
-        the image's bands stacked); give band names for per-band inputs. `fingerprint`: a
+        the image's bands stacked); give band names for per-band inputs, or "bands" for
+        whatever bands the image has, each under its own name (EE's request). `fingerprint`: a
         stable string identifying the function's behaviour, so its predictions can be cached
         across Model objects (default: unique per Model object). `output_names`: the keys of
         the returned dict, when known up front.
@@ -387,10 +394,20 @@ class Model:
         if not callable(fn):
             raise InputError(f"from_callable needs a function, got {type(fn).__name__}.")
         params = EEParams.from_kwargs(**ee_params)
-        names = [DEFAULT_INPUT_NAME] if input_names is None else list(input_names)
-        if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
-            raise InputError(f"input_names must be a list of distinct non-empty names, got {input_names!r}.")
-        in_specs = [TensorSpec(n) for n in names]
+        names = [DEFAULT_INPUT_NAME] if input_names is None else input_names
+        if isinstance(names, str) and names == BAND_INPUTS:
+            in_specs = None
+        elif (
+            isinstance(names, str)
+            or not names
+            or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise InputError(
+                f"input_names must be a list of distinct non-empty names (or {BAND_INPUTS!r}), got {input_names!r}."
+            )
+        else:
+            in_specs = [TensorSpec(n) for n in names]
         out_specs = [TensorSpec(n) for n in output_names] if output_names else None
 
         def call(batch: dict[str, np.ndarray]):
@@ -421,9 +438,16 @@ class Model:
         """A model behind an AI-Platform-style REST predictor (see `ee_model_widgets.serving.client`)."""
         return _serving_client("from_ai_platform_predictor")(**kwargs)
 
-    # Earth Engine spellings
-    fromVertexAi = from_vertex_ai
-    fromAiPlatformPredictor = from_ai_platform_predictor
+    # Earth Engine spellings, which also take Earth Engine's positional order
+    @classmethod
+    def fromVertexAi(cls, *args: Any, **kwargs: Any) -> Model:  # noqa: N802
+        """`ee.Model.fromVertexAi(endpoint, inputProperties, inputTypeOverride, inputShapes, proj, ...)`."""
+        return _serving_client("fromVertexAi")(*args, **kwargs)
+
+    @classmethod
+    def fromAiPlatformPredictor(cls, *args: Any, **kwargs: Any) -> Model:  # noqa: N802
+        """`ee.Model.fromAiPlatformPredictor(projectName, projectId, modelName, version, region, ...)`."""
+        return _serving_client("fromAiPlatformPredictor")(*args, **kwargs)
 
     # ---- parameters completed from the model -------------------------------------------
     def replace(self, **changes: Any) -> Model:
@@ -607,7 +631,16 @@ class Model:
                 f"input_properties {missing_props} are not properties of the image (it has "
                 f"{sorted(props) or 'none'}): set them on the image or drop them from input_properties."
             )
-        specs = self.inputs or [TensorSpec(DEFAULT_INPUT_NAME)]
+        if self.inputs is None:  # EE's request: every band and input property under its own name
+            array = _array_band(bands)
+            if array and not p.input_properties:  # one array band: EE sends it as (H, W, K)
+                return InputPlan(True, (array,), tuple(bands))
+            names = bands + [q for q in p.input_properties if q not in bands]
+            used = tuple(b for b in bands if b not in p.input_properties)
+            return InputPlan(
+                False, tuple(names), used, tuple((q, float(props[q])) for q in p.input_properties)
+            )
+        specs = self.inputs
         names = [s.name for s in specs]
         sources = set(bands) | set(p.input_properties)
         if len(names) == 1 and names[0] not in sources and not p.input_properties:
@@ -907,7 +940,7 @@ class Model:
                     f"Property {q!r} is not numeric in every feature (or arrays differ in shape): "
                     "use input_type_override or clean the data."
                 ) from None
-        specs = self.inputs or [TensorSpec(DEFAULT_INPUT_NAME)]
+        specs = self.inputs if self.inputs is not None else [TensorSpec(q) for q in names]
         if len(specs) == 1 and specs[0].name not in columns:
             stacked = np.stack([c.reshape(len(props_list), -1) for c in columns.values()], axis=1)
             batch = {specs[0].name: stacked.reshape(len(props_list), -1)}
@@ -987,6 +1020,13 @@ class Model:
             f"<Model {self.name!r} tile={list(p.input_tile_size)} overlap={list(p.overlap)} "
             f"out_tile={list(p.output_tile_size)} fix_input_proj={p.fix_input_proj}>"
         )
+
+
+def _array_band(bands: Sequence[str]) -> str | None:
+    """`name` when the bands are exactly `name_0 .. name_{K-1}` (K >= 2): one array band, the way
+    an output with `dimensions: 1` is flattened into bands."""
+    name = bands[0][:-2] if len(bands) >= 2 and bands[0].endswith("_0") else ""
+    return name if name and list(bands) == [f"{name}_{i}" for i in range(len(bands))] else None
 
 
 def _serving_client(attr: str):

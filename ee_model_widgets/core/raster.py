@@ -562,6 +562,7 @@ class ArrayImage(_RasterImage):
         n = values.shape[0]
         self._band_names = _band_names(band_names, n, [f"B{i + 1}" for i in range(n)], "The array")
         self.categorical_bands = _categorical(categorical, self._band_names)
+        self.band_types = dict.fromkeys(self._band_names, data.dtype)
         self._grid = Grid(self._crs, self._transform, values.shape[2], values.shape[1])
         self._token = uuid.uuid4().hex
         # Lazily built 2x-reduced copies, like a file's overviews: (kind, level) -> array.
@@ -648,6 +649,7 @@ class FileImage(_RasterImage):
             except ValueError:
                 pass
         self.categorical_bands = frozenset(cat)
+        self.band_types = {n: np.dtype(t) for n, t in zip(self._band_names, ds.dtypes)}
 
     def _dataset(self, overview: int | None = None):
         """This thread's handle on the file (or on overview level `overview`, 0 = first)."""

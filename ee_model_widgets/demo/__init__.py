@@ -145,6 +145,14 @@ def model(name: str, **ee_overrides: Any) -> Model:
     from ..core.model import Model
 
     params = copy.deepcopy(MODEL_PARAMS[_check_name(name)])
-    # camelCase overrides (inputOverlapSize=...) replace our snake_case defaults.
-    params.update({re.sub(r"(?<!^)(?=[A-Z])", "_", k).lower(): v for k, v in ee_overrides.items()})
+    # camelCase overrides (inputOverlapSize=...) replace our snake_case defaults; one spelling each.
+    overrides: dict[str, Any] = {}
+    for k, v in ee_overrides.items():
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", k).lower()
+        if snake in overrides:
+            raise InputError(
+                f"Parameter given twice: {snake!r} and {k!r} mean the same thing; keep only one."
+            )
+        overrides[snake] = v
+    params.update(overrides)
     return Model.from_keras(model_path(name), **params)

@@ -4,10 +4,11 @@ One `RestPredictor` turns a batch of model inputs (dict name -> (N, H, W, C) arr
 `:predict` requests the way Earth Engine does (docs/earth-engine-semantics.md, section 3):
 
 - payload formats `SERIALIZED_TF_TENSORS` (default: `{"instances": [{name: <web-safe base64
-  TensorProto>}]}`), `RAW_JSON` (`{name: nested lists}`, numbers as JSON strings) and
+  TensorProto>}]}`), `RAW_JSON` (`{name: nested lists of JSON numbers}`) and
   `ND_ARRAYS` (bare nested lists, all inputs stacked channels-first as [C][H][W], the layout
   EE's PyTorch example consumes); replies may be single-output bare values or multi-output dicts;
-- instances are packed into requests whose bodies stay under `max_payload_bytes`; requests run
+- instances are packed into requests whose bodies stay under `max_payload_bytes` (divided by
+  Earth Engine's `outputMultiplier`, so that larger replies fit too); requests run
   concurrently (at most `max_concurrency` at once, shared by every caller of the predictor);
 - connection errors, 429, 502, 503 and 504 are retried with exponential backoff (honouring
   `Retry-After`); a reply slower than `timeout` seconds fails with a clear error;
@@ -47,6 +48,10 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1_500_000
 # call takes is in flight: one batch runs while the next arrives and is parsed. With 4, our
 # server ran one-tile requests in batches of 2; with 8, of ~4 (benchmarks/serving.py).
 DEFAULT_MAX_CONCURRENCY = 8
+# A reply tensor may declare its shape with no data (TensorProto's "splat" form), so a hostile or
+# broken endpoint could make a few bytes allocate gigabytes in the user's kernel: each decoded
+# output instance is capped at 2**25 elements (128 MiB of float32, a 4096 x 4096 x 2 tile).
+MAX_REPLY_ELEMENTS = 1 << 25
 _VERTEX_RESOURCE = re.compile(r"^projects/([^/]+)/locations/([^/]+)/endpoints/([^/:]+)$")
 _ENVELOPE = len(b'{"instances":[]}')
 _CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -169,10 +174,10 @@ def _instance_encoder(inputs: Mapping[str, np.ndarray], payload_format: str) -> 
 
         return tensors
     if payload_format == "RAW_JSON":
-        # Vertex's RAW_JSON sends every number as a JSON string; numpy formats them (shortest
-        # round-trip repr), no per-element Python formatting
+        # JSON numbers, as TF Serving, KServe and TorchServe parse them (TF Serving refuses number
+        # strings for numeric inputs, although Earth Engine's guide says it sends strings)
         def raw_json(i: int) -> list:
-            row = {k: np.asarray(inputs[k][i]).astype(str).tolist() for k in names}
+            row = {k: np.asarray(inputs[k][i]).tolist() for k in names}
             return [json.dumps(row, separators=(",", ":")).encode()]
 
         return raw_json
@@ -218,19 +223,31 @@ def _requests(encode: Callable[[int], list], n: int, max_payload_bytes: int, too
         yield idx, b"".join([*parts, b"]}"])
 
 
+def _too_large_reply(where: str, exc: Exception) -> str:
+    return (
+        f"{where}: the endpoint's reply declares a tensor far larger than a tile, refused before "
+        f"allocating it ({exc.args[0].split(';')[0]}; this client accepts at most {MAX_REPLY_ELEMENTS} "
+        "elements per output instance). Check that the endpoint serves the model you meant."
+    )
+
+
 def _decode_value(value: Any, payload_format: str, where: str) -> np.ndarray:
     """One output of one instance from the reply."""
     if isinstance(value, str) and payload_format == "SERIALIZED_TF_TENSORS":
         try:
-            return codec.decode_tensor(value, copy=False)  # _stack copies
+            return codec.decode_tensor(value, copy=False, max_elements=MAX_REPLY_ELEMENTS)  # _stack copies
+        except codec.TensorTooLarge as exc:
+            raise ServingError(_too_large_reply(where, exc)) from None
         except InputError as exc:
             raise ServingError(f"{where}: not a base64 serialized TensorProto ({exc}).") from None
     if isinstance(value, dict) and set(value) == {"b64"}:
         raw = codec.decode_base64(value["b64"])
         try:  # either the TensorProto bytes, or the graph's base64 text wrapped once more
-            return codec.parse_tensor(raw)
+            return codec.parse_tensor(raw, max_elements=MAX_REPLY_ELEMENTS)
+        except codec.TensorTooLarge as exc:
+            raise ServingError(_too_large_reply(where, exc)) from None
         except InputError:
-            return codec.decode_tensor(raw)
+            return codec.decode_tensor(raw, max_elements=MAX_REPLY_ELEMENTS)
     arr = _numeric(value, where)
     if payload_format == "ND_ARRAYS":
         if arr.ndim == 2:  # [H][W] -> (H, W, 1)
@@ -293,6 +310,9 @@ class RestPredictor:
         self.endpoint = endpoint
         self.url = predict_url(endpoint)
         self.max_payload_bytes = max_payload_bytes
+        #: Earth Engine's outputMultiplier: the reply is expected to be about this many times the
+        #: request, so request bodies are kept under max_payload_bytes / output_multiplier.
+        self.output_multiplier = 1.0
         self.timeout = float(timeout)
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
@@ -307,6 +327,12 @@ class RestPredictor:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.stats = {"calls": 0, "requests": 0, "retries": 0, "instances": 0, "bytes_sent": 0}
+
+    @property
+    def request_limit(self) -> int:
+        """Largest request body: max_payload_bytes, divided by output_multiplier so that replies
+        about output_multiplier times larger than their request stay under the limit too."""
+        return max(1, int(self.max_payload_bytes / self.output_multiplier))
 
     @property
     def fingerprint(self) -> str:
@@ -359,11 +385,16 @@ class RestPredictor:
             raise InputError("A prediction needs at least one instance.")
         shapes = ", ".join(f"{k} {a.shape[1:]} {a.dtype}" for k, a in arrays.items())
 
+        limit = self.request_limit
+        over = f"max_payload_bytes={self.max_payload_bytes}"
+        if limit != self.max_payload_bytes:
+            over += f" / output_multiplier={self.output_multiplier:g} = {limit}"
+
         def too_big(size: int) -> str:
             return (
-                f"One instance ({shapes}) takes {size} bytes as {self.payload_format}, over max_payload_bytes="
-                f"{self.max_payload_bytes}: use a smaller input_tile_size (bytes grow with its square), or raise "
-                "max_payload_bytes if the endpoint accepts larger requests."
+                f"One instance ({shapes}) takes {size} bytes as {self.payload_format}, over {over}: use a "
+                "smaller input_tile_size (bytes grow with its square), or raise max_payload_bytes if the "
+                "endpoint accepts larger requests."
             )
 
         self._count(calls=1, instances=n)
@@ -373,7 +404,7 @@ class RestPredictor:
         encode = _instance_encoder(arrays, self.payload_format)
         futures = []
         try:
-            for idx, body in _requests(encode, n, self.max_payload_bytes, too_big):
+            for idx, body in _requests(encode, n, limit, too_big):
                 futures.append((idx, pool.submit(self._request, body, len(idx))))
             replies = [(idx, f.result()) for idx, f in futures]
         except BaseException:
@@ -548,48 +579,50 @@ def discover_signature(
 
 
 def _model_from_predictor(predictor: RestPredictor, label: str, ee_params: dict[str, Any], discover: bool):
-    from ..core.model import Model
+    from ..core.model import BAND_INPUTS, Model
 
     kwargs = dict(ee_params)
-    if discover and "input_names" not in kwargs and not _needs_google_auth(predictor.url):
-        found = discover_signature(predictor.url, predictor._headers, timeout=min(predictor.timeout, 5.0))
-        if found and found["inputs"]:
-            kwargs["input_names"] = found["inputs"]
-            if len(found["outputs"]) > 1:
-                kwargs.setdefault("output_names", found["outputs"])
+    if "input_names" not in kwargs:
+        # Earth Engine sends every band under its own name whatever the endpoint is; a TF-Serving
+        # `/metadata` (ours, TF Serving) can say otherwise, e.g. one stacked input.
+        kwargs["input_names"] = BAND_INPUTS
+        if discover and not _needs_google_auth(predictor.url):
+            found = discover_signature(predictor.url, predictor._headers, timeout=min(predictor.timeout, 5.0))
+            if found and found["inputs"]:
+                kwargs["input_names"] = found["inputs"]
+                if len(found["outputs"]) > 1:
+                    kwargs.setdefault("output_names", found["outputs"])
     kwargs.setdefault("name", label)
     kwargs.setdefault("max_batch_size", None)  # the predictor splits by payload size itself
-    return Model.from_callable(predictor, fingerprint=predictor.fingerprint, **kwargs)
+    model = Model.from_callable(predictor, fingerprint=predictor.fingerprint, **kwargs)
+    # EE's outputMultiplier sizes requests so that replies stay under the payload limit too;
+    # it changes how instances are grouped, never the predictions (so not the fingerprint).
+    predictor.output_multiplier = model.params.output_multiplier
+    return model
 
 
-_CLIENT_OPTIONS = {
-    "timeout": "timeout",
-    "max_concurrency": "max_concurrency",
-    "maxConcurrency": "max_concurrency",
-    "max_retries": "max_retries",
-    "maxRetries": "max_retries",
-    "token": "token",
-    "headers": "headers",
-}
-
-
-def _pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key in list(kwargs):
-        if key in _CLIENT_OPTIONS:
-            out[_CLIENT_OPTIONS[key]] = kwargs.pop(key)
-    return out
+def _take(kwargs: dict[str, Any], snake: str, value: Any, camel: str, default: Any) -> Any:
+    """The value of a parameter given as `snake` (`value`, None = not given) or as `camel` in
+    `kwargs` (popped); both given is an error, as for every other parameter."""
+    if camel in kwargs:
+        if value is not None:
+            raise InputError(
+                f"Parameter given twice: {snake!r} and {camel!r} mean the same thing; keep only one."
+            )
+        value = kwargs.pop(camel)
+    return default if value is None else value
 
 
 def from_vertex_ai(
     endpoint: str,
     *,
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-    payload_format: str = "SERIALIZED_TF_TENSORS",
+    max_payload_bytes: int | None = None,
+    payload_format: str | None = None,
     timeout: float = 60.0,
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    max_retries: int = 4,
+    max_concurrency: int | None = None,
+    max_retries: int | None = None,
     token: str | None = None,
+    headers: Mapping[str, str] | None = None,
     discover: bool = True,
     **ee_params: Any,
 ):
@@ -597,14 +630,23 @@ def from_vertex_ai(
 
     `endpoint`: `http(s)://host/v1/models/NAME` (ee-model serve, TF Serving, KServe) or a Vertex AI
     name `projects/P/locations/L/endpoints/E`. `ee_params` are the EE parameters of
-    `Model.from_callable` (snake_case or camelCase; `maxPayloadBytes`/`payloadFormat` too).
-    `token`: bearer token of an `ee-model serve --token` server. `discover`: read input names from
-    the server's `/metadata` when `input_names` is not given (TF-Serving-compatible servers).
+    `Model.from_callable` (snake_case or camelCase, `maxPayloadBytes`/`payloadFormat` too; the
+    same parameter under both spellings is an error). `max_payload_bytes` defaults to
+    1 500 000 and `payload_format` to SERIALIZED_TF_TENSORS, as in Earth Engine.
+    `token`: bearer token of an `ee-model serve --token` server. Inputs: Earth Engine's request,
+    one input per band named after it, unless `input_names` says otherwise or `discover` reads
+    other names from the endpoint's TF-Serving `/metadata` (e.g. one stacked input).
     """
-    if "maxPayloadBytes" in ee_params:
-        max_payload_bytes = ee_params.pop("maxPayloadBytes")
-    if "payloadFormat" in ee_params:
-        payload_format = ee_params.pop("payloadFormat")
+    max_payload_bytes = _take(
+        ee_params, "max_payload_bytes", max_payload_bytes, "maxPayloadBytes", DEFAULT_MAX_PAYLOAD_BYTES
+    )
+    payload_format = _take(
+        ee_params, "payload_format", payload_format, "payloadFormat", "SERIALIZED_TF_TENSORS"
+    )
+    max_concurrency = _take(
+        ee_params, "max_concurrency", max_concurrency, "maxConcurrency", DEFAULT_MAX_CONCURRENCY
+    )
+    max_retries = _take(ee_params, "max_retries", max_retries, "maxRetries", 4)
     predictor = RestPredictor(
         endpoint,
         payload_format=payload_format,
@@ -613,7 +655,7 @@ def from_vertex_ai(
         max_concurrency=max_concurrency,
         max_retries=max_retries,
         token=token,
-        **_pop_options(ee_params),
+        headers=headers,
     )
     m = re.search(r"/(?:models|endpoints)/([^/:]+)", "/" + endpoint.strip())
     label = m[1] if m else endpoint
@@ -621,10 +663,11 @@ def from_vertex_ai(
 
 
 def from_ai_platform_predictor(
+    *,
     project_id: str | None = None,
     model_name: str | None = None,
     version: str | None = None,
-    region: str = "us-central1",
+    region: str | None = None,
     endpoint_url: str | None = None,
     project_name: str | None = None,
     **ee_params: Any,
@@ -633,39 +676,96 @@ def from_ai_platform_predictor(
 
     Cloud AI Platform was shut down in January 2025; this keeps ported code running against a
     compatible server: `endpoint_url` is the full model URL (e.g. an `ee-model serve` URL), else
-    `https://{region}-ml.googleapis.com/v1/projects/{project_id}/models/{model_name}[/versions/{version}]`.
-    `project_name` is EE's deprecated alias of `project_id`. camelCase names work too.
+    `https://{region}-ml.googleapis.com/v1/projects/{project_id}/models/{model_name}[/versions/{version}]`
+    (region default us-central1). `project_name` is EE's deprecated alias of `project_id`.
+    camelCase names work too (one spelling per parameter); `Model.fromAiPlatformPredictor` also
+    takes Earth Engine's positional order.
     """
-    aliases = {
-        "projectId": "project_id",
-        "modelName": "model_name",
-        "projectName": "project_name",
-        "endpointUrl": "endpoint_url",
-    }
-    given = {
-        "project_id": project_id,
-        "model_name": model_name,
-        "project_name": project_name,
-        "endpoint_url": endpoint_url,
-    }
-    for camel, snake in aliases.items():
-        if camel in ee_params:
-            given[snake] = ee_params.pop(camel)
-    project = given["project_id"] or given["project_name"]
-    if given["endpoint_url"]:
-        endpoint = given["endpoint_url"]
+    project_id = _take(ee_params, "project_id", project_id, "projectId", None)
+    model_name = _take(ee_params, "model_name", model_name, "modelName", None)
+    project_name = _take(ee_params, "project_name", project_name, "projectName", None)
+    endpoint_url = _take(ee_params, "endpoint_url", endpoint_url, "endpointUrl", None)
+    if project_id and project_name and project_id != project_name:
+        raise InputError(
+            f"project_id {project_id!r} and project_name {project_name!r} differ: project_name is Earth "
+            "Engine's deprecated alias of project_id; give only project_id."
+        )
+    project = project_id or project_name
+    if endpoint_url:
+        endpoint = endpoint_url
     else:
-        if not project or not given["model_name"]:
+        if not project or not model_name:
             raise InputError(
                 "from_ai_platform_predictor needs project_id and model_name (or endpoint_url=<model URL>, e.g. "
                 "the .url of `ee_model_widgets.serving.serve(...)`)."
             )
-        endpoint = f"https://{region}-ml.googleapis.com/v1/projects/{project}/models/{given['model_name']}"
+        endpoint = (
+            f"https://{region or 'us-central1'}-ml.googleapis.com/v1/projects/{project}/models/{model_name}"
+        )
         if version:
             endpoint += f"/versions/{version}"
     if "payload_format" in ee_params or "payloadFormat" in ee_params:
         raise InputError(
             "from_ai_platform_predictor always sends SERIALIZED_TF_TENSORS; use from_vertex_ai for other formats."
         )
-    ee_params.setdefault("max_payload_bytes", ee_params.pop("maxPayloadBytes", DEFAULT_MAX_PAYLOAD_BYTES))
     return from_vertex_ai(endpoint, **ee_params)
+
+
+# ---- Earth Engine's positional order --------------------------------------------------------------
+
+_EE_MODEL_ARGS = (
+    "inputProperties",
+    "inputTypeOverride",
+    "inputShapes",
+    "proj",
+    "fixInputProj",
+    "inputTileSize",
+    "inputOverlapSize",
+    "outputTileSize",
+    "outputBands",
+    "outputProperties",
+    "outputMultiplier",
+)
+#: The positional order of `ee.Model.fromVertexAi` / `ee.Model.fromAiPlatformPredictor`.
+VERTEX_AI_ARGS = ("endpoint", *_EE_MODEL_ARGS, "maxPayloadBytes", "payloadFormat")
+AI_PLATFORM_ARGS = ("projectName", "projectId", "modelName", "version", "region", *_EE_MODEL_ARGS)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _positional(args: tuple, kwargs: dict[str, Any], order: tuple[str, ...], what: str) -> dict[str, Any]:
+    """Keywords from arguments given in Earth Engine's positional `order` (None = not given, as
+    in Earth Engine); an argument also given by keyword (either spelling) is an error."""
+    if len(args) > len(order):
+        raise InputError(
+            f"{what} takes at most {len(order)} positional arguments ({', '.join(order)}), got {len(args)}."
+        )
+    out = dict(kwargs)
+    for name, value in zip(order, args):
+        if value is None:
+            continue
+        for spelling in {name, _snake(name)}:
+            if spelling in kwargs:
+                raise InputError(
+                    f"{what}: {name!r} given both by position and as {spelling}=...; keep only one."
+                )
+        out[name] = value
+    return out
+
+
+def fromVertexAi(*args: Any, **kwargs: Any):  # noqa: N802 - Earth Engine's spelling
+    """`ee.Model.fromVertexAi` with Earth Engine's positional order (`VERTEX_AI_ARGS`):
+    `fromVertexAi(endpoint, inputProperties, inputTypeOverride, inputShapes, proj, ...)`."""
+    kw = _positional(args, kwargs, VERTEX_AI_ARGS, "Model.fromVertexAi")
+    if "endpoint" not in kw:
+        raise InputError("Model.fromVertexAi needs an endpoint (its first argument).")
+    return from_vertex_ai(kw.pop("endpoint"), **kw)
+
+
+def fromAiPlatformPredictor(*args: Any, **kwargs: Any):  # noqa: N802 - Earth Engine's spelling
+    """`ee.Model.fromAiPlatformPredictor` with Earth Engine's positional order (`AI_PLATFORM_ARGS`):
+    `fromAiPlatformPredictor(projectName, projectId, modelName, version, region, inputProperties, ...)`."""
+    kw = _positional(args, kwargs, AI_PLATFORM_ARGS, "Model.fromAiPlatformPredictor")
+    return from_ai_platform_predictor(**kw)

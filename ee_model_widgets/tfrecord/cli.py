@@ -50,6 +50,17 @@ def _size(text: str) -> int:
     return n
 
 
+def _depths(text: str) -> dict[str, int]:
+    """'probs=4,t=12' -> {"probs": 4, "t": 12} (Earth Engine's tensorDepths)."""
+    out = {}
+    for item in text.split(","):
+        name, _, depth = item.partition("=")
+        if not name.strip() or not depth.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected NAME=DEPTH[,NAME=DEPTH], got {text!r}")
+        out[name.strip()] = int(depth)
+    return out
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     """Add `tfrecord export` and `tfrecord import` to the `ee-model` command's subparsers."""
     p = subparsers.add_parser(
@@ -84,6 +95,18 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--max-file-size", type=_size, default=1 << 30, help="bytes per shard before compression (default 1G)"
     )
     e.add_argument("--default-value", type=float, default=0.0, help="value of masked pixels (default 0)")
+    e.add_argument(
+        "--tensor-depths",
+        type=_depths,
+        help="array bands as 3-D features: NAME=DEPTH[,NAME=DEPTH] (bands NAME_0, NAME_1, ...)",
+    )
+    e.add_argument("--sequence-data", action="store_true", help="one tf.train.SequenceExample per pixel")
+    e.add_argument(
+        "--masked-threshold",
+        type=float,
+        default=1.0,
+        help="drop patches with a larger share of masked pixels; below 1, no mixer is written (as in EE)",
+    )
     e.set_defaults(func=_export)
 
     i = sub.add_parser(
@@ -121,6 +144,9 @@ def _export(args) -> int:
         compressed=not args.no_compress,
         max_file_size=args.max_file_size,
         default_value=args.default_value,
+        tensor_depths=args.tensor_depths,
+        sequence_data=args.sequence_data,
+        masked_threshold=args.masked_threshold,
         progress=sys.stderr.isatty(),
     )
     for f in files:

@@ -18,7 +18,7 @@ import numpy as np
 from affine import Affine
 
 from ..errors import EEModelWidgetsError, ExportError, InputError, RegionError, TFRecordError
-from . import records
+from . import features, records
 from .mixer import Mixer, load_mixer
 
 # Upper bound on one strip read while exporting (bytes of float32): a row of patches is read
@@ -65,6 +65,9 @@ def export_image(
     default_value: float = 0,
     collapse_bands: bool = False,
     progress: bool = False,
+    tensor_depths: Mapping[str, int] | None = None,
+    sequence_data: bool = False,
+    masked_threshold: float = 1.0,
 ) -> list[str]:
     """Export `image` as Earth Engine TFRecord patches plus the mixer; returns the files written.
 
@@ -76,6 +79,13 @@ def export_image(
     bytes before compression. All files are written under temporary names and renamed at the
     end (the mixer last): a failed export leaves nothing behind, and shards of an earlier export
     with the same prefix are removed so they cannot be mistaken for part of this one.
+
+    Earth Engine's other `formatOptions` (feature layout in `tfrecord/features.py`):
+    `tensor_depths` {array band: depth} exports the bands `<name>_0..` as one 3-D feature;
+    `sequence_data` writes one SequenceExample per pixel; uint8 bands go out as raw bytes;
+    `masked_threshold` < 1 drops patches whose share of masked pixels (a pixel is masked when
+    any band is, counted without the kernel margin) exceeds it, and, as in Earth Engine, then
+    no mixer is written (the remaining patches no longer fill the grid).
     """
     from ..core.region import grid_for
 
@@ -88,6 +98,16 @@ def export_image(
     prefix = os.fspath(prefix)
     records.ensure_parent(prefix)
 
+    if (
+        isinstance(masked_threshold, bool)
+        or not isinstance(masked_threshold, (int, float, np.number))
+        or not 0 <= masked_threshold <= 1
+    ):
+        raise InputError(
+            f"masked_threshold must be a fraction in [0, 1] (the largest share of masked pixels a patch "
+            f"may have), got {masked_threshold!r}."
+        )
+    specs = features.plan_features(image.band_names, image.band_types, tensor_depths)
     grid = grid_for(image, region, proj)
     per_row, rows = grid.width // pw, grid.height // ph
     if per_row == 0 or rows == 0:
@@ -124,16 +144,28 @@ def export_image(
                 # One read per strip of patches, margins included: neighbours overlap by 2*margin.
                 strip_grid = grid.window(c0 * pw - mx, r * ph - my, n * pw + 2 * mx, stored_h)
                 strip = image.read(strip_grid, bands)
-                strip = np.ma.filled(strip, np.float32(default_value)).astype(np.float32, copy=False)
                 for i in range(n):
                     patch = strip[:, :, i * pw : i * pw + stored_w]
-                    writer.write(_patch_example(bands, patch, collapse_bands))
                     if bar is not None:
                         bar.update(1)
+                    if masked_threshold < 1:
+                        core = np.ma.getmaskarray(patch)[:, my : my + ph, mx : mx + pw]
+                        if core.any(axis=0).mean() > masked_threshold:
+                            continue
+                    if sequence_data:
+                        for rec in features.pixel_sequence_examples(
+                            specs, bands, patch, default_value, collapse_bands
+                        ):
+                            writer.write(rec)
+                    else:
+                        writer.write(
+                            features.patch_example(specs, bands, patch, default_value, collapse_bands)
+                        )
         writer.close()
         mixer_path = records.mixer_name(prefix)
-        with open(files.temp_for(mixer_path), "w", encoding="utf-8") as f:
-            f.write(mixer.to_json())
+        if masked_threshold == 1:
+            with open(files.temp_for(mixer_path), "w", encoding="utf-8") as f:
+                f.write(mixer.to_json())
         stale = records.stale_shards(prefix, writer.finals)
         # A mixer on disk vouches for complete shards: the old one goes first, the new one is
         # renamed last, after the new shards and the removal of an older export's extra shards.
@@ -156,14 +188,6 @@ def export_image(
     return written
 
 
-def _patch_example(bands: list[str], patch: np.ndarray, collapse: bool) -> bytes:
-    """One patch (bands, h, w) as a serialized Example: a float_list per band, or with
-    `collapse` one CHW float_list named after the first band (Earth Engine's collapseBands)."""
-    if collapse:
-        return records.example_bytes({bands[0]: records.float_feature(patch)})
-    return records.example_bytes({b: records.float_feature(patch[i]) for i, b in enumerate(bands)})
-
-
 # ---- predictions back -------------------------------------------------------------------------
 def read_predictions(
     files,
@@ -177,8 +201,11 @@ def read_predictions(
     and order, any number of shards; `mixer`: the export's `<prefix>-mixer.json` (path or dict).
     Each feature becomes a band (all features, sorted by name, unless `bands` picks and orders
     them); float_list, int64_list and Earth Engine's uint8-as-bytes features are accepted.
-    Patches may carry the kernel margin or not: it is detected from the feature length
-    (pass `kernel_size` if the margins differ between x and y) and cropped.
+    Patches may carry the kernel margin or not: it is detected from the feature length and
+    cropped. Pass `kernel_size` when the margins differ between x and y, or when the kernel is
+    as large as the patch or larger: records that big are refused otherwise, since a mixer of
+    another export (32 px patches declared, 64 px written) would pass for a margin. A mixer
+    describing more than `MAX_READ_PIXELS` pixels per band is refused before anything is allocated.
     """
     from ..core.image import Image
 
@@ -206,7 +233,12 @@ def read_predictions(
             feats = records.parse_example(raw, where).features.feature
             if out is None:
                 names = _pick_bands(feats, bands, where)
-                out = np.zeros((len(names), mix.rows * ph, mix.patches_per_row * pw), dtype=np.float32)
+                if margin is None and names[0] in feats:
+                    # the first record must fit the mixer before the mosaic is allocated
+                    margin = _detect_margin(
+                        _feature_size(feats[names[0]], where, names[0]), pw, ph, where, names[0]
+                    )
+                out = _allocate(mix, len(names))
             r, c = divmod(count, mix.patches_per_row)
             for i, name in enumerate(names):
                 if name not in feats:
@@ -228,8 +260,10 @@ def read_predictions(
                 if values.size != sw * sh:
                     raise TFRecordError(
                         f"{where}: feature {name!r} has {values.size} values, expected {sw * sh} "
-                        f"({sw}x{sh}, the size of the earlier patches). Every patch must have the same "
-                        "size: the exported patch size, with or without the kernel margin."
+                        f"({sw}x{sh}: the mixer's patchDimensions {pw}x{ph} + {margin[0]} px margins in x, "
+                        f"{margin[1]} in y{', from kernel_size' if kernel_size is not None else ', like the first patch'}). "
+                        "Every patch must have the same size: the exported patch size, with or without the "
+                        "kernel margin; check kernel_size and that the mixer belongs to these records."
                     )
                 patch = values.reshape(sh, sw)[margin[1] : margin[1] + ph, margin[0] : margin[0] + pw]
                 out[i, r * ph : (r + 1) * ph, c * pw : (c + 1) * pw] = patch
@@ -270,21 +304,58 @@ def _pick_bands(feats: Mapping, bands: Sequence[str] | None, where: str) -> list
     return list(bands)
 
 
+#: Largest mosaic `read_predictions` builds in memory, in pixels per band (as `to_numpy`).
+MAX_READ_PIXELS = 100_000_000
+
+
+def _allocate(mix: Mixer, nbands: int) -> np.ndarray:
+    """The mosaic the mixer describes, refused with a clear error when it is absurdly large."""
+    w, h = mix.patches_per_row * mix.patch_width, mix.rows * mix.patch_height
+    if w * h > MAX_READ_PIXELS:
+        raise TFRecordError(
+            f"The mixer describes a {w}x{h} px grid ({mix.patches_per_row}x{mix.rows} patches of "
+            f"{mix.patch_width}x{mix.patch_height} px), {w * h:,} pixels per band: more than read_predictions "
+            f"holds in memory ({MAX_READ_PIXELS:,}). Check that the mixer belongs to these records; split a "
+            "genuinely larger export into several exports."
+        )
+    return np.zeros((nbands, h, w), dtype=np.float32)
+
+
+def _feature_size(feature, where: str, name: str) -> int:
+    try:
+        return records.feature_array(feature).size
+    except ValueError as exc:
+        raise TFRecordError(f"{where}: feature {name!r} is {exc}; write a float_list per band.") from None
+
+
 def _detect_margin(size: int, pw: int, ph: int, where: str, name: str) -> tuple[int, int]:
-    """The per-side margin from a feature's length: 0, or m with (pw + 2m)(ph + 2m) == size."""
+    """The per-side margin from a feature's length: 0, or m with (pw + 2m)(ph + 2m) == size.
+
+    A margin of half the patch or more (a kernel at least as large as the patch: records at
+    least twice the mixer's patch per axis) is far more likely a mixer of another export than a
+    real kernel, so it is refused unless `kernel_size` says so."""
     if size == pw * ph:
         return (0, 0)
     # (pw + 2m)(ph + 2m) = size  ->  4m^2 + 2(pw + ph)m + pw*ph - size = 0
     disc = (pw + ph) ** 2 - 4 * (pw * ph - size)
-    if disc >= 0:
-        m = round((-(pw + ph) + math.isqrt(disc)) / 4)
-        if m > 0 and (pw + 2 * m) * (ph + 2 * m) == size:
-            return (m, m)
+    m = round((-(pw + ph) + math.isqrt(disc)) / 4) if disc >= 0 else 0
+    fits = m > 0 and (pw + 2 * m) * (ph + 2 * m) == size
+    if fits and 2 * m < min(pw, ph):
+        return (m, m)
+    side = math.isqrt(size)
+    shape = f" ({side}x{side} px if square)" if side * side == size else ""
+    if fits:
+        raise TFRecordError(
+            f"{where}: feature {name!r} has {size} values{shape}, but the mixer's patchDimensions are "
+            f"{pw}x{ph} ({pw * ph} values). That is a {2 * m} px kernel margin, as large as the patch: more "
+            f"likely the mixer belongs to another export (or the patches were written at another size). If the "
+            f"export really used kernelSize [{2 * m}, {2 * m}], pass kernel_size=[{2 * m}, {2 * m}]."
+        )
     raise TFRecordError(
-        f"{where}: feature {name!r} has {size} values, but the mixer's patches are {pw}x{ph} "
+        f"{where}: feature {name!r} has {size} values{shape}, but the mixer's patchDimensions are {pw}x{ph} "
         f"({pw * ph} values) and no kernel margin (pw + k) x (ph + k) gives {size}. Write patches of "
         "patchDimensions (optionally with the export's kernel margin; pass kernel_size= if it differs "
-        "between x and y)."
+        "between x and y), or use the mixer of the export these records come from."
     )
 
 

@@ -69,6 +69,12 @@ def float_feature(values: np.ndarray):
     return t.train.Feature(float_list=t.train.FloatList.FromString(b"\x0a" + _varint(len(raw)) + raw))
 
 
+def bytes_feature(data: bytes):
+    """A `tf.train.Feature` holding one bytes entry (Earth Engine's uint8 bands: raw pixel bytes)."""
+    t = tf()
+    return t.train.Feature(bytes_list=t.train.BytesList(value=[data]))
+
+
 def scalar_feature(value):
     """A property value as Earth Engine's table export writes it: numbers as float_list,
     strings as bytes_list, arrays flattened to float_list."""

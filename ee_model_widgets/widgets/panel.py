@@ -813,7 +813,7 @@ class Panel(widgets.VBox):
         lines = [html.escape(entry.description)] if entry.description else []
         if model is not None:
             p = model.params
-            ins = ", ".join(s.name for s in (model.inputs or [])) or "array"
+            ins = ", ".join(s.name for s in model.inputs) if model.inputs is not None else "one per band"
             lines.append(
                 f"inputs: {html.escape(ins)} · tile {list(p.input_tile_size)} + overlap {list(p.overlap)} "
                 f"→ output tile {list(p.output_tile_size)}"

@@ -395,8 +395,6 @@ def test_camel_case_aliases():
     assert model.params.fix_input_proj and model.params.overlap == (2, 2)
     got = model.predictImage(img, cache=None).to_numpy()
     np.testing.assert_array_equal(got.data[0], arr[0])
-    assert Model.fromVertexAi.__func__ is Model.from_vertex_ai.__func__
-    assert Model.fromAiPlatformPredictor.__func__ is Model.from_ai_platform_predictor.__func__
 
 
 def test_saved_model_with_string_inputs_points_to_the_server(tmp_path):

@@ -117,7 +117,7 @@ def test_feature_of_the_wrong_length_names_file_record_and_feature(export, tmp_p
     # A length that is neither the patch nor the patch plus a kernel margin, from the start.
     write_raw(path, [float_example(p=np.zeros(65))] * 8)
     with pytest.raises(
-        TFRecordError, match=r"record 0 of .*'p' has 65 values, but the mixer's patches are 8x8"
+        TFRecordError, match=r"record 0 of .*'p' has 65 values, but the mixer's patchDimensions are 8x8"
     ):
         read_predictions(path, prefix + "-mixer.json")
 

@@ -7,8 +7,10 @@ import json
 import os
 
 import numpy as np
+import pytest
 from affine import Affine
 
+from ee_model_widgets.errors import TFRecordError
 from ee_model_widgets.tfrecord import Mixer, dataset, load_mixer, read_predictions
 
 FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "tfrecord")
@@ -42,7 +44,11 @@ def test_shards_listed_out_of_order_are_put_in_shard_order():
 
 
 def test_uint8_bytes_with_kernel_margin_on_a_south_up_grid():
-    img = read_predictions(fx("uint8_margin", "classes.TFRecord"), fx("uint8_margin", "classes-mixer.json"))
+    files, mixer = fx("uint8_margin", "classes.TFRecord"), fx("uint8_margin", "classes-mixer.json")
+    # 8x8 records for 4x4 patches: a kernel as large as the patch is only taken when given
+    with pytest.raises(TFRecordError, match=r"64 values \(8x8 px if square\).*kernel_size=\[4, 4\]"):
+        read_predictions(files, mixer)
+    img = read_predictions(files, mixer, kernel_size=4)
     assert img.band_names == ["class"]
     # South-up in the mixer (yScale > 0): returned north-up, same ground positions.
     t = img.grid.transform

@@ -56,7 +56,12 @@ def test_a_rest_model_travels_as_its_endpoint_without_connections():
 def test_a_model_that_cannot_describe_itself_is_refused_with_the_fix():
     from ee_model_widgets.core.params import EEParams
 
-    bare = Model(lambda b: b["array"], EEParams.from_kwargs(input_tile_size=8), name="bare", fingerprint="x")
+    bare = Model(
+        lambda b: next(iter(b.values()))[..., :1],
+        EEParams.from_kwargs(input_tile_size=8),
+        name="bare",
+        fingerprint="x",
+    )
     with pytest.raises(
         ModelError, match=r"'bare' cannot be sent to workers: it was not built by a Model.from_\*"
     ):
