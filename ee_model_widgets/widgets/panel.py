@@ -47,6 +47,7 @@ from .jobs import Jobs
 from .legend import legend_png
 from .map import Map, zoom_for_bounds
 from .prediction_layer import PredictionLayer
+from .threshold import ThresholdControl, class_palette
 
 log = logging.getLogger(__name__)
 
@@ -343,8 +344,10 @@ class Panel(widgets.VBox):
         self.palette = PalettePicker("viridis")
         self.opacity = widgets.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, description="Opacity")
         self.opacity.add_class("emw-opacity")
+        self.threshold = ThresholdControl(self.map, image)
         display_tab = widgets.VBox(
             [self.band, widgets.HBox([self.vmin, self.vmax]), self.stretch_button, self.palette, self.opacity]
+            + [self.threshold]
         )
 
         # ---- Inspect, Compare, Export tabs ----------------------------------------------
@@ -546,7 +549,7 @@ class Panel(widgets.VBox):
 
     def close(self) -> None:
         self._jobs.close()
-        for layer in (self.scene_layer, self.layer, self.compare_layer):
+        for layer in (self.scene_layer, self.layer, self.compare_layer, self.threshold.layer):
             if layer is not None:
                 layer.close()
         super().close()
@@ -724,6 +727,7 @@ class Panel(widgets.VBox):
         self.layer.image = display
         self.layer.vis_params = vis
         self.layer.visible = True
+        self.threshold.set_source(display, band, class_palette(entry.vis_params))
         self._update_model_info(entry, model)
         self._update_legend()
         self._refresh_status()
@@ -928,6 +932,7 @@ class Panel(widgets.VBox):
             with self._quietly():
                 self._show_vis_controls(vis, categorical)
             self.layer.vis_params = vis
+            self.threshold.set_source(display, band, class_palette(entry.vis_params))
             self._update_legend()
             self._sync_compare_vis()
 
