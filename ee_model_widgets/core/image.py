@@ -233,10 +233,21 @@ class Image(BandMath):
         return self.read(grid, resampling=resampling)
 
     def export(self, path: str | os.PathLike, region=None, proj=None, **kwargs) -> str:
-        """Write a tiled, compressed float32 GeoTIFF window by window; see `export_geotiff`."""
+        """Write a float32 Cloud-Optimized GeoTIFF chunk by chunk, locally or on a dask cluster
+        (`client=`); see `export_geotiff`."""
         from .export import export_geotiff
 
         return export_geotiff(self, path, region=region, proj=proj, **kwargs)
+
+    def to_xarray(self, region=None, proj=None, chunks=None, resampling=None):
+        """A lazy dask-backed `xarray.DataArray` (band, y, x) of `region` on `proj`'s lattice.
+
+        Computing a chunk reads only that window (a prediction: its model cells, in one batch);
+        chunks default to whole model cells. Needs `pip install 'ee_model_widgets[cluster]'`.
+        """
+        from .lazy import to_xarray
+
+        return to_xarray(self, region=region, proj=proj, chunks=chunks, resampling=resampling)
 
     def sample(self, lon: float, lat: float, proj=None) -> dict[str, float | None]:
         """Band values of the pixel containing (lon, lat) at native scale (None if masked)."""

@@ -169,6 +169,7 @@ class Panel(widgets.VBox):
         *,
         image_vis_params: Mapping[str, dict] | None = None,
         basemap="auto",
+        client=None,
     ):
         if not models:
             raise InputError("explore() needs at least one model.")
@@ -365,7 +366,7 @@ class Panel(widgets.VBox):
         compare_tab = widgets.VBox(
             [self.compare, self.compare_model, self.compare_fix, self.compare_overlap, self.compare_info]
         )
-        self.exporter = Exporter(default_path=os.path.join(os.getcwd(), "prediction.tif"))
+        self.exporter = Exporter(default_path=os.path.join(os.getcwd(), "prediction.tif"), client=client)
 
         self.tabs = widgets.Tab(
             children=[model_tab, data_tab, display_tab, self.inspector, compare_tab, self.exporter],
@@ -1146,9 +1147,10 @@ class Panel(widgets.VBox):
         if pred is None:
             self.exporter.failed("no prediction to export: pick a model that works first.")
             return
-        self.exporter.started(target)
+        options = self.exporter.run_options()  # the cluster's client when chosen, the cancel flag
+        self.exporter.started(target, options["client"])
         try:
-            path = export_with_progress(pred, target, self.region, self.exporter.on_progress)
+            path = export_with_progress(pred, target, self.region, self.exporter.on_progress, **options)
         except Exception as exc:  # noqa: BLE001
             self.exporter.failed(f"{type(exc).__name__}: {exc}")
             self._set_error(exc, "export")
@@ -1208,13 +1210,14 @@ def _normalise_models(models) -> list[ModelEntry]:
     return entries
 
 
-def explore(models=None, image=None, region=None, *, basemap="auto") -> Panel:
+def explore(models=None, image=None, region=None, *, basemap="auto", client=None) -> Panel:
     """Open the Model Explorer panel (map + controls); with no arguments, on the embedded demo.
 
     `models`: None (the demo models), an `emw.Model`, a path/URL, or a list/dict of them.
     `image`: None (the demo Sentinel-2 scene), an `emw.Image` or a GeoTIFF path.
     `region`: None (the image extent), a (west, south, east, north) lon/lat tuple or GeoJSON;
-    used by the export and the automatic stretch. `basemap`: see `emw.Map`.
+    used by the export and the automatic stretch. `basemap`: see `emw.Map`. `client`: a
+    `distributed.Client` the Export tab can run on (default: the kernel's, if any).
     """
     from .. import demo
 
@@ -1240,4 +1243,4 @@ def explore(models=None, image=None, region=None, *, basemap="auto") -> Panel:
                 f"explore(image=...) takes an emw.Image or a GeoTIFF path, got {type(image).__name__}."
             )
         images = {name: img}
-    return Panel(entries, images, region, image_vis_params=vis, basemap=basemap)
+    return Panel(entries, images, region, image_vis_params=vis, basemap=basemap, client=client)

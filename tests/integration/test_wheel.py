@@ -27,6 +27,7 @@ def test_wheel_installs_an_enabled_labextension_without_node(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     prefix = "ee_model_widgets-0.1.0.data/data/share/jupyter/labextensions/ee-model-widgets/"
     assert prefix + "package.json" in names
+    assert names.count(prefix + "install.json") == 1  # JupyterLab: "uninstall with pip", exactly once
     assert any(n.startswith(prefix + "static/remoteEntry.") for n in names)
     check_nbextension(zipfile.ZipFile(wheel), tmp_path)
 

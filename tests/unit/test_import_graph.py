@@ -1,0 +1,152 @@
+"""The package's house rules, read from its source (AST): no import cycles, core below widgets, small modules.
+
+Every import counts, including those inside functions (a function-local import hides a cycle,
+it does not remove it).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "ee_model_widgets"
+MAX_LINES = 600
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py") if "labextension" not in p.parts}
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Package modules that module `name` imports, anywhere in its body."""
+    is_pkg = path.name == "__init__.py"
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        else:
+            continue
+        for t in targets:
+            # the deepest known module the import names (a name imported from a module is the module)
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                out.add(t)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    known = set(mods)
+    graph = {m: _imports(m, p, known) for m, p in mods.items()}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _without_package_inits(graph):
+    """Edges into a package's __init__ from inside that package are re-export plumbing, not layering."""
+    return {
+        m: {t for t in deps if not (m.startswith(t + ".") and t.count(".") < m.count("."))}
+        for m, deps in graph.items()
+    }
+
+
+# Known debt, to be paid by the restructuring of the package: strict, so
+# the day these rules hold the xfail itself fails and must be removed.
+HOUSE_DEBT = pytest.mark.xfail(
+    strict=True,
+    reason="the package still has import cycles and modules over 600 lines (restructuring pending)",
+)
+
+
+@HOUSE_DEBT
+def test_no_import_cycles():
+    cycles = _cycles(_without_package_inits(_graph()))
+    assert not cycles, "import cycles (function-local imports included): " + "; ".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def test_core_never_imports_widgets_or_the_web_stack():
+    graph = _graph()
+    bad = {
+        m: sorted(d for d in deps if d.startswith("ee_model_widgets.widgets"))
+        for m, deps in graph.items()
+        if m.startswith("ee_model_widgets.core")
+    }
+    assert not {m: d for m, d in bad.items() if d}
+    for path in (PACKAGE / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for n in names:
+                assert n.split(".")[0] not in {"ipywidgets", "ipyleaflet", "traitlets"}, (
+                    f"{path.name} imports {n}"
+                )
+
+
+@HOUSE_DEBT
+def test_modules_stay_small():
+    big = {
+        str(p.relative_to(PACKAGE.parent)): n
+        for p in _modules().values()
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def test_the_rules_see_a_cycle():
+    """The cycle finder itself: a two-module loop through a function-local import is found."""
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
