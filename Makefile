@@ -16,17 +16,13 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 # Editable install: builds the TypeScript with npm and links the labextension into the venv.
-# A re-install writes the wheel's install.json through that link into the build directory, where
-# the next build would find it twice (hatch: "A second file is being added"): remove it first.
 install: $(PY)
-	rm -f ee_model_widgets/labextension/install.json
 	$(PIP) install --quiet -e ".[lab]"
 	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 	$(copy_nbextension)
 	$(copy_voila_labextension)
 
 install-test: $(PY)
-	rm -f ee_model_widgets/labextension/install.json
 	$(PIP) install --quiet -e ".[test]"
 	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 	$(copy_nbextension)
