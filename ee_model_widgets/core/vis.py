@@ -232,12 +232,10 @@ def _lut_index(v: np.ndarray) -> np.ndarray:
 
 
 def _palette_key(palette):
-    """A hashable form of a palette, for the LUT cache."""
-    if isinstance(palette, np.ndarray):
-        palette = palette.tolist()
-    if isinstance(palette, list):
-        return tuple(tuple(c) if isinstance(c, list) else c for c in palette)
-    return palette
+    """A hashable form of a palette for the LUT cache: a name as is, colours as RGBA tuples."""
+    if isinstance(palette, str):
+        return palette
+    return tuple(map(tuple, parse_palette(palette).tolist()))  # raises InputError if invalid
 
 
 @lru_cache(maxsize=64)

@@ -186,3 +186,9 @@ def test_palette_colours_are_within_one_level_of_exact_interpolation(palette, dt
     diff = np.abs(rgba[0].astype(int) - np.rint(exact * 255).astype(int))
     assert diff.max() <= 1, diff.max()
     assert (diff == 0).mean() > 0.95  # off by one only at rounding boundaries
+
+
+@pytest.mark.parametrize("palette", [{"a": 1}, [], ["not-a-colour"]])
+def test_an_invalid_palette_is_an_input_error_not_a_cache_type_error(palette):
+    with pytest.raises(InputError, match="(?i)palette|colour"):
+        render(np.zeros((1, 2, 2)), {"palette": palette})
