@@ -134,11 +134,15 @@ window.__emw = (() => {
   }, true);
   return {
     S,
+    // Before a zoom: the view is complete only once its tiles are in a new level container
+    // (right after the keypress the old level is still the top one, and complete).
+    arm(zoom) { S.level0 = zoom ? level() : null; },
     mark() { for (const img of document.querySelectorAll('.leaflet-tile-container img')) img.dataset.benchOld = img.src; },
     // Every tile of the view drawn, at least `expected` of them, none of them showing what it
     // showed at mark() (ours redraws with new tiles; jupyter-leaflet's TileLayer swaps each
     // tile's src in place once the new image has loaded).
     done(expected) {
+      if (S.level0 && level() === S.level0) return null;
       const v = visible();
       const ok = v.filter(img => good(img) && img.dataset.benchOld !== img.src);
       return v.length >= expected && ok.length === v.length ? performance.now() - S.t0 : null;
@@ -194,9 +198,9 @@ def wait_done(nb: NotebookPage, expected: int, timeout: float = 120) -> float:
 
 
 def screenshot_map(nb: NotebookPage) -> np.ndarray:
-    box = nb.page.locator(".leaflet-container").first.bounding_box()
-    clip = {"x": round(box["x"]), "y": round(box["y"]), "width": MAP_W, "height": MAP_H}
-    return np.asarray(PILImage.open(io.BytesIO(nb.page.screenshot(clip=clip))).convert("RGB")).astype(int)
+    """RGB pixels of the whole map as shown (the element is scrolled into view if needed)."""
+    png = nb.page.locator(".leaflet-container").first.screenshot()
+    return np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
 def run_side(browser, server, name: str, cells: list[str], ctx: dict) -> dict:
@@ -214,14 +218,17 @@ def run_side(browser, server, name: str, cells: list[str], ctx: dict) -> dict:
         nb.page.focus(".leaflet-container")
         out: dict = {"schemes": schemes}
         # (1) cold zoom-in, (2) cached zoom-out.
+        nb.page.evaluate("window.__emw.arm(true)")
         nb.page.keyboard.press("Equal")
         out["cold_ms"] = wait_done(nb, expected_tiles(center, z0 + 1, bounds))
         nb.page.wait_for_timeout(500)
+        nb.page.evaluate("window.__emw.arm(true)")
         nb.page.keyboard.press("Minus")
         out["cached_ms"] = wait_done(nb, expected_tiles(center, z0, bounds))
         nb.page.wait_for_timeout(500)
         # (3) restyle from the kernel, five colormaps.
         restyles = []
+        nb.page.evaluate("window.__emw.arm(false)")
         for cmap in PALETTES:
             nb.page.evaluate("window.__emw.mark()")
             nb.page.evaluate(f"window.__emw.restyle({json.dumps(cmap)})")
@@ -229,8 +236,10 @@ def run_side(browser, server, name: str, cells: list[str], ctx: dict) -> dict:
             nb.page.wait_for_timeout(300)
         out["restyle_ms"] = restyles
         # (4) pan at z0 + 1: six drags of 256 px (the view moves east), 200 ms apart.
+        nb.page.evaluate("window.__emw.arm(true)")
         nb.page.keyboard.press("Equal")
         wait_done(nb, expected_tiles(center, z0 + 1, bounds))
+        nb.page.evaluate("window.__emw.arm(false)")
         nb.page.wait_for_timeout(500)
         box = nb.page.locator(".leaflet-container").first.bounding_box()
         cx, cy = box["x"] + MAP_W / 2, box["y"] + MAP_H / 2
