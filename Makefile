@@ -19,10 +19,22 @@ $(PY):
 install: $(PY)
 	$(PIP) install --quiet -e ".[lab]"
 	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
+	$(copy_nbextension)
 
 install-test: $(PY)
 	$(PIP) install --quiet -e ".[test]"
 	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
+	$(copy_nbextension)
+
+# The classic Notebook / VS Code bundle, put where a wheel install puts it (pyproject's shared-data).
+# Copied, not linked: the notebook server refuses (403) to serve an nbextension through a symlink
+# that leaves its static directory. After changing js/, run `make install` (or copy) again.
+define copy_nbextension
+	rm -rf $(VENV)/share/jupyter/nbextensions/ee-model-widgets
+	mkdir -p $(VENV)/share/jupyter/nbextensions $(VENV)/etc/jupyter/nbconfig/notebook.d
+	cp -r ee_model_widgets/nbextension $(VENV)/share/jupyter/nbextensions/ee-model-widgets
+	cp jupyter-config/nbconfig/notebook.d/ee-model-widgets.json $(VENV)/etc/jupyter/nbconfig/notebook.d/
+endef
 
 # The quickstart asks to run itself when opened (metadata "autorun"); our extension only does
 # that for notebooks the user trusts, so trust it first.
@@ -71,4 +83,4 @@ bench: install-test
 	$(PY) benchmarks/report.py --write
 
 clean:
-	rm -rf $(VENV) $(KVENV) node_modules lib ee_model_widgets/labextension
+	rm -rf $(VENV) $(KVENV) node_modules lib dist ee_model_widgets/labextension ee_model_widgets/nbextension

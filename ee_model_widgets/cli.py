@@ -65,6 +65,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"  outputs   : {', '.join(o.describe() for o in sig.outputs.values())}", flush=True)
         if token:
             print("  auth      : Authorization: Bearer <token> required", flush=True)
+        origins = ", ".join(args.allow_origin) or "none (browser requests are refused; see --allow-origin)"
+        print(f"  web pages : {origins}", flush=True)
         print(
             f"  in Python : emw.Model.from_vertex_ai({handle.url!r}{', token=...' if token else ''}, "
             "input_tile_size=[...], output_bands={...})",
@@ -87,9 +89,18 @@ def _serve(args: argparse.Namespace) -> int:
             max_batch_size=args.max_batch_size,
             batch_window_ms=args.batch_window_ms,
             log_level=args.log_level,
+            max_instance_elements=args.max_instance_elements,
+            max_request_elements=args.max_request_elements,
+            max_inflight_elements=args.max_inflight_elements,
+            allow_origins=args.allow_origin,
+            allow_hosts=args.allow_host,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            keep_alive_timeout=args.keep_alive_timeout,
+            max_connections=args.max_connections,
         )
     except KeyboardInterrupt:
-        pass  # Ctrl-C is how a foreground server is stopped; uvicorn already shut down gracefully
+        pass  # a second Ctrl-C while draining: uvicorn stopped at once
     print("Server stopped.", flush=True)
     return 0
 
@@ -109,6 +120,16 @@ def _positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return n
+
+
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        x = -1.0
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return x
 
 
 def _port(text: str) -> int:
@@ -190,6 +211,65 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=2.0,
         help="wait this long for requests to batch together (default 2)",
+    )
+    s.add_argument(
+        "--max-instance-elements",
+        type=_positive_int,
+        default=4 * 1024 * 1024,
+        help="tensor elements per instance and input, checked before allocating; more gets 413 (default 4194304)",
+    )
+    s.add_argument(
+        "--max-request-elements",
+        type=_positive_int,
+        default=32 * 1024 * 1024,
+        help="tensor elements per request, all instances together; more gets 413 (default 33554432)",
+    )
+    s.add_argument(
+        "--max-inflight-elements",
+        type=_positive_int,
+        default=128 * 1024 * 1024,
+        help="tensor elements all requests in flight may hold together; more gets 503 (default 134217728)",
+    )
+    s.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN (e.g. http://localhost:8888, or *) call the server; repeatable. "
+        "By default every request carrying an Origin header (i.e. from a browser) is refused",
+    )
+    s.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests addressed to this host name (default: the bound address, loopback "
+        "names, and with --host 0.0.0.0 this machine's name and any IP address); repeatable; * turns the check off "
+        "(behind a proxy that checks Host itself)",
+    )
+    s.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=10.0,
+        help="seconds to send request headers (default 10)",
+    )
+    s.add_argument(
+        "--body-timeout",
+        type=_positive_float,
+        default=60.0,
+        help="seconds to send a request body (default 60)",
+    )
+    s.add_argument(
+        "--keep-alive-timeout",
+        type=_positive_float,
+        default=15.0,
+        help="seconds an idle connection stays open (default 15)",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=1024,
+        help="open connections; beyond, the oldest idle one is closed (default 1024)",
     )
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(func=_serve)

@@ -2,16 +2,18 @@
 
 The output is a tiled (256x256), compressed float32 GeoTIFF whose band descriptions are the
 band names. Masked pixels are written as NaN and the file's nodata is NaN, so every GIS tool
-(and `Image.open`) reads them back as no data, with a separate mask per band. The file is
-written to `<path>.tmp-XXXX` beside the target and renamed at the end, so a failed or
-interrupted export never leaves a half-written file at `path`.
+(and `Image.open`) reads them back as no data, with a separate mask per band. The target is
+checked before any pixel is computed (a folder, a missing or read-only folder, too little
+free space for an uncompressed file: `ExportError`), the file is written to a hidden
+temporary beside it and renamed at the end (`output_file.py`), so a failed or interrupted
+export never leaves a half-written file at `path`, and the file gets the permissions of any
+new file (the umask).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,6 +22,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from ..errors import EEModelWidgetsError, ExportError, InputError
+from .output_file import check_target, describe_os_error, output_file
 from .region import grid_for
 
 if TYPE_CHECKING:
@@ -43,7 +46,8 @@ def export_geotiff(
 
     Reads `block_size` x `block_size` windows one at a time (memory stays bounded whatever
     the image size). `overviews=True` also builds internal averaged overviews for fast
-    zoomed-out display.
+    zoomed-out display. A target that cannot be written raises `ExportError` before any
+    pixel is read; a failure later leaves `path` as it was.
     """
     from tqdm.auto import tqdm
 
@@ -52,11 +56,10 @@ def export_geotiff(
         raise InputError(f"block_size must be a positive multiple of {_BLOCK}, got {block_size!r}.")
     grid = grid_for(image, region, proj)
     bands = image.band_names
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ExportError(f"Cannot export to {path}: the folder {directory} does not exist. Create it first.")
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=directory)
-    os.close(fd)
+    compressed = bool(compress) and str(compress).lower() != "none"
+    # Only an uncompressed file's size is known before the work (float32, + 1/3 for overviews).
+    size = None if compressed else grid.width * grid.height * len(bands) * 4 * (4 if overviews else 3) // 3
+    check_target(path, size)
 
     profile = {
         "driver": "GTiff",
@@ -72,7 +75,7 @@ def export_geotiff(
         "blockysize": _BLOCK,
         "BIGTIFF": "IF_SAFER",
     }
-    if compress and str(compress).lower() != "none":
+    if compressed:
         profile["compress"] = compress
         if str(compress).lower() in ("deflate", "lzw", "zstd"):
             profile["predictor"] = 3  # floating-point predictor: much smaller float32 files
@@ -89,7 +92,7 @@ def export_geotiff(
         unit="window",
     )
     try:
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with output_file(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for i, name in enumerate(bands):
                 dst.set_band_description(i + 1, name)
             for col, row, w, h in windows:
@@ -100,24 +103,11 @@ def export_geotiff(
                 factors = [2**k for k in range(1, 1 + int(math.log2(max(grid.width, grid.height) / _BLOCK)))]
                 if factors:
                     dst.build_overviews(factors, Resampling.average)
-        os.replace(tmp, path)
     except BaseException as exc:
-        _remove(tmp)
         if isinstance(exc, (EEModelWidgetsError, KeyboardInterrupt, SystemExit, MemoryError)):
             raise
-        raise ExportError(
-            f"Export to {path} failed and nothing was written: {type(exc).__name__}: {exc}"
-        ) from exc
+        reason = describe_os_error(exc, os.path.dirname(os.path.abspath(path)))
+        raise ExportError(f"Export to {path} failed and nothing was written: {reason}") from exc
     finally:
         bar.close()
     return path
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-    for side in (path + ".aux.xml", path + ".ovr"):
-        if os.path.exists(side):
-            os.remove(side)

@@ -35,6 +35,7 @@ from affine import Affine
 from rasterio.warp import transform_bounds
 
 from ..errors import InputError, ModelError
+from .antimeridian import footprints
 from .cache import CellCache, default_cache
 from .grid import Grid
 from .image import Image, empty_read
@@ -163,7 +164,7 @@ class PredictedImage(Image):
             proj.crs, proj.transform, p.input_tile_size, p.overlap, p.output_tile_size
         )
         self._grid: Grid | None = None
-        self._footprints: dict[tuple, tuple[int, int, int, int] | None] = {}
+        self._footprint_cache: dict[tuple, list[tuple[int, int, int, int]]] = {}
         self._fp_lock = threading.Lock()
         # Streaming views (exports) read the shared cache but keep new cells in a small
         # private one, so an export's memory does not grow with its size and it does not
@@ -210,27 +211,23 @@ class PredictedImage(Image):
         return self._grid
 
     def _footprint(self, lattice: Lattice) -> tuple[int, int, int, int] | None:
-        """The source image's extent as an output-pixel window of `lattice` (cached)."""
+        """The source image's extent as an output-pixel window of `lattice` (cached); across
+        the antimeridian, unwrapped east past 180° (`_footprints` has both sides)."""
+        feet = self._footprints(lattice)
+        return feet[0] if feet else None
+
+    def _footprints(self, lattice: Lattice) -> list[tuple[int, int, int, int]]:
         key = lattice.key
         with self._fp_lock:
-            if key in self._footprints:
-                return self._footprints[key]
+            if key in self._footprint_cache:
+                return self._footprint_cache[key]
         src = self.source.grid
-        if src.crs == lattice.crs:
-            bounds = src.bounds
-        else:
-            try:
-                bounds = transform_bounds(src.crs, lattice.crs, *src.bounds, densify_pts=21)
-            except Exception:  # noqa: BLE001 - PROJ errors come in several types
-                bounds = None
-            if bounds is not None and not all(math.isfinite(v) for v in bounds):
-                bounds = None
-        win = pixel_window(lattice.out_transform, bounds) if bounds is not None else None
+        wins = [pixel_window(lattice.out_transform, b) for b in footprints(src.bounds, src.crs, lattice.crs)]
         with self._fp_lock:
-            if len(self._footprints) > 64:  # one entry per zoom level in practice
-                self._footprints.clear()
-            self._footprints[key] = win
-        return win
+            if len(self._footprint_cache) > 64:  # one entry per zoom level in practice
+                self._footprint_cache.clear()
+            self._footprint_cache[key] = wins
+        return wins
 
     # ---- planning ----------------------------------------------------------------------------
     def _make_plan(self, grid: Grid, bands: list[str], resampling) -> _Plan:
@@ -240,18 +237,23 @@ class PredictedImage(Image):
             offset = aligned_offset(lattice.out_transform, lattice.crs, grid)
         else:
             lattice, offset = lattice_for_request(grid, p.input_tile_size, p.overlap, p.output_tile_size)
-        foot = self._footprint(lattice)
+        feet = self._footprints(lattice)
         if offset is not None:
             window = (offset[0], offset[1], offset[0] + grid.width, offset[1] + grid.height)
         else:
             window = self._request_window(grid, lattice, resampling)
             if window is None:
-                window = foot
+                window = feet[0] if feet else None
         cells = None
-        if window is not None and foot is not None:
-            hit = intersect(window, foot)
-            if hit is not None:
-                cells = lattice.cells_for_output_window(*hit)
+        hits = [h for f in feet if window is not None and (h := intersect(window, f)) is not None]
+        if hits:  # two only for a request across the antimeridian: their bounding box
+            hit = (
+                min(h[0] for h in hits),
+                min(h[1] for h in hits),
+                max(h[2] for h in hits),
+                max(h[3] for h in hits),
+            )
+            cells = lattice.cells_for_output_window(*hit)
         return _Plan(grid, bands, resampling, lattice, offset, cells)
 
     def _request_window(self, grid: Grid, lattice: Lattice, resampling) -> tuple[int, int, int, int] | None:

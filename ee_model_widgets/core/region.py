@@ -4,6 +4,7 @@
 that projection" into the exact pixels to read: the region's bounds, taken into `proj`'s CRS
 (edges densified, so curved edges are covered), snapped outwards to whole pixels of `proj`'s
 lattice. Only the region's bounding box counts; pixels outside a polygon are not masked.
+An extent that crosses the antimeridian is unwrapped, east past 180° (`antimeridian.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.warp import transform as transform_points
 
 from ..errors import ProjectionError, RegionError
+from .antimeridian import crossing_resolution, unwrapped_bounds
 from .grid import Grid, snap_bounds
 from .projection import Projection
 
@@ -112,7 +114,7 @@ def region_bounds(region) -> tuple[float, float, float, float]:
         if w > e:
             raise RegionError(
                 f"{what} {_fmt(bounds)} has west > east: the order is (west, south, east, north). "
-                "A region crossing the antimeridian must be split in two."
+                f"A region crossing the antimeridian (180°) goes east past 180: ({w:g}, {s:g}, {e + 360:g}, {n:g})."
             )
         if s > n:
             raise RegionError(
@@ -121,10 +123,12 @@ def region_bounds(region) -> tuple[float, float, float, float]:
     else:
         raise RegionError(f"Cannot use {region!r} as a region: a region is {_ACCEPTED}.")
     w, s, e, n = bounds
-    if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
+    # East may run past 180 (at most one turn): a region across the antimeridian, unwrapped.
+    if not (-180 <= w <= 180 and -180 <= e <= w + 360 and -90 <= s <= 90 and -90 <= n <= 90):
         raise RegionError(
-            f"{what} {_fmt(bounds)} is out of lon/lat range (longitude -180..180, latitude -90..90): "
-            "regions are in degrees (EPSG:4326), in (west, south, east, north) order."
+            f"{what} {_fmt(bounds)} is out of lon/lat range (longitude -180..180, latitude -90..90, "
+            "east up to west + 360 across the antimeridian): regions are in degrees (EPSG:4326), "
+            "in (west, south, east, north) order."
         )
     if w == e or s == n:
         raise RegionError(
@@ -135,15 +139,24 @@ def region_bounds(region) -> tuple[float, float, float, float]:
 
 # ---- bounds in other CRSs ---------------------------------------------------------------------
 def lonlat_bounds(grid: Grid) -> tuple[float, float, float, float]:
-    """(west, south, east, north) in lon/lat degrees of a grid's extent (edges densified)."""
+    """(west, south, east, north) in lon/lat degrees of a grid's extent (edges densified).
+
+    West < east always: across the antimeridian, east runs past 180 (e.g. 177..185).
+    """
     if grid.crs == WGS84:
         return grid.bounds
+    unwrapped = unwrapped_bounds(grid.bounds, grid.crs, WGS84)
+    if unwrapped is not None:
+        return unwrapped
     return tuple(float(v) for v in transform_bounds(grid.crs, WGS84, *grid.bounds, densify_pts=_DENSIFY))
 
 
 def _to_crs(bounds, src: CRS, dst: CRS) -> tuple[float, float, float, float] | None:
     if src == dst:
         return tuple(bounds)
+    unwrapped = unwrapped_bounds(bounds, src, dst)  # raises if dst is cut at 180° for good
+    if unwrapped is not None:
+        return unwrapped
     try:
         b = transform_bounds(src, dst, *bounds, densify_pts=_DENSIFY)
     except Exception:  # noqa: BLE001 - PROJ failures come as several exception types
@@ -187,6 +200,12 @@ def resolve_projection(image: Image, proj=None) -> Projection:
     if proj.transform is not None:
         return proj
     g = image.grid
+    if unwrapped_bounds(g.bounds, g.crs, proj.crs) is not None:
+        # Across the antimeridian GDAL sizes pixels for the whole world: use the image's own.
+        x, y = g.transform @ (g.width / 2, g.height / 2)
+        res = crossing_resolution(g.transform, g.crs, proj.crs, x, y)
+        if res is not None:
+            return Projection(proj.crs, Affine(res, 0, 0, 0, -res, 0))
     try:
         t, _, _ = calculate_default_transform(g.crs, proj.crs, g.width, g.height, *g.bounds)
     except Exception as exc:  # noqa: BLE001
@@ -246,9 +265,12 @@ def point_grid(image: Image, lon: float, lat: float, proj=None) -> Grid:
         lon, lat = float(lon), float(lat)
     except (TypeError, ValueError):
         raise RegionError(f"A point needs numeric lon/lat, got ({lon!r}, {lat!r}).") from None
-    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-        raise RegionError(f"Point ({lon}, {lat}) is out of range: longitude -180..180, latitude -90..90.")
+    if not (math.isfinite(lon) and -90 <= lat <= 90):
+        raise RegionError(f"Point ({lon}, {lat}) is out of range: latitude -90..90, a finite longitude.")
     p = resolve_projection(image, proj)
+    if p.crs.is_geographic:  # the same place on the image's side of the antimeridian (a map
+        west = image.bounds[0]  # click in another world copy, or 181 for an unwrapped scene)
+        lon = west + (lon - west) % 360.0
     xs, ys = transform_points(WGS84, p.crs, [lon], [lat])
     if not (math.isfinite(xs[0]) and math.isfinite(ys[0])):
         raise RegionError(f"Point ({lon}, {lat}) cannot be expressed in {p!r}.")

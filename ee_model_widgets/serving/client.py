@@ -48,6 +48,10 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1_500_000
 # call takes is in flight: one batch runs while the next arrives and is parsed. With 4, our
 # server ran one-tile requests in batches of 2; with 8, of ~4 (benchmarks/serving.py).
 DEFAULT_MAX_CONCURRENCY = 8
+# A reply tensor may declare its shape with no data (TensorProto's "splat" form), so a hostile or
+# broken endpoint could make a few bytes allocate gigabytes in the user's kernel: each decoded
+# output instance is capped at 2**25 elements (128 MiB of float32, a 4096 x 4096 x 2 tile).
+MAX_REPLY_ELEMENTS = 1 << 25
 _VERTEX_RESOURCE = re.compile(r"^projects/([^/]+)/locations/([^/]+)/endpoints/([^/:]+)$")
 _ENVELOPE = len(b'{"instances":[]}')
 _CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -219,19 +223,31 @@ def _requests(encode: Callable[[int], list], n: int, max_payload_bytes: int, too
         yield idx, b"".join([*parts, b"]}"])
 
 
+def _too_large_reply(where: str, exc: Exception) -> str:
+    return (
+        f"{where}: the endpoint's reply declares a tensor far larger than a tile, refused before "
+        f"allocating it ({exc.args[0].split(';')[0]}; this client accepts at most {MAX_REPLY_ELEMENTS} "
+        "elements per output instance). Check that the endpoint serves the model you meant."
+    )
+
+
 def _decode_value(value: Any, payload_format: str, where: str) -> np.ndarray:
     """One output of one instance from the reply."""
     if isinstance(value, str) and payload_format == "SERIALIZED_TF_TENSORS":
         try:
-            return codec.decode_tensor(value, copy=False)  # _stack copies
+            return codec.decode_tensor(value, copy=False, max_elements=MAX_REPLY_ELEMENTS)  # _stack copies
+        except codec.TensorTooLarge as exc:
+            raise ServingError(_too_large_reply(where, exc)) from None
         except InputError as exc:
             raise ServingError(f"{where}: not a base64 serialized TensorProto ({exc}).") from None
     if isinstance(value, dict) and set(value) == {"b64"}:
         raw = codec.decode_base64(value["b64"])
         try:  # either the TensorProto bytes, or the graph's base64 text wrapped once more
-            return codec.parse_tensor(raw)
+            return codec.parse_tensor(raw, max_elements=MAX_REPLY_ELEMENTS)
+        except codec.TensorTooLarge as exc:
+            raise ServingError(_too_large_reply(where, exc)) from None
         except InputError:
-            return codec.decode_tensor(raw)
+            return codec.decode_tensor(raw, max_elements=MAX_REPLY_ELEMENTS)
     arr = _numeric(value, where)
     if payload_format == "ND_ARRAYS":
         if arr.ndim == 2:  # [H][W] -> (H, W, 1)

@@ -197,24 +197,77 @@ def _as_bytes_list(arr: np.ndarray) -> list[bytes]:
     return out
 
 
-def parse_tensor(data: bytes, dtype=None, *, copy: bool = True) -> np.ndarray:
+class TensorTooLarge(InputError):
+    """A TensorProto declaring more elements than the reader accepts (HTTP 413 on the server)."""
+
+
+def parse_tensor(
+    data: bytes, dtype=None, *, copy: bool = True, max_elements: int | None = None
+) -> np.ndarray:
     """The numpy array in a serialized `TensorProto` (like `tf.io.parse_tensor`).
 
     `dtype`, when given, must match the tensor's dtype (TensorFlow's rule: no silent casts).
     String tensors come back as numpy object arrays of `bytes`. `copy=False` may return a
     read-only view of the message's buffer: one megabyte copy less for callers that stack the
-    tensors into a batch anyway.
+    tensors into a batch anyway. `max_elements` refuses larger declared shapes before allocating.
     """
+    return tensor_proto_to_numpy(parse_tensor_proto(data), dtype, copy=copy, max_elements=max_elements)
+
+
+def declared_shape(proto, max_elements: int | None = None) -> tuple[int, ...]:
+    """The shape a parsed `TensorProto` declares, after the checks `tensor_proto_to_numpy` makes
+    (dtype, shape against the bytes carried, `max_elements`), without building the array."""
+    shape, _ = _checked_shape(proto, max_elements)
+    return shape
+
+
+def parse_tensor_proto(data: bytes):
+    """The `TensorProto` message in serialized bytes (no array built yet); garbage raises InputError."""
     proto = _tensor_pb2().TensorProto()
     try:
         proto.ParseFromString(bytes(data))
     except Exception as exc:  # protobuf's DecodeError; its module path differs between backends
         raise InputError(f"Not a serialized TensorProto ({len(data)} bytes): {exc}.") from None
-    return tensor_proto_to_numpy(proto, dtype, copy=copy)
+    return proto
 
 
-def tensor_proto_to_numpy(proto, dtype=None, *, copy: bool = True) -> np.ndarray:
+def _checked_shape(proto, max_elements: int | None) -> tuple[tuple[int, ...], int]:
+    """Shape and element count of a TensorProto, refused before any allocation when the shape is
+    not concrete, exceeds `max_elements`, or disagrees with the bytes of `tensor_content`."""
+    dt = proto.dtype
+    if dt not in _DT_TO_NUMPY:
+        raise InputError(
+            f"TensorProto has dtype {dt} ({dtype_name(dt)}), which is not supported: "
+            f"supported dtypes are {', '.join(SUPPORTED_DTYPES)}."
+        )
+    if proto.tensor_shape.unknown_rank:
+        raise InputError("TensorProto has an unknown rank; a concrete shape is required.")
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if any(n < 0 for n in shape):
+        raise InputError(f"TensorProto has a negative dimension in shape {shape}.")
+    count = 1
+    for n in shape:  # Python ints: a product of huge dimensions cannot overflow and look small
+        count *= n
+    if max_elements is not None and count > max_elements:
+        raise TensorTooLarge(
+            f"A tensor of shape {shape} has {count} elements; this reader accepts at most {max_elements} "
+            "per instance. Send smaller tiles (input_tile_size) or raise the limit."
+        )
+    if dt != DT_STRING and proto.tensor_content:
+        itemsize = _DT_TO_NUMPY[dt].itemsize
+        if len(proto.tensor_content) != count * itemsize:
+            raise InputError(
+                f"TensorProto content has {len(proto.tensor_content)} bytes, but shape {shape} of "
+                f"{dtype_name(dt)} needs {count * itemsize}: the tensor is truncated or corrupt."
+            )
+    return shape, count
+
+
+def tensor_proto_to_numpy(
+    proto, dtype=None, *, copy: bool = True, max_elements: int | None = None
+) -> np.ndarray:
     """A numpy array from a parsed `TensorProto`, reading `tensor_content` or the `*_val` fields."""
+    shape, count = _checked_shape(proto, max_elements)
     dt = proto.dtype
     if dt not in _DT_TO_NUMPY:
         raise InputError(
@@ -228,12 +281,6 @@ def tensor_proto_to_numpy(proto, dtype=None, *, copy: bool = True) -> np.ndarray
         and not (dt == DT_STRING and np.dtype(dtype).kind in "OSU")
     ):
         raise InputError(f"Expected a tensor of dtype {np.dtype(dtype)}, got {dtype_name(dt)}.")
-    if proto.tensor_shape.unknown_rank:
-        raise InputError("TensorProto has an unknown rank; a concrete shape is required.")
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    if any(n < 0 for n in shape):
-        raise InputError(f"TensorProto has a negative dimension in shape {shape}.")
-    count = int(np.prod(shape, dtype=np.int64))
 
     if dt == DT_STRING:
         values = list(proto.string_val)
@@ -241,11 +288,6 @@ def tensor_proto_to_numpy(proto, dtype=None, *, copy: bool = True) -> np.ndarray
         flat[:] = values
     elif proto.tensor_content:
         le = np_dtype.newbyteorder("<")
-        if len(proto.tensor_content) != count * le.itemsize:
-            raise InputError(
-                f"TensorProto content has {len(proto.tensor_content)} bytes, but shape {shape} of "
-                f"{dtype_name(dt)} needs {count * le.itemsize}: the tensor is truncated or corrupt."
-            )
         return np.frombuffer(proto.tensor_content, dtype=le).astype(np_dtype, copy=copy).reshape(shape)
     else:
         vals = getattr(proto, _VAL_FIELD[dt])
@@ -288,9 +330,11 @@ def encode_tensor_bytes(array) -> bytes | memoryview:
     return encode_base64_bytes(serialize_tensor(array))
 
 
-def decode_tensor(text: str | bytes, dtype=None, *, copy: bool = True) -> np.ndarray:
+def decode_tensor(
+    text: str | bytes, dtype=None, *, copy: bool = True, max_elements: int | None = None
+) -> np.ndarray:
     """The inverse of `encode_tensor`; accepts either base64 alphabet, padded or not."""
-    return parse_tensor(decode_base64(text), dtype, copy=copy)
+    return parse_tensor(decode_base64(text), dtype, copy=copy, max_elements=max_elements)
 
 
 def encode_batch(batch) -> list[str]:

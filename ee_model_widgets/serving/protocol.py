@@ -22,6 +22,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +32,72 @@ import orjson
 
 from ..errors import InputError
 from . import codec
+from .batcher import ServerBusy
 from .servable import Signature, TensorInfo
 
 _TO_WEBSAFE = bytes.maketrans(b"+/", b"-_")
 _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=")
+
+
+class ElementPool:
+    """Tensor elements that all the requests in flight may hold together (thread-safe): a
+    request over the pool's free room gets a 503 (retry) instead of growing the server."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, n: int) -> None:
+        with self._lock:
+            if self.used + n > self.capacity:
+                raise ServerBusy(
+                    f"The server is busy (requests in flight hold {self.used} of {self.capacity} tensor "
+                    "elements); retry in a moment."
+                )
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+@dataclass
+class Limits:
+    """What one request may make the server allocate: checked on declared shapes, before allocating.
+
+    With a `pool`, what the request takes is also reserved there; `release()` gives it back."""
+
+    max_instances: int | None = None
+    max_instance_elements: int | None = None  # per instance and input
+    max_request_elements: int | None = None  # all instances and inputs together
+    pool: ElementPool | None = None
+    used: int = 0
+
+    def release(self) -> None:
+        if self.pool is not None and self.used:
+            self.pool.release(self.used)
+        self.used = 0
+
+    def take(self, name: str, n_instances: int, instance_shape: tuple[int, ...]) -> None:
+        """Count one input's instances against the limits (raises TensorTooLarge -> 413)."""
+        per = 1
+        for d in instance_shape:
+            per *= d
+        if self.max_instance_elements is not None and per > self.max_instance_elements:
+            raise codec.TensorTooLarge(
+                f"Input '{name}': an instance of shape {tuple(instance_shape)} has {per} elements; this server "
+                f"accepts at most {self.max_instance_elements} per instance. Send smaller tiles."
+            )
+        n = per * n_instances
+        if self.max_request_elements is not None and self.used + n > self.max_request_elements:
+            raise codec.TensorTooLarge(
+                f"The request holds more than {self.max_request_elements} tensor elements in all; "
+                "send fewer instances per request."
+            )
+        if self.pool is not None:
+            self.pool.reserve(n)
+        self.used += n
 
 
 @dataclass
@@ -63,6 +127,10 @@ def parse_body(body: bytes) -> dict:
         obj = loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"The request body is not valid JSON: {exc}.") from None
+    except RecursionError:  # orjson stops at 1024 levels; the fallback parser then runs out of stack
+        raise InputError(
+            "The request body is JSON nested too deeply; a predict request needs a few levels."
+        ) from None
     if not isinstance(obj, dict):
         raise InputError(f"The request body must be a JSON object, got {type(obj).__name__}.")
     return obj
@@ -75,8 +143,14 @@ def signature_name_of(obj: dict) -> str:
     return name
 
 
-def parse_predict(obj: dict, sig: Signature, max_instances: int | None = None) -> ParsedRequest:
-    """Turn a TF Serving predict request into numpy feeds for `sig` (raises InputError -> 400)."""
+def parse_predict(
+    obj: dict, sig: Signature, max_instances: int | None = None, limits: Limits | None = None
+) -> ParsedRequest:
+    """Turn a TF Serving predict request into numpy feeds for `sig` (raises InputError -> 400,
+    TensorTooLarge -> 413 when `limits` refuse what the request would make us allocate)."""
+    limits = limits or Limits()
+    if max_instances is None:
+        max_instances = limits.max_instances
     has_rows, has_cols = "instances" in obj, "inputs" in obj
     if has_rows == has_cols:
         raise InputError(
@@ -99,7 +173,9 @@ def parse_predict(obj: dict, sig: Signature, max_instances: int | None = None) -
                 f"{len(rows)} instances in one request; this server accepts at most {max_instances}."
             )
         columns = _rows_to_columns(rows, sig)
-        feeds = {k: _column_to_array(v, sig.inputs[k], sig.ee_wire, encoded) for k, v in columns.items()}
+        feeds = {
+            k: _column_to_array(v, sig.inputs[k], sig.ee_wire, encoded, limits) for k, v in columns.items()
+        }
     else:
         cols = obj["inputs"]
         if len(sig.inputs) == 1 and not (isinstance(cols, dict) and not _is_b64(cols)):
@@ -111,7 +187,11 @@ def parse_predict(obj: dict, sig: Signature, max_instances: int | None = None) -
         for k, v in cols.items():
             if not isinstance(v, list):
                 v = [v]
-            feeds[k] = _column_to_array(v, sig.inputs[k], sig.ee_wire, encoded)
+            if max_instances is not None and len(v) > max_instances:
+                raise InputError(
+                    f"{len(v)} instances in one request; this server accepts at most {max_instances}."
+                )
+            feeds[k] = _column_to_array(v, sig.inputs[k], sig.ee_wire, encoded, limits)
     sizes = {k: len(v) for k, v in feeds.items()}
     if len(set(sizes.values())) > 1:
         raise InputError(f"All inputs must have the same number of instances (0-th dimension), got {sizes}.")
@@ -160,18 +240,27 @@ def _is_b64(v) -> bool:
     return isinstance(v, dict) and len(v) == 1 and "b64" in v
 
 
-def _column_to_array(values: list, info: TensorInfo, ee_wire: bool, encoded: set[str]) -> np.ndarray:
+def _column_to_array(
+    values: list, info: TensorInfo, ee_wire: bool, encoded: set[str], limits: Limits
+) -> np.ndarray:
     """One input's instances -> a batch array of the input's dtype and shape (checked)."""
     if info.is_string:
-        arr = _strings(values, info, ee_wire)
+        arr = _strings(values, info, ee_wire, limits)
     elif all(isinstance(v, str) or _is_b64(v) for v in values):
         # EE's format for a plain model: one serialized TensorProto per instance
         encoded.add(info.name)
         tensors = []
         for v in values:
-            text = base64.b64encode(_b64_field(v, info)).decode() if _is_b64(v) else v
             try:
-                t = codec.decode_tensor(text, copy=False)  # np.stack below copies
+                proto = codec.parse_tensor_proto(
+                    _b64_field(v, info) if _is_b64(v) else codec.decode_base64(v)
+                )
+                # the declared shape is counted before the array exists: a few bytes may declare
+                # 9000x9000 elements and no data (TensorFlow's "splat" zeros)
+                limits.take(info.name, 1, codec.declared_shape(proto, limits.max_instance_elements))
+                t = codec.tensor_proto_to_numpy(proto, copy=False)  # np.stack below copies
+            except codec.TensorTooLarge as exc:
+                raise codec.TensorTooLarge(f"Input '{info.name}': {exc}") from None
             except InputError as exc:
                 raise InputError(
                     f"Input '{info.name}': a string value must be a base64 serialized TensorProto ({exc})"
@@ -198,11 +287,13 @@ def _column_to_array(values: list, info: TensorInfo, ee_wire: bool, encoded: set
             except ValueError as exc:
                 raise InputError(f"Input '{info.name}': {exc}; expected numbers.") from None
         arr = _cast(arr, info, batch=True)
+        # JSON numbers cost bytes of the body (bounded by the size limit); count them all the same
+        limits.take(info.name, len(arr), arr.shape[1:])
     _check_shape(arr, info)
     return arr
 
 
-def _strings(values: list, info: TensorInfo, ee_wire: bool) -> np.ndarray:
+def _strings(values: list, info: TensorInfo, ee_wire: bool, limits: Limits) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     flat = []
     for v in values:
@@ -224,6 +315,19 @@ def _strings(values: list, info: TensorInfo, ee_wire: bool) -> np.ndarray:
             raise InputError(f"Input '{info.name}' takes strings, got {type(v).__name__} {str(v)[:40]}.")
         if ee_wire:
             raw = raw.strip().translate(_TO_WEBSAFE)  # tf.io.decode_base64 only knows the web-safe alphabet
+            # the graph parses this TensorProto itself (tf.io.parse_tensor would allocate whatever
+            # shape it declares): check that shape here first
+            try:
+                shape = codec.declared_shape(
+                    codec.parse_tensor_proto(codec.decode_base64(raw)), limits.max_instance_elements
+                )
+            except codec.TensorTooLarge as exc:
+                raise codec.TensorTooLarge(f"Input '{info.name}': {exc}") from None
+            except InputError as exc:
+                raise InputError(
+                    f"Input '{info.name}': a value must be a web-safe base64 serialized TensorProto ({exc})"
+                ) from None
+            limits.take(info.name, 1, shape)
         flat.append(raw)
     out[:] = flat
     return out
@@ -347,6 +451,22 @@ def _string_out(v, as_b64: bool):
         except UnicodeDecodeError:
             pass
     return {"b64": base64.b64encode(v).decode("ascii")}
+
+
+# Lines of TensorFlow's messages that are graph dumps or Python stacks, not the error itself.
+_DUMP_LINE = re.compile(r"^\s|Detected at node|most recent call last|<stack traces unavailable>|^Traceback")
+_NODE = re.compile(r"\[\[\{\{node [^]]*\}\}\]\]|\[Op:__inference\w*\]")
+# Absolute paths (not URL paths such as /v1/models/x, which start with /v<digit>/)
+_PATH = re.compile(r"(?<![\w.)(-])(?:[A-Za-z]:)?(?![\\/]v\d+[\\/])(?:[\\/][\w.@~+-]+){2,}[\\/]?|file://\S+")
+
+
+def public_message(message: str, limit: int = 500) -> str:
+    """An error text fit to send to a client: one line, no filesystem paths, no TensorFlow graph
+    dumps or stacks, at most `limit` characters (the server log keeps the full story)."""
+    lines = [ln for ln in message.splitlines() if ln.strip() and not _DUMP_LINE.search(ln)]
+    text = _PATH.sub("<path>", _NODE.sub("", " ".join(lines)))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def error_body(message: str) -> bytes:

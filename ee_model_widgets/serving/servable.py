@@ -310,9 +310,10 @@ def _to_numpy(value) -> np.ndarray:
 
 
 def _first_line(exc: BaseException, limit: int = 600) -> str:
-    """TF error messages carry long graph tracebacks; keep the informative head."""
-    msg = str(getattr(exc, "message", None) or exc).strip()
-    return msg if len(msg) <= limit else msg[:limit] + " ..."
+    """TF error messages carry graph dumps and stacks around the error: keep the error itself."""
+    from .protocol import public_message  # protocol imports this module
+
+    return public_message(str(getattr(exc, "message", None) or exc), limit)
 
 
 def marker_contents(path) -> dict | None:

@@ -19,9 +19,12 @@ adds just routing and request/response objects, with no extra dependency. `http.
 need a thread per connection and offers no graceful shutdown; tornado would work too but is a
 second event-loop framework for no gain.
 
-Security: binds 127.0.0.1 unless told otherwise, optional bearer token (constant-time compare),
-request size limit with a 413 before any parsing, a cap on instances per request and a bounded
-queue, and no request value is ever used as a path.
+Security: binds 127.0.0.1 unless told otherwise, optional bearer token (constant-time compare,
+scheme case-insensitive), request size limit with a 413 before any parsing, a cap on instances
+per request and on the tensor elements a request may make us allocate (checked on declared
+shapes, before allocating: 413), a bounded queue, and no request value is ever used as a path.
+Connection timeouts and caps live in `connections.py`; Host/Origin/Content-Type checks against
+web pages in `browser_safety.py`. Error texts never carry filesystem paths or graph dumps.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -43,12 +47,24 @@ from typing import Any
 from ..errors import EEModelWidgetsError, InputError, ModelError, ServingError
 from . import protocol
 from .batcher import Batcher, ServerBusy
+from .browser_safety import BrowserSafety
+from .codec import TensorTooLarge
+from .connections import ConnectionLimits, DropLog, guarded_protocol
 from .servable import Servable, Signature, load_servable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_INSTANCES = 1024
+# 4 M elements: a 1024x1024x4 or 2048x2048x1 tile per instance and input; Earth Engine's own
+# requests stay under 1.5 MB, i.e. < 0.4 M float32 elements.
+DEFAULT_MAX_INSTANCE_ELEMENTS = 4 * 1024 * 1024
+# 32 M elements (128 MB as float32) per request, all instances together: a full 64 MB body of
+# JSON numbers fits, a few bytes declaring huge shapes do not.
+DEFAULT_MAX_REQUEST_ELEMENTS = 32 * 1024 * 1024
+# All requests in flight together (parsed, queued, in the model, being answered): 128 M elements,
+# 512 MB as float32. Beyond, 503 and the client retries.
+DEFAULT_MAX_INFLIGHT_ELEMENTS = 4 * DEFAULT_MAX_REQUEST_ELEMENTS
 # Bodies larger than this are not even drained before the 413 (the connection is just closed).
 _DRAIN_LIMIT = 1024 * 1024 * 1024
 
@@ -72,15 +88,25 @@ def create_app(
     token: str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     max_instances: int = DEFAULT_MAX_INSTANCES,
+    max_instance_elements: int = DEFAULT_MAX_INSTANCE_ELEMENTS,
+    max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS,
+    max_inflight_elements: int = DEFAULT_MAX_INFLIGHT_ELEMENTS,
     max_batch_size: int = 64,
     batch_window_ms: float = 2.0,
     stats: dict | None = None,
+    bind_host: str = "127.0.0.1",
+    allow_origins: tuple[str, ...] | list[str] = (),
+    allow_hosts: tuple[str, ...] | list[str] = (),
+    drops: DropLog | None = None,
 ):
-    """The Starlette app serving `servable` as model `name` (also usable with any ASGI server)."""
+    """The ASGI app serving `servable` as model `name` (also usable with any ASGI server).
+
+    Requests whose Host is not `bind_host`/loopback (or `allow_hosts`), or whose Origin is not in
+    `allow_origins`, are refused before routing (see `browser_safety.py`)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import Response
     from starlette.routing import Route
 
@@ -88,7 +114,8 @@ def create_app(
     counters = stats if stats is not None else {}
     counters.update({"http_requests": 0, "predict_requests": 0, "errors": 0, "largest_request_bytes": 0})
     counters["batcher"] = batcher.stats
-    expected_auth = f"Bearer {token}".encode() if token else None
+    drops = drops or DropLog()
+    expected_token = token.encode() if token else None
 
     def json_response(body: bytes, status: int = 200, headers: dict | None = None) -> Response:
         return Response(body, status_code=status, media_type="application/json", headers=headers)
@@ -96,13 +123,19 @@ def create_app(
     def error(status: int, message: str) -> Response:
         counters["errors"] += 1
         headers = {"WWW-Authenticate": 'Bearer realm="ee-model"'} if status == 401 else None
-        return json_response(protocol.error_body(message), status, headers)
+        return json_response(protocol.error_body(protocol.public_message(message)), status, headers)
+
+    def authorized(request: Request) -> bool:
+        if expected_token is None:
+            return True
+        # RFC 9110: the scheme is case-insensitive ("bearer x" is as good as "Bearer x")
+        scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
+        got = credentials.strip().encode() if scheme.lower() == "bearer" else b""
+        return hmac.compare_digest(got, expected_token)
 
     def check_auth(request: Request) -> None:
-        if expected_auth is None:
-            return
-        got = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(got, expected_auth):
+        if not authorized(request):
+            got = request.headers.get("authorization")
             what = "no Authorization header" if not got else "a wrong token"
             raise _HTTPError(
                 401,
@@ -133,10 +166,12 @@ def create_app(
         counters["largest_request_bytes"] = max(counters["largest_request_bytes"], size)
         return b"".join(chunks)
 
-    def parse(body: bytes) -> tuple[Signature, protocol.ParsedRequest]:
+    pool = protocol.ElementPool(max(max_inflight_elements, max_request_elements))
+
+    def parse(body: bytes, limits: protocol.Limits) -> tuple[Signature, protocol.ParsedRequest]:
         obj = protocol.parse_body(body)
         sig = servable.signature(protocol.signature_name_of(obj))
-        return sig, protocol.parse_predict(obj, sig, max_instances)
+        return sig, protocol.parse_predict(obj, sig, limits=limits)
 
     def resolve(rest: str) -> re.Match:
         m = _PATH.match(rest)
@@ -166,7 +201,8 @@ def create_app(
                 if m["metadata"]:
                     body = protocol.metadata_json(name, servable.signatures)
                 else:
-                    body = protocol.status_json()
+                    # TF Serving's status, plus the fields KServe's v1 readiness probe reads
+                    body = {"name": name, "ready": True, **protocol.status_json()}
                 return json_response(json.dumps(body).encode())
             if m["verb"] != "predict":
                 if m["verb"] in ("classify", "regress"):
@@ -178,33 +214,41 @@ def create_app(
             counters["predict_requests"] += 1
             # parsing (JSON, base64, TensorProto) runs off the event loop, which keeps reading
             # other requests meanwhile: one thread hop per step, as each hop costs a wake-up
-            sig, req = await run_in_threadpool(parse, body)
-            outputs = await asyncio.wrap_future(batcher.submit(sig, req.feeds))
-            reply = await run_in_threadpool(protocol.format_predict, outputs, req, sig)
+            limits = protocol.Limits(max_instances, max_instance_elements, max_request_elements, pool)
+            try:
+                sig, req = await run_in_threadpool(parse, body, limits)
+                del body
+                outputs = await asyncio.wrap_future(batcher.submit(sig, req.feeds))
+                reply = await run_in_threadpool(protocol.format_predict, outputs, req, sig)
+            finally:
+                limits.release()  # the feeds are dropped with this frame
             return json_response(reply)
         except _HTTPError as exc:
             return error(exc.status, exc.message)
         except ServerBusy as exc:
             return error(503, str(exc))
+        except TensorTooLarge as exc:
+            return error(413, str(exc))
         except InputError as exc:
             return error(400, str(exc))
         except (ModelError, ServingError, EEModelWidgetsError) as exc:
             return error(500, str(exc))
+        except ClientDisconnect:
+            # the client went away mid-body (or a body deadline closed it): nobody to answer
+            drops.note(request.client, "the client disconnected before sending the whole body")
+            return Response(status_code=400)
         except Exception as exc:  # noqa: BLE001 - never let a request kill the server; say what happened
             log.exception("predict failed")
-            return error(500, f"Internal error: {type(exc).__name__}: {exc}")
+            return error(500, f"Internal error ({type(exc).__name__}); the server log has the details.")
 
     async def root(request: Request) -> Response:
+        # KServe's v1 liveness probe (GET /, reads "status"); open to probes that carry no token,
+        # the model's name and URL only with it
         counters["http_requests"] += 1
-        try:
-            check_auth(request)
-        except _HTTPError as exc:
-            return error(exc.status, exc.message)
-        return json_response(
-            json.dumps(
-                {"models": [name], "predict": f"/v1/models/{name}:predict", "source": servable.source}
-            ).encode()
-        )
+        body: dict[str, Any] = {"status": "alive"}
+        if authorized(request):
+            body.update({"models": [name], "predict": f"/v1/models/{name}:predict"})
+        return json_response(json.dumps(body).encode())
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
         return error(
@@ -216,7 +260,7 @@ def create_app(
         yield
         await run_in_threadpool(batcher.close)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", root, methods=["GET"]),
             Route("/v1/models/{rest:path}", models, methods=["GET", "POST"]),
@@ -224,6 +268,7 @@ def create_app(
         exception_handlers={HTTPException: not_found},
         lifespan=lifespan,
     )
+    return BrowserSafety(app, bind_host=bind_host, allow_origins=allow_origins, allow_hosts=allow_hosts)
 
 
 class ServerHandle:
@@ -314,9 +359,51 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _make_server(app, sock: socket.socket, log_level: str, background: bool):
+_LIMIT_FIELDS = (
+    "header_timeout",
+    "body_timeout",
+    "keep_alive_timeout",
+    "max_connections",
+    "max_header_bytes",
+)
+
+
+def _connection_limits(options: dict) -> ConnectionLimits:
+    """Pop the connection options out of `options` (the rest goes to `create_app`)."""
+    limits = ConnectionLimits(**{k: options.pop(k) for k in _LIMIT_FIELDS if options.get(k) is not None})
+    for k in _LIMIT_FIELDS:
+        options.pop(k, None)
+    return limits
+
+
+def _fit_file_limit(limits: ConnectionLimits) -> None:
+    """Raise this process's open-file limit to what `max_connections` needs (up to the hard
+    limit), else lower `max_connections`: running out of descriptors makes asyncio log an
+    error per refused accept and starves every client."""
+    try:
+        import resource
+    except ImportError:  # Windows: no RLIMIT_NOFILE
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = limits.max_connections + 256  # the model's files, TensorFlow's threads, the log...
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < need:
+        limits.max_connections = max(16, soft - 256)
+        log.warning(
+            "The open-file limit (%d) allows only %d connections; raise it (ulimit -n) for more.",
+            soft,
+            limits.max_connections,
+        )
+
+
+def _make_server(app, sock: socket.socket, log_level: str, background: bool, limits: ConnectionLimits, drops):
     import uvicorn
 
+    _fit_file_limit(limits)
     config = uvicorn.Config(
         app,
         log_level=log_level,
@@ -324,6 +411,9 @@ def _make_server(app, sock: socket.socket, log_level: str, background: bool):
         access_log=not background,
         timeout_graceful_shutdown=10,
         lifespan="on",
+        http=guarded_protocol(limits, drops),  # httptools + header/body deadlines, connection cap
+        timeout_keep_alive=limits.keep_alive_timeout,
+        backlog=2048,
     )
     return uvicorn.Server(config)
 
@@ -342,12 +432,17 @@ def serve(
     max_batch_size: int = 64,
     batch_window_ms: float = 2.0,
     log_level: str = "warning",
+    **options,
 ) -> ServerHandle:
     """Serve a model (SavedModel dir, .keras file, Keras model, tf.Module) in a background thread.
 
     Returns at once with a handle whose `.url` is ready for `Model.from_vertex_ai(handle.url, ...)`.
-    `port=0` picks a free port. Stop it with `handle.stop()` or a `with` block.
+    `port=0` picks a free port. Stop it with `handle.stop()` or a `with` block. `options`:
+    `max_instance_elements`, `max_request_elements`, `allow_origins`, `allow_hosts`,
+    `header_timeout`, `body_timeout`, `keep_alive_timeout` (seconds), `max_connections`.
     """
+    limits = _connection_limits(options)
+    drops = DropLog()
     servable = load_servable(model, signature=signature, tag=tag)
     name = name or default_name(model)
     _check_name(name)
@@ -365,10 +460,13 @@ def serve(
         max_batch_size=max_batch_size,
         batch_window_ms=batch_window_ms,
         stats=stats,
+        bind_host=host,
+        drops=drops,
+        **options,
     )
     sock = bind_socket(host, port)
     actual_port = sock.getsockname()[1]
-    server = _make_server(app, sock, log_level, background=True)
+    server = _make_server(app, sock, log_level, True, limits, drops)
     failure: list[BaseException] = []
 
     def run():
@@ -402,27 +500,47 @@ def run_forever(
     on_ready=None,
     **options,
 ) -> None:
-    """Serve in the foreground (the CLI): Ctrl-C / SIGTERM shut down gracefully."""
+    """Serve in the foreground (the CLI): Ctrl-C / SIGTERM finish the requests in flight, then
+    return normally (the caller exits 0)."""
     log_level = options.pop("log_level", "info")
     signature = options.pop("signature", None)
     tag = options.pop("tag", "serve")
+    limits = _connection_limits(options)
+    drops = DropLog()
     name = name or default_name(model)
     _check_name(name)
     sock = bind_socket(host, port)  # fail fast, before loading the model, when the port is taken
     try:
         servable = load_servable(model, signature=signature, tag=tag)
-        app = create_app(servable, name, token=token, **options)
+        app = create_app(servable, name, token=token, bind_host=host, drops=drops, **options)
     except BaseException:
         sock.close()
         raise
-    server = _make_server(app, sock, log_level, background=False)
+    server = _make_server(app, sock, log_level, False, limits, drops)
     handle = ServerHandle(server, None, host, sock.getsockname()[1], name, {})
     if on_ready:
         on_ready(handle, servable)
     try:
-        server.run(sockets=[sock])
+        with _signals_end_quietly():
+            server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+@contextlib.contextmanager
+def _signals_end_quietly():
+    """uvicorn drains on SIGINT/SIGTERM, then re-raises the signal to whatever handler was there
+    before it: SIGTERM's default kills the process (exit 143, no "Server stopped."), SIGINT's
+    raises KeyboardInterrupt. With a do-nothing handler there, the drained server just returns."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def default_name(model) -> str:

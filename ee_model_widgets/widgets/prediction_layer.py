@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
-from traitlets import Dict, Int, List, Unicode, observe
+from traitlets import Bool, Dict, Int, List, Unicode, observe
 
 from ..core.cache import CellCache
 from ..core.grid import xyz_grid
@@ -38,6 +38,9 @@ class PredictionLayer(KernelTileLayer):
     max_cells_per_tile = Int(64)
     # [[south, west], [north, east]]: Leaflet asks for no tile outside the image.
     bounds = List().tag(sync=True, o=True)
+    # Tiles repeat in every world copy, as the base map's do: an image across the antimeridian
+    # then shows on both sides of 180° (Leaflet asks for the wrapped tile x).
+    no_wrap = Bool(False).tag(sync=True, o=True)
 
     def __init__(self, image, vis_params: dict | None = None, *, name: str = "", **kwargs):
         self._tile_cache = CellCache(kwargs.pop("tile_cache_bytes", TILE_CACHE_BYTES))
@@ -54,13 +57,21 @@ class PredictionLayer(KernelTileLayer):
 
     @image.setter
     def image(self, image) -> None:
-        """Swap the image (or model) in place; the map redraws without being rebuilt."""
+        """Swap the image (or model) in place; the map redraws without being rebuilt.
+
+        Batches of the old image still running (a slow or hung model) are abandoned, so the
+        new image's tiles do not wait for them."""
         self._image = image
+        self.scheduler.restart()
         self._set_bounds()
         self.refresh()
 
     def _set_bounds(self) -> None:
         west, south, east, north = self._image.bounds
+        if east > 180:
+            # Across the antimeridian (east unwrapped past 180): Leaflet compares bounds with
+            # tiles wrapped into -180..180, so only the latitudes can be limited.
+            west, east = -180.0, 180.0
         self.bounds = [[south, west], [north, east]]
 
     @observe("vis_params")
@@ -90,7 +101,13 @@ class PredictionLayer(KernelTileLayer):
             with self._counts_lock:
                 self.cache_hits += len(arrays)
 
-        grids = {r.id: xyz_grid(r.z, r.x, r.y) for r in todo}
+        grids = {}
+        for r in todo:
+            try:
+                grids[r.id] = xyz_grid(r.z, r.x, r.y)
+            except Exception as exc:  # noqa: BLE001 - one bad request fails alone, not its batch
+                results[r.id] = exc
+        todo = [r for r in todo if r.id in grids]
         refused = self._refuse_zoomed_out(image, todo, grids, results)
         for r in todo:
             if r.cancelled:  # unloaded after the scheduler handed it over: skip the model call
@@ -115,9 +132,14 @@ class PredictionLayer(KernelTileLayer):
         params = getattr(getattr(image, "model", None), "params", None)
         if count is None or not getattr(params, "fix_input_proj", False):
             return set()
-        refused = set()
+        refused, failed = set(), set()
         for r in todo:
-            n = count(grids[r.id])
+            try:
+                n = count(grids[r.id])
+            except Exception as exc:  # noqa: BLE001 - this tile's error tile, not its batch's
+                results[r.id] = exc
+                failed.add(r.id)
+                continue
             if n > self.max_cells_per_tile:
                 refused.add(r.id)
                 results[r.id] = message_tile(
@@ -131,7 +153,7 @@ class PredictionLayer(KernelTileLayer):
                 f"Some tiles need more than {self.max_cells_per_tile} native model cells "
                 "(fixInputProj): zoom in to see predictions there."
             )
-        return refused
+        return refused | failed
 
     def _read(self, image, todo, grids, results) -> dict[str, np.ma.MaskedArray]:
         """One batched read for all tiles; if it fails, tile by tile so good tiles still come."""

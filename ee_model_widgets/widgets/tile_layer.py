@@ -8,16 +8,17 @@ Comm handlers only enqueue into a `TileScheduler`; its workers render and reply.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import threading
 from collections.abc import Callable, Sequence
 
 import ipyleaflet
-from traitlets import Float, Int, Unicode
+from traitlets import Float, Int, Unicode, observe
 
 from .._version import EXTENSION_VERSION
-from .scheduler import CANCELLED, PNG_SIGNATURE, TileRequest, TileScheduler
+from .scheduler import CANCELLED, PNG_SIGNATURE, Refusal, TileRequest, TileScheduler
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
     `tiles_cancelled`, `tiles_per_second`) and `last_error` are updated as tiles are served;
     a tile whose `tile_fn` raises or returns something that is not a PNG is drawn as an
     error tile and its message is put in `last_error`, while other tiles keep coming.
+    A batch still running after `batch_timeout` seconds is given up on (error tiles), and
+    a request the kernel drops unrendered gets a "cancelled" reply: every request is answered.
     """
 
     _view_name = Unicode("EEKernelTileLayerView").tag(sync=True)
@@ -45,6 +48,10 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
     class_name = Unicode("ee-model-tile").tag(sync=True, o=True)  # CSS hook (and for tests)
     # Seconds the browser waits for a tile before asking once more, then drawing an error tile.
     request_timeout = Float(60.0).tag(sync=True)
+    # Seconds one batched render (model call) may take before its tiles become error tiles and
+    # a fresh worker takes over; below request_timeout, so the error reaches the browser.
+    # None or 0: wait for ever.
+    batch_timeout = Float(45.0, allow_none=True)
 
     tiles_queued = Int(0).tag(sync=True)
     tiles_running = Int(0).tag(sync=True)
@@ -79,9 +86,15 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
             batch_size=batch_size,
             batch_seconds=batch_seconds,
             max_queued=max_queued,
+            batch_timeout=self.batch_timeout,
             on_change=self._publish_progress,
         )
         self.on_msg(self._handle_tile_message)
+
+    @observe("batch_timeout")
+    def _batch_timeout_changed(self, change) -> None:
+        if getattr(self, "scheduler", None) is not None:
+            self.scheduler.batch_timeout = change["new"]
 
     # ---- rendering (overridden by PredictionLayer to batch model calls) --------------
     def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | BaseException]:
@@ -122,8 +135,15 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("ignoring a malformed %r message (%s): %r", kind, exc, content)
 
-    def _reply(self, request: TileRequest, result: bytes | BaseException) -> None:
+    def _reply(self, request: TileRequest, result: bytes | BaseException | Refusal) -> None:
         status = "ok"
+        if isinstance(result, Refusal):
+            # Dropped unrendered: the browser gets a notice tile and stops waiting for it.
+            self.send(
+                {"type": "tile_response", "id": request.id, "status": "cancelled", "reason": result.reason},
+                buffers=[_notice_png(result.reason)],
+            )
+            return
         if isinstance(result, BaseException):
             status = "error"
             message = f"tile {request.z}/{request.x}/{request.y}: {type(result).__name__}: {result}"
@@ -158,6 +178,14 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
     def close(self) -> None:
         self.scheduler.close()
         super().close()
+
+
+@functools.lru_cache(maxsize=8)
+def _notice_png(text: str) -> bytes:
+    """The PNG of a notice tile; cached: a full queue may refuse thousands of requests at once."""
+    from ..core.vis import message_tile
+
+    return message_tile(text)
 
 
 def coordinate_tile(z: int, x: int, y: int) -> bytes:

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from ee_model_widgets import demo
 from ee_model_widgets.core.model import Model
 from ee_model_widgets.errors import EEModelWidgetsError, InputError, ServingError
-from ee_model_widgets.serving import client, serve
+from ee_model_widgets.serving import client, codec, serve
 from ee_model_widgets.serving.prepare import prepare_model
 from ee_model_widgets.serving.server import bind_socket
 
@@ -269,6 +269,29 @@ def test_garbage_replies(reply, message):
 
     with scripted_server(handler) as (url, _):
         with pytest.raises(ServingError, match=message):
+            predictor(url)({"array": X})
+
+
+def _shape_only_proto(*dims: int) -> str:
+    """Web-safe base64 of a float TensorProto that declares `dims` and carries no values (87-byte bombs)."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    shape = tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]
+    )
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape)
+    return codec.encode_base64(proto.SerializeToString())
+
+
+def test_a_reply_declaring_a_huge_shape_is_refused_before_allocating():
+    # a broken or hostile endpoint must not be able to make a few bytes allocate gigabytes in the kernel
+    bomb = _shape_only_proto(20000, 20000, 1)
+
+    async def handler(body, n):
+        return Response(json.dumps({"predictions": [bomb] * len(body["instances"])}))
+
+    with scripted_server(handler) as (url, _):
+        with pytest.raises(ServingError, match=r"far larger than a tile.*400000000 elements"):
             predictor(url)({"array": X})
 
 

@@ -74,11 +74,16 @@ def post(url, body, **kw):
 def test_status_and_metadata_answer_like_tf_serving(plain_server, prepared_server):
     status = httpx.get(plain_server.url).json()
     assert status == {
+        "name": "plain",  # KServe's v1 readiness fields beside TF Serving's
+        "ready": True,
         "model_version_status": [
             {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-        ]
+        ],
     }
     assert httpx.get(plain_server.url + "/versions/1").json() == status
+    # KServe's v1 liveness probe reads "status" at the root (no path of the model shown)
+    root = httpx.get(plain_server.base_url + "/").json()
+    assert root == {"status": "alive", "models": ["plain"], "predict": "/v1/models/plain:predict"}
     meta = httpx.get(prepared_server.url + "/metadata").json()
     assert meta["model_spec"] == {"name": "prep", "signature_name": "", "version": "1"}
     sig = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]

@@ -113,7 +113,8 @@ def test_region_outside_image_names_both_extents(img):
         ((11, 10, 10, 11), "west > east"),
         ((10, 11, 11, 10), "south > north"),
         ((10, 10, 10, 11), "empty"),
-        ((10, 10, 200, 11), "out of lon/lat range"),
+        ((10, 10, 400, 11), "out of lon/lat range"),  # east past 180: at most one turn
+        ((200, 10, 210, 11), "out of lon/lat range"),
         ((10, -95, 11, 11), "out of lon/lat range"),
         ((10, float("nan"), 11, 11), "non-finite"),
         ({"type": "Point", "coordinates": [10, 10]}, "empty"),

@@ -5,9 +5,12 @@ from __future__ import annotations
 import threading
 import time
 
+from ee_model_widgets.errors import InputError
 from ee_model_widgets.widgets.scheduler import (
     CANCELLED,
     PNG_SIGNATURE,
+    QUEUE_FULL,
+    STALE_ZOOM,
     TileRequest,
     TileScheduler,
     batch_cost,
@@ -96,23 +99,27 @@ def test_cancel_before_start_drops_the_work():
     sched.close()
 
 
-def test_queue_is_bounded_and_stale_zooms_are_dropped():
+def test_queue_is_bounded_and_stale_zooms_are_dropped_with_a_refusal():
     sched, rec, gate = held_scheduler(TileRequest("busy", 1, 0, 0), batch_size=4, max_queued=5)
     for i in range(20):  # rapid panning: far more requests than the queue holds
-        sched.submit(TileRequest(f"p{i}", 4, i, 0))
+        sched.submit(TileRequest(f"p{i}", 5, i, 0))
     snap = sched.snapshot()
     assert snap["queued"] == 5
     assert snap["cancelled"] == 15
-    # The map zooms to 5: every queued zoom-4 request is now useless.
-    sched.set_zoom(5)
+    # The oldest gave way, and each was told so at once: nobody waits for them.
+    assert {rid for rid, r in rec.replies.items() if r is QUEUE_FULL} == {f"p{i}" for i in range(15)}
+    # The map zooms to 6: every queued zoom-5 request is now useless, and refused.
+    sched.set_zoom(6)
     assert sched.snapshot()["queued"] == 0
-    # A late zoom-4 request is dropped on arrival; a zoom-5 request is served.
-    sched.submit(TileRequest("late", 4, 0, 0))
-    rec.expected = 2
-    sched.submit(TileRequest("z5", 5, 0, 0))
+    assert {rid for rid, r in rec.replies.items() if r is STALE_ZOOM} == {f"p{i}" for i in range(15, 20)}
+    # A late zoom-5 request is refused on arrival; a zoom-6 request is served.
+    sched.submit(TileRequest("late", 5, 0, 0))
+    assert rec.replies["late"] is STALE_ZOOM
+    sched.submit(TileRequest("z6", 6, 0, 0))
     gate.set()
-    assert rec.all_replied.wait(10)
-    assert set(rec.replies) == {"busy", "z5"}
+    assert wait_for(lambda: len(rec.replies) == 23)
+    assert rec.replies["busy"] == PNG and rec.replies["z6"] == PNG
+    assert len(rec.replies) == 23  # every request answered
     assert sched.snapshot()["cancelled"] == 21
     sched.close()
 
@@ -223,7 +230,7 @@ def _batch_sizes_after_a_burst(rec: SlowRenderer, n: int = 24) -> list[int]:
     # linger: the worker waits 50 ms for the rest of the burst, so the first batch is full
     sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=8, batch_seconds=0.1, linger=0.05)
     for i in range(n):
-        sched.submit(TileRequest(f"t{i}", 5, i, 0))
+        sched.submit(TileRequest(f"t{i}", 6, i, 0))
     assert rec.all_replied.wait(30)
     sched.close()
     return [len(b) for b in rec.batches]
@@ -256,3 +263,87 @@ def test_batch_cost_separates_the_fixed_and_the_per_tile_time():
     assert abs(fixed - 0.1) < 1e-9 and abs(per_tile - 0.05) < 1e-9
     assert batch_cost([(8, 0.4), (8, 0.4)]) == (0.0, 0.05)  # one size seen: all of it per tile
     assert batch_cost([(8, 0.3), (2, 0.31)]) == (0.305, 0.0)  # no growth with size: latency-bound
+
+
+class Hanging:
+    """A renderer whose calls block until released (a hung model), recording what it renders."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.started = []
+        self.requests = []  # the TileRequest objects handed over, in order
+        self.replies: dict[str, list] = {}
+        self.lock = threading.Lock()
+
+    def render_many(self, requests):
+        with self.lock:
+            self.started.append([r.id for r in requests])
+            self.requests.append(list(requests))
+        self.release.wait(30)
+        return [PNG for _ in requests]
+
+    def reply(self, request, result):
+        with self.lock:
+            self.replies.setdefault(request.id, []).append(result)
+
+
+def test_a_batch_past_its_timeout_fails_and_a_fresh_worker_takes_over():
+    r = Hanging()
+    sched = TileScheduler(r.render_many, r.reply, workers=1, batch_size=1, linger=0, batch_timeout=0.2)
+    try:
+        sched.submit(TileRequest("stuck", 3, 0, 0))
+        assert wait_for(lambda: "stuck" in r.replies)
+        assert "no answer from the model within 0.2 s" in str(r.replies["stuck"][0])
+        # The only worker is stuck in the call, yet the next request is taken at once; with
+        # every worker's call stuck (max_hung = workers = 1) it is refused without a call.
+        sched.submit(TileRequest("next", 3, 1, 0))
+        assert wait_for(lambda: "next" in r.replies)
+        assert "never returned" in str(r.replies["next"][0])
+        assert r.started == [["stuck"]]
+        r.release.set()  # the stuck call returns: its late result is not sent twice
+        assert wait_for(lambda: sched._hung == 0)
+        sched.submit(TileRequest("after", 3, 2, 0))
+        assert wait_for(lambda: "after" in r.replies)
+        assert r.replies == {"stuck": r.replies["stuck"], "next": r.replies["next"], "after": [PNG]}
+        snap = sched.snapshot()
+        assert (snap["failed"], snap["done"], snap["running"]) == (2, 1, 0)
+    finally:
+        r.release.set()
+        sched.close()
+
+
+def test_restart_queues_the_batches_in_flight_again_and_drops_their_old_results():
+    r = Hanging()
+    sched = TileScheduler(r.render_many, r.reply, workers=1, batch_size=4, linger=0.02, batch_seconds=None)
+    try:
+        for i in range(3):
+            sched.submit(TileRequest(f"t{i}", 3, i, 0))
+        assert wait_for(lambda: sched.snapshot()["running"] == 3)
+        assert sched.restart() == 3
+        # The abandoned call sees its requests cancelled (a renderer that has not reached the
+        # model yet skips it); a fresh worker renders them again, with the new content.
+        assert all(req.cancelled for req in r.requests[0])
+        assert wait_for(lambda: len(r.started) == 2)
+        assert sorted(r.started[1]) == ["t0", "t1", "t2"]
+        assert not any(req.cancelled for req in r.requests[1])
+        r.release.set()
+        assert wait_for(lambda: sched.snapshot()["done"] == 3)
+        time.sleep(0.2)
+        assert all(len(v) == 1 for v in r.replies.values()) and len(r.replies) == 3
+    finally:
+        r.release.set()
+        sched.close()
+
+
+def test_a_request_outside_the_world_is_answered_at_once_and_never_batched():
+    rec = Recorder()
+    sched = TileScheduler(rec.render_many, rec.reply, workers=1, linger=0)
+    try:
+        for rid, z, x, y in [("x", 2, 4, 0), ("y", 2, 0, -1), ("z", -1, 0, 0), ("deep", 31, 0, 0)]:
+            sched.submit(TileRequest(rid, z, x, y))
+            assert isinstance(rec.replies[rid], InputError)  # before submit returned
+        assert "Tile 2/4/0 is outside the world: at zoom 2, x and y run from 0 to 3" in str(rec.replies["x"])
+        assert "the zoom must be 0..30" in str(rec.replies["deep"])
+        assert rec.batches == [] and sched.snapshot()["failed"] == 4
+    finally:
+        sched.close()
