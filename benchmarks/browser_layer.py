@@ -22,8 +22,9 @@ Each map is 768x512 px, no basemap, no inertia, alone in its page; the same scri
     from the first drag to the last tile of the final view.
 Only the layer's tiles are counted (ours: `.ee-model-tile`, drawn with status "ok", never an
 error tile; theirs: images that decoded). The first views are screenshotted and compared:
-the difference is printed (resampling differs: ours bilinear, rio-tiler nearest; colormap
-lookup: ours a 4097-entry ramp, rio-tiler 256 entries).
+the difference is printed, and so is the centre tile's as each side makes it (resampling
+differs: ours bilinear, rio-tiler nearest; colormap lookup: ours a 4097-entry ramp, rio-tiler
+256 entries; with a nearest read ours is within a few levels of theirs).
 
 Run: .venv/bin/python benchmarks/browser_layer.py (needs the `bench` extra: `make bench`).
 """
@@ -198,9 +199,44 @@ def wait_done(nb: NotebookPage, expected: int, timeout: float = 120) -> float:
 
 
 def screenshot_map(nb: NotebookPage) -> np.ndarray:
-    """RGB pixels of the whole map as shown (the element is scrolled into view if needed)."""
+    """RGB pixels of the map's tiles as shown (scrolled into view if needed), without the zoom
+    buttons and the attribution box, which differ between the layers."""
+    controls = ".leaflet-control-container"
+    nb.page.evaluate(f"document.querySelector('{controls}').style.visibility = 'hidden'")
     png = nb.page.locator(".leaflet-container").first.screenshot()
+    nb.page.evaluate(f"document.querySelector('{controls}').style.visibility = ''")
     return np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def tile_differences(path: str, port: int, vmin: float, vmax: float, center, zooms) -> list[str]:
+    """The centre tile as each side makes it (ours rendered in Python, theirs fetched from the
+    server): |difference| in levels of 255, with our default bilinear read and with a nearest
+    read like rio-tiler's, to show what the difference is made of."""
+    import ee_model_widgets as emw
+    from ee_model_widgets.core.grid import xyz_grid
+    from ee_model_widgets.core.vis import render
+
+    img = emw.Image.open(path).select(["red"])
+    identity = emw.Model.from_callable(lambda x: x["array"][..., :1], input_tile_size=[256, 256])
+    pred = identity.predict_image(img)
+    vis = {"min": vmin, "max": vmax, "palette": "viridis"}
+    lines = []
+    for z in zooms:
+        x, y = (int(v * 2**z) for v in merc(center[1], center[0]))
+        url = (f"http://127.0.0.1:{port}/api/tiles/{z}/{x}/{y}.png?filename={path}"
+               f"&indexes=1&colormap=viridis&vmin={vmin}&vmax={vmax}")  # fmt: skip
+        with urllib.request.urlopen(url, timeout=60) as r:
+            theirs = np.asarray(PILImage.open(io.BytesIO(r.read())).convert("RGBA")).astype(int)
+        for label, ours in (
+            ("ours", render(pred.tile(z, x, y), vis)),
+            ("ours read nearest", render(img.read(xyz_grid(z, x, y), resampling="nearest"), vis)),
+        ):
+            d = np.abs(ours.astype(int) - theirs).max(axis=-1)
+            lines.append(
+                f"  tile {z}/{x}/{y}, {label} vs localtileserver: mean |diff| {d.mean():.2f} levels, "
+                f"within 2 levels {100 * (d <= 2).mean():.1f}%, max {d.max()}"
+            )
+    return lines
 
 
 def run_side(browser, server, name: str, cells: list[str], ctx: dict) -> dict:
@@ -317,6 +353,7 @@ def main() -> None:
                 "lts-process": [common, LTS_PROCESS.format(path=path, port=port, bounds=bounds)],
                 "lts-comm-bridge": [common, LTS_COMM.format(path=path)],
             }
+            tiles = tile_differences(path, port, vmin, vmax, center, (zoom, zoom + 1))
             with sync_playwright() as p:
                 browser = launch_browser(p)
                 for side in args.sides.split(","):
@@ -354,6 +391,7 @@ def main() -> None:
                 f"  first view, {side} vs ours: mean |diff| {d.mean():.2f} levels, pixels within 2 levels "
                 f"{100 * (d <= 2).mean():.1f}%, within 16 {100 * (d <= 16).mean():.1f}%, max {d.max()}"
             )
+    print("\n".join(tiles))
     if "ours" in results:
         o = results["ours"]
         record(
