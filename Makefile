@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 # npm and jupyter-builder (the labextension build) must see the venv's tools.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test install install-test chromium lint typecheck pytest test-kserve bench clean
+.PHONY: demo serve-demo test install install-test chromium lint typecheck pytest test-kserve bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,11 +36,18 @@ define copy_nbextension
 	cp jupyter-config/nbconfig/notebook.d/ee-model-widgets.json $(VENV)/etc/jupyter/nbconfig/notebook.d/
 endef
 
-# The quickstart asks to run itself when opened (metadata "autorun"); our extension only does
-# that for notebooks the user trusts, so trust it first.
 demo: install
+	@$(MAKE) --no-print-directory serve-demo
+
+# What `make demo` runs once installed; the browser tests start JupyterLab through this target,
+# so they see exactly what a newcomer sees. The quickstart asks to run itself when opened
+# (metadata "autorun"); our extension only does that for notebooks the user trusts, so trust it
+# first. The URL the server prints opens the quickstart (default_url), not the Launcher.
+# LAB_ARGS: extra options, e.g. LAB_ARGS=--no-browser.
+serve-demo:
 	$(VENV)/bin/jupyter trust notebooks/quickstart.ipynb
-	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/quickstart.ipynb
+	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS) \
+	    --LabApp.default_url=/lab/tree/quickstart.ipynb notebooks/quickstart.ipynb
 
 # The browser tests drive the system's Chromium (a test tool's own browser download cannot
 # work offline). As root on Debian we install it; otherwise we need one on PATH.

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import importlib
 
+from . import quiet_tensorflow as _quiet_tensorflow
 from ._version import __version__  # noqa: E402
+
+_quiet_tensorflow.install()  # TensorFlow's C++ start-up lines stay out of notebook outputs
 
 # public name -> module that defines it
 _LAZY = {
@@ -26,6 +29,9 @@ _LAZY = {
     "KernelTileLayer": "ee_model_widgets.widgets.tile_layer",
     "Map": "ee_model_widgets.widgets.map",
     "explore": "ee_model_widgets.widgets.panel",
+    "Labels": "ee_model_widgets.core.labels",
+    "train_classifier": "ee_model_widgets.core.classifier",
+    "TrainedClassifier": "ee_model_widgets.core.classifier",
     "EEModelWidgetsError": "ee_model_widgets.errors",
 }
 _SUBMODULES = {"core", "serving", "widgets", "demo", "tfrecord", "errors", "cli"}

@@ -25,11 +25,22 @@ async function maybeRun(app: any, panel: any): Promise<void> {
   if (!cells.length || !cells.every(c => c.model.trusted === true)) {
     return; // an untrusted notebook never runs by itself
   }
-  done.add(panel);
   await panel.sessionContext.ready;
-  if (app.shell.currentWidget === panel) {
-    await app.commands.execute('notebook:run-all-cells');
+  // Only in the tab the user is looking at: a notebook restored in a background tab (or a
+  // browser tab in the background) runs when it is shown, not before.
+  if (done.has(panel) || app.shell.currentWidget !== panel) {
+    return;
   }
+  if (document.visibilityState !== 'visible') {
+    const retry = (): void => {
+      document.removeEventListener('visibilitychange', retry);
+      void maybeRun(app, panel);
+    };
+    document.addEventListener('visibilitychange', retry);
+    return;
+  }
+  done.add(panel);
+  await app.commands.execute('notebook:run-all-cells');
 }
 
 const autorun = {

@@ -1,23 +1,43 @@
 // A Leaflet GridLayer whose tiles come from the kernel over the widget comm.
 //
-// Protocol (custom widget messages; the Python half is ee_model_widgets/widgets/tile_layer.py):
+// Protocol (custom widget messages; the Python half, with the full list, is
+// ee_model_widgets/widgets/tile_layer.py):
 //   view -> kernel  {type: 'tile_request', id, z, x, y}     one per tile Leaflet creates
 //   view -> kernel  {type: 'tile_cancel', id}               Leaflet unloaded the tile
-//   view -> kernel  {type: 'view', z}                       the map settled on zoom z
+//   view -> kernel  {type: 'tile_sync', sync, ids}          which of these do you still hold?
+//   view -> kernel  {type: 'tile_report', resent, lost}     what this view had to ask again / gave up on
 //   kernel -> view  {type: 'tile_response', id, status}     buffers[0] = PNG bytes
-//   kernel -> view  {type: 'redraw'}                         drop every tile, ask again
+//   kernel -> view  {type: 'tile_sync', sync, held}         the ids still queued or rendering
+//   kernel -> view  {type: 'redraw'}                        drop every tile, ask again
 // Request ids carry a per-view random prefix: replies reach every view of the model (a map
 // displayed twice, a second browser tab), and each view only takes its own.
+//
+// A message can be lost between the browser and the kernel (a kernel that dropped it, the
+// server's IOPub rate limit, a websocket that reconnected). A request unanswered for STALE_MS is
+// therefore asked about; one the kernel does not hold was lost and is sent again, up to
+// MAX_RESENDS times. What happens is said on the map (a notice in its corner) and reported to the
+// kernel, whose counts feed the panel's status line.
+//
+// Zoom changes need nothing special: Leaflet unloads the pending tiles of a zoom it leaves, and
+// their `tileunload` cancels them in the kernel.
 import { LeafletRasterLayerModel, LeafletRasterLayerView } from 'jupyter-leaflet';
 import L from 'leaflet';
 
 import { MODULE_NAME, MODULE_VERSION } from './version';
 
+const SYNC_EVERY_MS = 1000; // how often unanswered requests are looked at
+const STALE_MS = 2000; // a request unanswered for this long is asked about
+const SILENT_MS = 4000; // no answer to a sync for this long: say that the kernel is not answering
+const MAX_RESENDS = 3; // a request the kernel lost this often is given up (an error tile)
+const NOTICE_MS = 8000; // how long "asked again" stays on the map after the last resend
+
 interface IPending {
   img: HTMLImageElement;
   done: L.DoneCallback;
   coords: L.Coords;
-  tries: number;
+  tries: number; // request_timeout expiries
+  resends: number; // times the kernel had lost it
+  sentAt: number;
   timer: number;
 }
 
@@ -50,6 +70,16 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
   private prefix = Math.random().toString(36).slice(2, 10);
   private counter = 0;
   private pending = new Map<string, IPending>();
+  private syncTimer: number | null = null;
+  private syncs = 0;
+  private asked = new Map<string, string[]>(); // sync id -> request ids it asked about
+  private silentSince = 0; // when the oldest unanswered sync was sent (0: none)
+  private lastResendAt = 0;
+  private resentShown = 0; // requests asked again since the notice last went away
+  private lostTiles = new Set<HTMLImageElement>(); // error tiles of requests given up, still shown
+  private notice: L.Control | null = null;
+  private noticeDiv: HTMLDivElement | null = null;
+  private noticeTimer = 0;
 
   create_obj(): void {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
@@ -65,7 +95,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     });
     this.obj = new (Grid as any)({ noWrap: true, ...this.get_options() });
     this.obj.on('tileunload', (e: any) => this.onTileUnload(e.tile as HTMLImageElement));
-    this.obj.on('zoomend', () => this.sendView());
+    this.obj.on('remove', () => this.showNotice('', ''));
     this.model.on('msg:custom', this.onCustom, this);
   }
 
@@ -76,8 +106,84 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     img.dataset.zxy = `${coords.z}/${coords.x}/${coords.y}`; // lets tests and users find a tile
     const timeoutMs = 1000 * (this.model.get('request_timeout') ?? 60);
     const timer = window.setTimeout(() => this.onTimeout(id), timeoutMs);
-    this.pending.set(id, { img, done, coords, tries, timer });
-    this.send({ type: 'tile_request', id, z: coords.z, x: coords.x, y: coords.y });
+    this.pending.set(id, { img, done, coords, tries, resends: 0, sentAt: 0, timer });
+    this.sendRequest(id);
+  }
+
+  private sendRequest(id: string): void {
+    const p = this.pending.get(id);
+    if (!p) {
+      return;
+    }
+    p.sentAt = performance.now();
+    this.send({ type: 'tile_request', id, z: p.coords.z, x: p.coords.x, y: p.coords.y });
+    if (this.syncTimer === null) {
+      this.syncTimer = window.setInterval(() => this.checkPending(), SYNC_EVERY_MS);
+    }
+  }
+
+  // Ask the kernel about requests that are taking long; say so if it does not answer at all.
+  private checkPending(): void {
+    const now = performance.now();
+    if (this.pending.size === 0) {
+      window.clearInterval(this.syncTimer as number);
+      this.syncTimer = null;
+      this.silentSince = 0;
+      this.asked.clear();
+      this.updateNotice();
+      return;
+    }
+    const stale = [...this.pending].filter(([, p]) => now - p.sentAt > STALE_MS).map(([id]) => id);
+    if (stale.length === 0) {
+      this.updateNotice();
+      return;
+    }
+    const sync = `${this.prefix}-s${this.syncs++}`;
+    this.asked.set(sync, stale);
+    if (this.asked.size > 20) {
+      this.asked.delete(this.asked.keys().next().value as string); // a sync that never came back
+    }
+    if (this.silentSince === 0) {
+      this.silentSince = now;
+    }
+    this.send({ type: 'tile_sync', sync, ids: stale });
+    this.updateNotice();
+  }
+
+  private onSync(content: any): void {
+    const ids = this.asked.get(content.sync);
+    if (ids === undefined) {
+      return; // another view's sync, or one answered already
+    }
+    this.asked.delete(content.sync);
+    this.silentSince = 0;
+    const held = new Set<string>(Array.isArray(content.held) ? content.held : []);
+    let resent = 0;
+    let lost = 0;
+    for (const id of ids) {
+      const p = this.pending.get(id);
+      // Replies are sent before the kernel forgets a request, and arrive in order: a request
+      // still pending here and not held there was lost on the way, in one direction or the other.
+      if (!p || held.has(id)) {
+        continue;
+      }
+      if (p.resends >= MAX_RESENDS) {
+        this.giveUp(id, 'no reply from the kernel');
+        lost++;
+      } else {
+        p.resends++;
+        resent++;
+        this.sendRequest(id);
+      }
+    }
+    if (resent) {
+      this.lastResendAt = performance.now();
+      this.resentShown += resent;
+    }
+    if (resent || lost) {
+      this.send({ type: 'tile_report', resent, lost });
+    }
+    this.updateNotice();
   }
 
   private onTimeout(id: string): void {
@@ -85,16 +191,29 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     if (!p) {
       return;
     }
-    this.pending.delete(id);
     this.send({ type: 'tile_cancel', id });
     if (p.tries < 1) {
-      // One retry: the kernel may have dropped the message (IOPub rate limit) or been busy.
+      // One more try with a new id: the kernel may have been too busy to answer in time.
+      this.pending.delete(id);
       this.request(p.img, p.coords, p.done, p.tries + 1);
       return;
     }
+    this.giveUp(id, 'no reply from the kernel');
+    this.send({ type: 'tile_report', resent: 0, lost: 1 });
+    this.updateNotice();
+  }
+
+  private giveUp(id: string, text: string): void {
+    const p = this.pending.get(id);
+    if (!p) {
+      return;
+    }
+    window.clearTimeout(p.timer);
+    this.pending.delete(id);
     p.img.dataset.status = 'error';
+    this.lostTiles.add(p.img);
     p.img.onload = () => p.done(undefined, p.img);
-    p.img.src = errorTileUrl('no reply from the kernel');
+    p.img.src = errorTileUrl(text);
   }
 
   private onTileUnload(img: HTMLImageElement): void {
@@ -107,16 +226,67 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
         this.send({ type: 'tile_cancel', id });
       }
     }
+    if (this.lostTiles.delete(img)) {
+      this.updateNotice();
+    }
     if (img.src && img.src.startsWith('blob:')) {
       URL.revokeObjectURL(img.src);
     }
   }
 
-  private sendView(): void {
-    const map = (this.obj as any)._map as L.Map | undefined;
-    if (map) {
-      this.send({ type: 'view', z: map.getZoom() });
+  // ---- the notice on the map ----------------------------------------------------------------
+  private updateNotice(): void {
+    const now = performance.now();
+    if (this.silentSince && now - this.silentSince > SILENT_MS) {
+      const s = Math.round((now - this.silentSince) / 1000);
+      this.showNotice(
+        'waiting',
+        `Waiting for the kernel: ${this.pending.size} tile(s) asked for, no answer for ${s} s ` +
+          '(is a cell running, or the kernel restarting?).'
+      );
+    } else if (this.lostTiles.size) {
+      this.showNotice(
+        'lost',
+        `${this.lostTiles.size} tile(s) got no reply from the kernel (red tiles). Pan or zoom to ask again.`
+      );
+    } else if (this.resentShown && now - this.lastResendAt < NOTICE_MS) {
+      this.showNotice(
+        'resent',
+        `${this.resentShown} tile request(s) were lost on the way to or from the kernel and sent again.`
+      );
+      window.clearTimeout(this.noticeTimer);
+      this.noticeTimer = window.setTimeout(() => this.updateNotice(), NOTICE_MS);
+    } else {
+      this.resentShown = 0;
+      this.showNotice('', '');
     }
+  }
+
+  private showNotice(state: string, text: string): void {
+    const map = (this.obj as any)._map as L.Map | undefined;
+    if (!state || !map) {
+      if (this.notice) {
+        this.notice.remove();
+        this.notice = null;
+        this.noticeDiv = null;
+      }
+      return;
+    }
+    if (!this.notice) {
+      const div = L.DomUtil.create('div', 'emw-tile-notice');
+      div.dataset.layer = this.model.get('class_name') ?? ''; // which layer speaks (a map may have several)
+      div.style.cssText =
+        'background: rgba(255,255,255,0.92); padding: 3px 6px; border-radius: 4px; max-width: 320px;' +
+        'font: 12px sans-serif; border: 1px solid #c60;';
+      const Notice = L.Control.extend({ onAdd: () => div });
+      this.notice = new (Notice as any)({ position: 'bottomleft' }) as L.Control;
+      this.notice.addTo(map);
+      this.noticeDiv = div;
+    }
+    const div = this.noticeDiv as HTMLDivElement;
+    div.dataset.state = state;
+    div.style.color = state === 'resent' ? '#555' : '#900';
+    div.textContent = text;
   }
 
   private onCustom(content: any, buffers?: (ArrayBuffer | DataView)[]): void {
@@ -125,7 +295,13 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     }
     if (content.type === 'redraw') {
       this.cancelAll();
+      this.lostTiles.clear();
       this.obj.redraw();
+      this.updateNotice();
+      return;
+    }
+    if (content.type === 'tile_sync') {
+      this.onSync(content);
       return;
     }
     if (content.type !== 'tile_response') {
@@ -170,6 +346,12 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
 
   remove(): void {
     this.cancelAll();
+    if (this.syncTimer !== null) {
+      window.clearInterval(this.syncTimer);
+      this.syncTimer = null;
+    }
+    window.clearTimeout(this.noticeTimer);
+    this.showNotice('', '');
     this.model.off('msg:custom', this.onCustom, this);
     super.remove();
   }

@@ -35,6 +35,7 @@ import numpy as np
 from rasterio.enums import Resampling
 
 from ..errors import InputError
+from .band_math import BandMath
 from .grid import Grid, xyz_grid
 
 if TYPE_CHECKING:
@@ -69,8 +70,12 @@ def empty_read(nbands: int, grid: Grid) -> np.ma.MaskedArray:
     return np.ma.MaskedArray(np.zeros(shape, np.float32), mask=np.ones(shape, bool))
 
 
-class Image:
-    """Base class of all images. Subclasses set `_band_names` and implement the hooks."""
+class Image(BandMath):
+    """Base class of all images. Subclasses set `_band_names` and implement the hooks.
+
+    Every image also has Earth Engine's band math (`add`, `gt`, `update_mask`, `expression`,
+    operators...: core/band_math.py), lazy like everything else.
+    """
 
     _band_names: list[str]
     #: Bands read with nearest-neighbour resampling by default (class labels, masks).
@@ -177,30 +182,23 @@ class Image:
         return [resolve_resampling(resampling, b in self.categorical_bands) for b in bands]
 
     # ---- band algebra (lazy views) -----------------------------------------------------
-    def select(self, names) -> Image:
-        """A lazy image with a subset / reordering of bands (names or 0-based indices)."""
-        if isinstance(names, (str, int, np.integer)):
-            names = [names]
-        picked = []
-        for n in names:
-            if isinstance(n, (int, np.integer)) and not isinstance(n, bool):
-                if not -len(self._band_names) <= n < len(self._band_names):
-                    raise InputError(
-                        f"Band index {n} is out of range: this image has {len(self._band_names)} "
-                        f"bands {self.band_names}."
-                    )
-                picked.append(self._band_names[n])
-            else:
-                picked.append(n)
-        self._check_bands(picked)
-        if not picked:
-            raise InputError(f"select() needs at least one band; this image has bands {self.band_names}.")
-        return _BandView(self, picked, picked)
+    def select(self, *selectors) -> Image:
+        """A lazy image with some bands, like EE's `select`: names, regular expressions
+        (matching whole names) or 0-based indices, as arguments or a list; a second list
+        renames them: `img.select(["B4", "B8"], ["red", "nir"])`, `img.select("B.*")`."""
+        from .ops import select_bands
 
-    def rename(self, names: Sequence[str]) -> Image:
-        """The same bands under new names (one per band, unique)."""
+        new_names = None
+        if len(selectors) == 2 and all(isinstance(s, (list, tuple)) for s in selectors):
+            selectors, new_names = selectors
+        elif len(selectors) == 1 and not isinstance(selectors[0], (str, int, np.integer)):
+            selectors = selectors[0]
+        return select_bands(self, list(selectors), new_names)
+
+    def rename(self, names: Sequence[str], *more: str) -> Image:
+        """The same bands under new names (one per band, unique): a list, or names as arguments."""
         if isinstance(names, str):
-            names = [names]
+            names = [names, *more]
         names = [str(n) for n in names]
         if len(names) != len(self._band_names):
             raise InputError(
@@ -235,10 +233,21 @@ class Image:
         return self.read(grid, resampling=resampling)
 
     def export(self, path: str | os.PathLike, region=None, proj=None, **kwargs) -> str:
-        """Write a tiled, compressed float32 GeoTIFF window by window; see `export_geotiff`."""
+        """Write a float32 Cloud-Optimized GeoTIFF chunk by chunk, locally or on a dask cluster
+        (`client=`); see `export_geotiff`."""
         from .export import export_geotiff
 
         return export_geotiff(self, path, region=region, proj=proj, **kwargs)
+
+    def to_xarray(self, region=None, proj=None, chunks=None, resampling=None):
+        """A lazy dask-backed `xarray.DataArray` (band, y, x) of `region` on `proj`'s lattice.
+
+        Computing a chunk reads only that window (a prediction: its model cells, in one batch);
+        chunks default to whole model cells. Needs `pip install 'ee_model_widgets[cluster]'`.
+        """
+        from .lazy import to_xarray
+
+        return to_xarray(self, region=region, proj=proj, chunks=chunks, resampling=resampling)
 
     def sample(self, lon: float, lat: float, proj=None) -> dict[str, float | None]:
         """Band values of the pixel containing (lon, lat) at native scale (None if masked)."""
@@ -284,3 +293,13 @@ class _BandView(Image):
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         return self._parent.read(grid, [self._to_parent[b] for b in bands], resampling)
+
+    def read_many(self, grids: Sequence[Grid], bands=None, resampling=None) -> list[np.ma.MaskedArray]:
+        """Several grids in one pass of the parent's `read_many` when it has one (a prediction
+        then makes one batched model call for all of them, e.g. a map viewport of `pred.select(...)`)."""
+        names = self._check_bands(bands)
+        parent_bands = [self._to_parent[b] for b in names]
+        many = getattr(self._parent, "read_many", None)
+        if many is None:
+            return [self._parent.read(g, parent_bands, resampling) for g in grids]
+        return many(grids, parent_bands, resampling)

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from .params import EEParams, OutputBand, suggest
+from .portable import ModelSpec
 
 DEFAULT_MAX_BATCH_SIZE = 16
 #: Tile size used when neither `input_tile_size` nor the model's input shape gives one.
@@ -177,6 +178,8 @@ class Model:
         self._lock = threading.Lock() if serialize_calls else None
         self._single_positional = single_input_positional
         self.params = self._complete_params(params)
+        #: How another process loads this model again (set by the `from_*` constructors).
+        self.spec: ModelSpec | None = None
 
     # ---- constructors ------------------------------------------------------------------
     @classmethod
@@ -260,7 +263,7 @@ class Model:
             return {out_names[0]: _as_numpy(out)}
 
         fp = _keras_fingerprint(km)
-        return cls(
+        model = cls(
             call,
             params,
             name=name or km.name,
@@ -271,6 +274,11 @@ class Model:
             serialize_calls=True,
             single_input_positional=single,
         )
+        opts = dict(
+            max_batch_size=max_batch_size, name=name, custom_objects=custom_objects, safe_mode=safe_mode
+        )
+        model.spec = ModelSpec("keras", path or km, opts)  # how a dask worker loads it (core/portable.py)
+        return model
 
     @classmethod
     def from_saved_model(
@@ -347,7 +355,7 @@ class Model:
             return {k: _as_numpy(v) for k, v in out.items()}
 
         fp = _dir_fingerprint(path_s, signature)
-        return cls(
+        model = cls(
             call,
             params,
             name=name or os.path.basename(os.path.normpath(path_s)),
@@ -357,6 +365,10 @@ class Model:
             max_batch_size=max_batch_size,
             serialize_calls=True,
         )
+        model.spec = ModelSpec(
+            "saved_model", path_s, dict(signature=signature, max_batch_size=max_batch_size, name=name)
+        )
+        return model
 
     @classmethod
     def from_callable(
@@ -403,7 +415,7 @@ class Model:
 
         label = name or getattr(fn, "__qualname__", None) or type(fn).__name__
         fp = f"callable:{fingerprint}" if fingerprint is not None else f"callable:{label}:{uuid.uuid4().hex}"
-        return cls(
+        model = cls(
             call,
             params,
             name=label,
@@ -412,6 +424,9 @@ class Model:
             outputs=out_specs,
             max_batch_size=max_batch_size,
         )
+        opts = dict(name=name, fingerprint=fingerprint, input_names=input_names, output_names=output_names)
+        model.spec = ModelSpec("callable", fn, dict(opts, max_batch_size=max_batch_size))
+        return model
 
     @classmethod
     def from_vertex_ai(cls, endpoint: str, **kwargs: Any) -> Model:
@@ -551,6 +566,11 @@ class Model:
         return out
 
     def _run(self, chunk: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        # TensorFlow (oneDNN) runs a batch of one through other kernels, whose last bits differ:
+        # a lone cell is sent twice, so a cell's value never depends on what it was batched with.
+        pad = n == 1 and self._lock is not None
+        if pad:
+            chunk = {k: np.concatenate([a, a]) for k, a in chunk.items()}
         t0 = time.perf_counter()
         try:
             if self._lock is not None:
@@ -566,6 +586,8 @@ class Model:
             raise err from exc
         finally:
             self.stats.record(n, time.perf_counter() - t0)
+        if pad:
+            return {k: v[:1] for k, v in self._normalise_outputs(raw, 2).items()}
         return self._normalise_outputs(raw, n)
 
     def _normalise_outputs(self, raw: Any, n: int) -> dict[str, np.ndarray]:

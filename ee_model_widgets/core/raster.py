@@ -782,7 +782,12 @@ class FileImage(_RasterImage):
 
 # ---- xarray ---------------------------------------------------------------------------------
 def image_from_xarray(da, band_names=None, categorical=None) -> Image:
-    """An `ArrayImage` from a rioxarray-style DataArray (dims (band,) y, x; CRS via .rio or attrs)."""
+    """An image from a rioxarray-style DataArray (dims (band,) y, x; CRS via .rio or attrs) or a
+    Dataset (variables as bands): an `ArrayImage` copy of in-memory data, a lazy `XarrayImage`
+    of dask-backed or file-backed data (see core/xarray_image.py)."""
+    from .xarray_image import XarrayImage, as_dataarray, check_regular, is_lazy, normalise_dims
+
+    da = normalise_dims(as_dataarray(da))
     dims = tuple(da.dims)
     if len(dims) not in (2, 3):
         raise InputError(f"from_xarray needs dims (band, y, x) or (y, x), got {dims}.")
@@ -818,6 +823,11 @@ def image_from_xarray(da, band_names=None, categorical=None) -> Image:
             band_names = [str(v) for v in long_names]
         elif values and not all(v.lstrip("-").isdigit() for v in values):
             band_names = values
+    check_regular(da)
+    if is_lazy(da):
+        return XarrayImage(
+            da, transform=transform, crs=crs, band_names=band_names, nodata=nodata, categorical=categorical
+        )
     return ArrayImage(
         np.asarray(da.values),
         transform=transform,

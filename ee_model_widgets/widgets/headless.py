@@ -64,8 +64,12 @@ class HeadlessView:
         self.cancelled.add(id)
         self.say({"type": "tile_cancel", "id": id})
 
-    def view(self, z: int) -> None:
-        self.say({"type": "view", "z": z})
+    def sync(self, ids, sync: int = 0) -> list[str]:
+        """Ask which of `ids` the layer still holds (queued or rendering), as the browser does."""
+        self.say({"type": "tile_sync", "sync": sync, "ids": list(ids)})
+        with self._cond:
+            answers = [m for m in self.sent if m.get("type") == "tile_sync" and m.get("sync") == sync]
+        return answers[-1]["held"]
 
     def wait(self, ids, timeout: float = 60.0) -> dict[str, Reply]:
         """Wait until every id in `ids` has a reply; returns them (raises TimeoutError if not)."""

@@ -28,6 +28,7 @@ import time
 import ipyleaflet
 
 from ..errors import InputError
+from .comm_routing import route_to_live_subshells
 from .prediction_layer import PredictionLayer
 
 OSM_HOST = "tile.openstreetmap.org"
@@ -146,6 +147,7 @@ class Map(ipyleaflet.Map):
         if layers_control:
             self.layers_control = ipyleaflet.LayersControl(position="topright")
             self.add(self.layers_control)
+        route_to_live_subshells(self)  # map events must never go to a deleted kernel subshell
 
     # ---- Earth Engine style layers ------------------------------------------------------
     def add_layer(

@@ -31,6 +31,7 @@ import ipywidgets as widgets
 
 from ..core.image import Image
 from ..errors import EEModelWidgetsError, InputError, RegionError
+from .comm_routing import route_to_live_subshells
 from .controls import (
     ClassBandImage,
     PalettePicker,
@@ -47,6 +48,8 @@ from .jobs import Jobs
 from .legend import legend_png
 from .map import Map, zoom_for_bounds
 from .prediction_layer import PredictionLayer
+from .threshold import ThresholdControl, class_palette
+from .train_tab import TrainTab
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,7 @@ class Panel(widgets.VBox):
         *,
         image_vis_params: Mapping[str, dict] | None = None,
         basemap="auto",
+        client=None,
     ):
         if not models:
             raise InputError("explore() needs at least one model.")
@@ -342,8 +346,10 @@ class Panel(widgets.VBox):
         self.palette = PalettePicker("viridis")
         self.opacity = widgets.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, description="Opacity")
         self.opacity.add_class("emw-opacity")
+        self.threshold = ThresholdControl(self.map, image)
         display_tab = widgets.VBox(
             [self.band, widgets.HBox([self.vmin, self.vmax]), self.stretch_button, self.palette, self.opacity]
+            + [self.threshold]
         )
 
         # ---- Inspect, Compare, Export tabs ----------------------------------------------
@@ -360,13 +366,16 @@ class Panel(widgets.VBox):
         compare_tab = widgets.VBox(
             [self.compare, self.compare_model, self.compare_fix, self.compare_overlap, self.compare_info]
         )
-        self.exporter = Exporter(default_path=os.path.join(os.getcwd(), "prediction.tif"))
+        self.exporter = Exporter(default_path=os.path.join(os.getcwd(), "prediction.tif"), client=client)
 
         self.tabs = widgets.Tab(
             children=[model_tab, data_tab, display_tab, self.inspector, compare_tab, self.exporter],
             titles=("Model", "Data", "Display", "Inspect", "Compare", "Export"),
             layout={"width": "430px", "flex": "0 0 430px"},
         )
+        self.train = TrainTab(self)  # its own module: labels, training, versions (widgets/train_tab.py)
+        self.tabs.children = (*self.tabs.children, self.train)
+        self.tabs.set_title(len(self.tabs.children) - 1, "Train")
         self.status = widgets.HTML("")
         self.status.add_class("emw-status")
         title = widgets.HTML("<b style='font-size:14px'>Model Explorer</b> · ee_model_widgets")
@@ -403,6 +412,8 @@ class Panel(widgets.VBox):
             "tiles_done",
             "tiles_failed",
             "tiles_per_second",
+            "tiles_resent",
+            "tiles_lost",
             "last_error",
             "status",
         ):
@@ -415,6 +426,7 @@ class Panel(widgets.VBox):
                 self.region_preset.options = [REGION_GIVEN, *presets]
                 self.region_preset.value = REGION_GIVEN
             self.set_region(self._given_region, REGION_GIVEN)
+        route_to_live_subshells(self)  # no control may go deaf after a page reload (comm_routing.py)
         self._request_apply()
 
     # ---- public API ----------------------------------------------------------------------
@@ -514,6 +526,8 @@ class Panel(widgets.VBox):
             if source in self.region_preset.options and self.region_preset.value != source:
                 self.region_preset.value = source
         self.region_rect.bounds = ((s, w), (n, e))
+        # jupyter-leaflet's Rectangle view only follows `locations` (its Polygon base), not `bounds`.
+        self.region_rect.locations = [(s, w), (n, w), (n, e), (s, e)]
 
     def zoom_to_region(self) -> None:
         bounds = self.region if self.region is not None else tuple(self.image.bounds)
@@ -545,7 +559,7 @@ class Panel(widgets.VBox):
 
     def close(self) -> None:
         self._jobs.close()
-        for layer in (self.scene_layer, self.layer, self.compare_layer):
+        for layer in (self.scene_layer, self.layer, self.compare_layer, self.threshold.layer):
             if layer is not None:
                 layer.close()
         super().close()
@@ -613,6 +627,10 @@ class Panel(widgets.VBox):
             f"tiles: {lay.tiles_done} done, {lay.tiles_queued} queued, {lay.tiles_failed} failed"
             f" · {lay.tiles_per_second:.1f} tiles/s"
         )
+        if lay.tiles_resent or lay.tiles_lost:  # counted by the browser: the kernel never saw them
+            parts.append(
+                f"{lay.tiles_resent} lost on the way and asked again, {lay.tiles_lost} never answered"
+            )
         lines = [" · ".join(parts)]
         busy = self._busy_text()
         if busy:
@@ -723,6 +741,7 @@ class Panel(widgets.VBox):
         self.layer.image = display
         self.layer.vis_params = vis
         self.layer.visible = True
+        self.threshold.set_source(display, band, class_palette(entry.vis_params))
         self._update_model_info(entry, model)
         self._update_legend()
         self._refresh_status()
@@ -896,7 +915,7 @@ class Panel(widgets.VBox):
             self._set_error(exc)
 
     def _on_draw(self, _control, action: str, geo_json: dict) -> None:
-        if action != "created":
+        if action != "created" or self.train.labelling:  # a label, handled by the Train tab
             return
         try:
             from ..core.region import region_bounds
@@ -927,6 +946,7 @@ class Panel(widgets.VBox):
             with self._quietly():
                 self._show_vis_controls(vis, categorical)
             self.layer.vis_params = vis
+            self.threshold.set_source(display, band, class_palette(entry.vis_params))
             self._update_legend()
             self._sync_compare_vis()
 
@@ -993,7 +1013,7 @@ class Panel(widgets.VBox):
 
     # ---- inspector -------------------------------------------------------------------------------
     def _on_map_event(self, **event) -> None:
-        if event.get("type") != "click":
+        if event.get("type") != "click" or self.train.labelling:  # a label, handled by the Train tab
             return
         lat, lon = event.get("coordinates", (None, None))
         if lat is None:
@@ -1127,9 +1147,10 @@ class Panel(widgets.VBox):
         if pred is None:
             self.exporter.failed("no prediction to export: pick a model that works first.")
             return
-        self.exporter.started(target)
+        options = self.exporter.run_options()  # the cluster's client when chosen, the cancel flag
+        self.exporter.started(target, options["client"])
         try:
-            path = export_with_progress(pred, target, self.region, self.exporter.on_progress)
+            path = export_with_progress(pred, target, self.region, self.exporter.on_progress, **options)
         except Exception as exc:  # noqa: BLE001
             self.exporter.failed(f"{type(exc).__name__}: {exc}")
             self._set_error(exc, "export")
@@ -1189,13 +1210,14 @@ def _normalise_models(models) -> list[ModelEntry]:
     return entries
 
 
-def explore(models=None, image=None, region=None, *, basemap="auto") -> Panel:
+def explore(models=None, image=None, region=None, *, basemap="auto", client=None) -> Panel:
     """Open the Model Explorer panel (map + controls); with no arguments, on the embedded demo.
 
     `models`: None (the demo models), an `emw.Model`, a path/URL, or a list/dict of them.
     `image`: None (the demo Sentinel-2 scene), an `emw.Image` or a GeoTIFF path.
     `region`: None (the image extent), a (west, south, east, north) lon/lat tuple or GeoJSON;
-    used by the export and the automatic stretch. `basemap`: see `emw.Map`.
+    used by the export and the automatic stretch. `basemap`: see `emw.Map`. `client`: a
+    `distributed.Client` the Export tab can run on (default: the kernel's, if any).
     """
     from .. import demo
 
@@ -1221,4 +1243,4 @@ def explore(models=None, image=None, region=None, *, basemap="auto") -> Panel:
                 f"explore(image=...) takes an emw.Image or a GeoTIFF path, got {type(image).__name__}."
             )
         images = {name: img}
-    return Panel(entries, images, region, image_vis_params=vis, basemap=basemap)
+    return Panel(entries, images, region, image_vis_params=vis, basemap=basemap, client=client)

@@ -1,6 +1,6 @@
 """The kernel-side tile scheduler: a bounded queue, coalescing workers, cancellation.
 
-Comm handlers only call `submit`/`cancel`/`set_zoom` (cheap, never blocking); worker
+Comm handlers only call `submit`/`cancel`/`held` (cheap, never blocking); worker
 threads take the requests that arrived together (up to `batch_size`) and render them in one
 call, so a viewport of tiles becomes a few batched model calls instead of one call per tile.
 
@@ -71,7 +71,6 @@ class Refusal:
 
 
 QUEUE_FULL = Refusal("Dropped: too many tiles were waiting in the kernel. Pan or zoom to ask again.")
-STALE_ZOOM = Refusal("Dropped: the map moved to another zoom.")
 
 
 def tile_error(z: int, x: int, y: int) -> InputError | None:
@@ -139,7 +138,6 @@ class TileScheduler:
         self._hung = 0
         self.max_hung = max(1, workers)
         self._batch_timeout = batch_timeout
-        self._zoom: int | None = None
         self._closed = False
         self._done_times: collections.deque[float] = collections.deque(maxlen=512)
         self.counts = {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
@@ -176,14 +174,11 @@ class TileScheduler:
         with self._lock:
             if self._closed:
                 return
-            if self._zoom is not None and request.z != self._zoom:
-                # The view has moved on to another zoom: Leaflet only asks for tiles of the
-                # zoom it shows, so a stale request is a late message; drop it.
-                dropped.append((request, STALE_ZOOM))
-            else:
-                self._queue[request.id] = request
-                dropped.extend(self._trim_queue())
-                self._lock.notify()
+            # No dropping by zoom: Leaflet unloads (and so cancels) the tiles of a zoom it left,
+            # and two views of one layer (a second tab) may show different zooms.
+            self._queue[request.id] = request
+            dropped.extend(self._trim_queue())
+            self._lock.notify()
             self.counts["queued"] = len(self._queue)
         if dropped:
             self._answer(dropped)
@@ -211,16 +206,10 @@ class TileScheduler:
             self._on_change()
         return dropped
 
-    def set_zoom(self, z: int) -> None:
-        """The map settled on zoom `z`: queued requests of other zooms will never be shown."""
+    def held(self, request_ids: Sequence[str]) -> list[str]:
+        """The ids among `request_ids` that are queued or being rendered (their reply is still to come)."""
         with self._lock:
-            self._zoom = int(z)
-            stale = [r for r in self._queue.values() if r.z != self._zoom]
-            for r in stale:
-                del self._queue[r.id]
-            self.counts["queued"] = len(self._queue)
-        if stale:
-            self._answer([(r, STALE_ZOOM) for r in stale])
+            return [rid for rid in request_ids if rid in self._queue or rid in self._running]
 
     def restart(self) -> int:
         """What is being rendered changed: abandon every batch in flight and queue its requests

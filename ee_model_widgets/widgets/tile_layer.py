@@ -4,6 +4,17 @@ The browser half (js/tile_layer.ts) is a Leaflet GridLayer that asks for each ti
 widget comm; replies carry the PNG as a binary buffer. No HTTP server, no proxy, no side port:
 it works wherever widgets work (remote JupyterHub, Binder, Notebook 7).
 Comm handlers only enqueue into a `TileScheduler`; its workers render and reply.
+
+Messages (`type` of a custom widget message):
+  browser -> kernel  tile_request {id, z, x, y}   one per tile Leaflet creates
+  browser -> kernel  tile_cancel {id}             Leaflet unloaded the tile
+  browser -> kernel  tile_sync {sync, ids}        which of these requests do you still hold?
+  browser -> kernel  tile_report {resent, lost}   requests the browser had to send again / gave up on
+  kernel -> browser  tile_response {id, status}   buffers[0] = the PNG (an error tile if status is 'error')
+  kernel -> browser  tile_sync {sync, held}       the ids of `ids` that are queued or rendering
+  kernel -> browser  redraw                       drop every tile and ask again
+A request the kernel neither holds nor answered was lost on the way (in either direction): the
+browser asks for it again, within seconds instead of waiting for `request_timeout`.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import ipyleaflet
 from traitlets import Float, Int, Unicode, observe
 
 from .._version import EXTENSION_VERSION
+from .comm_routing import route_comm
 from .scheduler import CANCELLED, PNG_SIGNATURE, Refusal, TileRequest, TileScheduler
 
 log = logging.getLogger(__name__)
@@ -60,6 +72,10 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
     tiles_cancelled = Int(0).tag(sync=True)
     tiles_per_second = Float(0.0).tag(sync=True)
     last_error = Unicode("").tag(sync=True)
+    #: Reported by the browser: requests it sent again because they were lost, and requests it gave
+    #: up on (drawn as "no reply from the kernel" tiles). The kernel cannot count these itself.
+    tiles_resent = Int(0).tag(sync=True)
+    tiles_lost = Int(0).tag(sync=True)
 
     def __init__(
         self,
@@ -90,6 +106,7 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
             on_change=self._publish_progress,
         )
         self.on_msg(self._handle_tile_message)
+        route_comm(self.comm)  # tile requests must never go to a deleted kernel subshell
 
     @observe("batch_timeout")
     def _batch_timeout_changed(self, change) -> None:
@@ -129,8 +146,18 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
                 self.scheduler.submit(TileRequest(rid, z, x, y))
             elif kind == "tile_cancel":
                 self.scheduler.cancel(str(content["id"]))
-            elif kind == "view":
-                self.scheduler.set_zoom(int(content["z"]))
+            elif kind == "tile_sync":
+                ids = content["ids"]
+                if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                    raise TypeError("ids must be a list of strings")
+                self.send(
+                    {"type": "tile_sync", "sync": content.get("sync"), "held": self.scheduler.held(ids)}
+                )
+            elif kind == "tile_report":
+                resent, lost = int(content.get("resent", 0)), int(content.get("lost", 0))
+                with self._publish_lock, self.hold_sync():
+                    self.tiles_resent += max(resent, 0)
+                    self.tiles_lost += max(lost, 0)
             # Anything else (mouse events handled by ipyleaflet itself, future messages) is not ours.
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("ignoring a malformed %r message (%s): %r", kind, exc, content)

@@ -254,3 +254,84 @@ def png_rgb(png: bytes, background=(255, 255, 255)) -> np.ndarray:
     alpha = rgba[..., 3:4] / 255.0
     rgb = rgba[..., :3] * alpha + np.asarray(background, np.float64) * (1 - alpha)
     return np.round(rgb).astype(np.uint8)
+
+
+# ---- prediction tiles ---------------------------------------------------------------------------------
+
+#: CSS class of the layer that shows a model's prediction (the panel's input-scene layer has another).
+PREDICTION = "emw-prediction"
+
+_KERNEL_TILES_JS = """async ([cls, skipMarked]) => {
+    const out = {};
+    for (const img of document.querySelectorAll(`.${cls} img.leaflet-tile-loaded`)) {
+        // 'ok' is the kernel's own verdict; error tiles (the kernel's or the browser's) say 'error'.
+        if (img.dataset.status !== 'ok' || !img.src.startsWith('blob:')) continue;
+        if (skipMarked && img.dataset.emwOld) continue;
+        try {
+            const b = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+            let s = '';
+            for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
+            out[img.dataset.zxy] = btoa(s);
+        } catch (e) { /* unloaded (and its blob revoked) meanwhile */ }
+    }
+    return out;
+}"""
+
+
+def kernel_tiles(page, cls: str = PREDICTION, skip_marked: bool = False) -> dict[str, bytes]:
+    """The PNG bytes the kernel sent for each loaded tile of layer `.cls`, by z/x/y."""
+    import base64
+
+    found = page.evaluate(_KERNEL_TILES_JS, [cls, skip_marked])
+    return {zxy: base64.b64decode(b64) for zxy, b64 in found.items()}
+
+
+def mark_tiles_old(page) -> None:
+    """Flag every tile now on the page, so that `wait_prediction_tiles(skip_marked=True)` ignores them."""
+    page.evaluate(
+        "() => document.querySelectorAll('.leaflet-tile').forEach(t => { t.dataset.emwOld = '1'; })"
+    )
+
+
+def drawn_fraction(png: bytes) -> float:
+    """Fraction of a tile's pixels that are drawn (not transparent); 0 for a blank tile or not a PNG."""
+    if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+        return 0.0
+    rgba = np.asarray(PILImage.open(io.BytesIO(png)).convert("RGBA"))
+    return float((rgba[..., 3] > 0).mean())
+
+
+def layer_diagnosis(page, cls: str = PREDICTION) -> str:
+    """What the page shows about layer `.cls`: tile statuses, the layer's own notice, the panel's status line."""
+    return page.evaluate(
+        """(cls) => {
+            const st = {};
+            for (const i of document.querySelectorAll(`.${cls} img`)) st[i.dataset.status] = (st[i.dataset.status] || 0) + 1;
+            const notice = [...document.querySelectorAll('.emw-tile-notice')].map(n => n.innerText).join(' | ');
+            const status = [...document.querySelectorAll('.emw-status')].map(n => n.innerText).join(' | ');
+            return `tiles by status ${JSON.stringify(st)}; layer notice: ${notice || '-'}; status line: ${status || '-'}`;
+        }""",
+        cls,
+    )
+
+
+def wait_prediction_tiles(
+    page, n: int, timeout: float = 20, cls: str = PREDICTION, skip_marked: bool = False
+) -> dict[str, bytes]:
+    """Wait until `n` tiles of the prediction layer show a kernel PNG with drawn pixels; return them all.
+
+    Counts only tiles of layer `.cls` (not the input image's layer), answered by the kernel
+    with status 'ok' (not an error tile), whose PNG is not blank.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        tiles = kernel_tiles(page, cls, skip_marked)
+        good = {zxy: png for zxy, png in tiles.items() if drawn_fraction(png) >= 0.05}
+        if len(good) >= n:
+            return good
+        if time.monotonic() > end:
+            raise AssertionError(
+                f"{len(good)} of {n} prediction tiles within {timeout:.0f} s ({len(tiles)} answered 'ok'); "
+                + layer_diagnosis(page, cls)
+            )
+        page.wait_for_timeout(250)

@@ -21,7 +21,7 @@ import pytest
 import rasterio
 from PIL import Image as PILImage
 
-from .harness import NotebookPage, write_notebook
+from .harness import NotebookPage, kernel_tiles, write_notebook
 
 _ROOT = Path(__file__).resolve().parents[2]
 DOCS_SHOT = (
@@ -284,6 +284,8 @@ def test_drawing_a_rectangle_sets_the_region(explorer):
     to_view(page)
     tab(page, "Data")
     box = page.locator(".emw-map").bounding_box()
+    outline = page.locator(".emw-map path.leaflet-interactive[stroke-dasharray]").first
+    outline_before = outline.get_attribute("d")
     page.locator(".leaflet-draw-draw-rectangle").click()
     x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
     x1, y1 = x0 + 140, y0 + 90
@@ -319,6 +321,17 @@ def test_drawing_a_rectangle_sets_the_region(explorer):
     assert (n, s) == pytest.approx((lat(y0), lat(y1)), abs=3 * px_deg)
     field = page.locator(".emw-bbox input").input_value()
     assert [float(v) for v in field.split(",")] == pytest.approx([w, s, e, n], abs=1e-6)
+    # The orange region outline moved to the drawn rectangle (its SVG path spans the drawn pixels).
+    page.wait_for_function(
+        "(before) => { const p = document.querySelector('.emw-map path.leaflet-interactive[stroke-dasharray]');"
+        " return p && p.getAttribute('d') !== before; }",
+        arg=outline_before,
+        timeout=10_000,
+    )
+    r = outline.bounding_box()
+    assert (r["x"], r["y"], r["x"] + r["width"], r["y"] + r["height"]) == pytest.approx(
+        (x0, y0, x1, y1), abs=4
+    )
 
 
 def test_export_writes_the_region_as_to_numpy_has_it(explorer, lab_server):
@@ -390,6 +403,35 @@ def test_compare_splits_the_map(explorer):
     to_view(page)
     settled(page, "emw-compare")
     settled(page, PRED)
+    to_view(page)
+    # Left of the divider the map shows the prediction layer's kernel PNGs, right of it the compare
+    # layer's: checked pixel by pixel on the screen, where each PNG is opaque and nothing covers it.
+    divider = page.locator(".leaflet-sbs-divider").first.bounding_box()
+    split_x = divider["x"] + divider["width"] / 2
+    pngs = {"left": kernel_tiles(page, PRED), "right": kernel_tiles(page, "emw-compare")}
+    checked = {"left": 0, "right": 0}
+    differs = []
+    for zxy in visible_tiles(page):
+        if zxy not in pngs["left"] or zxy not in pngs["right"]:
+            continue
+        rgb, free = shown(page, zxy)
+        x0 = round(page.locator(f'.{PRED} img[data-zxy="{zxy}"]').first.bounding_box()["x"])
+        cols = x0 + np.arange(256)
+        sides = {"left": cols < split_x - 4, "right": cols > split_x + 4}
+        rgbas = {k: np.asarray(PILImage.open(io.BytesIO(v[zxy])).convert("RGBA")) for k, v in pngs.items()}
+        for side, rgba in rgbas.items():
+            mask = (rgba[..., 3] == 255) & free & sides[side][None, :]
+            if mask.sum() < 2000:
+                continue
+            diff = np.abs(rgb.astype(int) - rgba[..., :3].astype(int)).max(axis=-1)[mask]
+            assert (diff <= 3).mean() > 0.97, (zxy, side, (diff <= 3).mean())
+            checked[side] += 1
+        both = (rgbas["left"][..., 3] == 255) & (rgbas["right"][..., 3] == 255)
+        differs.append(
+            (np.abs(rgbas["left"][..., :3].astype(int) - rgbas["right"][..., :3]).max(-1) > 3)[both].mean()
+        )
+    assert checked["left"] >= 1 and checked["right"] >= 1, checked
+    assert max(differs) > 0.01, differs  # the two sides show different predictions, so the check has teeth
     page.locator(".emw-compare input").uncheck()
     kernel(nb, "panel.wait(); print(panel.split_control)")
     page.wait_for_selector(".leaflet-sbs-divider", state="detached", timeout=30_000)

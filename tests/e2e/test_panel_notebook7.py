@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .harness import NotebookPage, write_notebook
+from .harness import NotebookPage, wait_prediction_tiles, write_notebook
 
 
 def test_explore_streams_predictions_in_notebook_7(notebook_server, page):
@@ -12,11 +12,8 @@ def test_explore_streams_predictions_in_notebook_7(notebook_server, page):
     )
     nb = NotebookPage(page, notebook_server, "explore_nb7.ipynb")
     nb.run_all()
-    nb.wait_tiles(4, timeout=120)
-    statuses = page.evaluate(
-        "() => [...document.querySelectorAll('.ee-model-tile img.leaflet-tile-loaded')].map(i => i.dataset.status)"
-    )
-    assert statuses.count("ok") >= 4, statuses
+    # Prediction tiles only (not the input image's layer): kernel PNGs with drawn pixels, no error tiles.
+    assert len(wait_prediction_tiles(page, 4, timeout=120)) >= 4
     # The prediction layer itself (not only the input image's layer) served tiles without errors.
     code = (
         "import time\nend = time.time() + 90\n"

@@ -7,9 +7,8 @@ import json
 import numpy as np
 
 from ee_model_widgets import demo
-from ee_model_widgets.core.vis import render, to_png
 
-from .harness import NotebookPage, png_rgb, write_notebook
+from .harness import NotebookPage, wait_prediction_tiles, write_notebook
 
 VIS = {"min": 0.0, "max": 0.3, "palette": "viridis"}
 
@@ -49,9 +48,27 @@ def kernel_json(nb: NotebookPage, expr: str):
     return json.loads(nb.run_code(f"print(json.dumps({expr}))").strip().splitlines()[-1])
 
 
+def by_hand(tile: np.ma.MaskedArray, background) -> np.ndarray:
+    """What a 0..0.3 viridis rendering of `tile` looks like over `background`, computed here with
+    matplotlib's colormap (not with the package's rendering code): masked pixels show the background."""
+    import matplotlib
+
+    v = np.clip((tile[0].filled(0).astype(float) - VIS["min"]) / (VIS["max"] - VIS["min"]), 0, 1)
+    rgb = matplotlib.colormaps["viridis"](v)[..., :3] * 255
+    rgb[np.ma.getmaskarray(tile[0])] = background
+    return rgb
+
+
 def test_predicted_tiles_show_exactly_the_rendered_prediction(any_server, page):
     nb = open_layer_notebook(any_server, page, f"pred_{any_server.app}.ipynb")
-    nb.wait_tiles(4)
+    wait_prediction_tiles(page, 4, timeout=60, cls="ee-model-tile")  # kernel PNGs, not blank, not errors
+    page.wait_for_function(  # and at least one of them lies fully inside the map, to be compared whole
+        """() => [...document.querySelectorAll('.ee-model-tile img.leaflet-tile-loaded')].some(img => {
+            const m = img.closest('.leaflet-container').getBoundingClientRect(), r = img.getBoundingClientRect();
+            return r.left >= m.left && r.top >= m.top && r.right <= m.right && r.bottom <= m.bottom; })""",
+        timeout=60_000,
+    )
+    page.wait_for_timeout(600)  # Leaflet's fade-in
     tiles = nb.loaded_tiles()
     assert tiles, "no predicted tile fully inside the map"
     pred = demo.model("fcn").predict_image(demo.scene())
@@ -60,12 +77,12 @@ def test_predicted_tiles_show_exactly_the_rendered_prediction(any_server, page):
     for zxy in tiles[:4]:
         z, x, y = map(int, zxy.split("/"))
         tile = pred.tile(z, x, y)
-        if tile.count() == 0:
+        if tile.count() < 0.2 * tile[0].size:
             continue
-        expected = png_rgb(to_png(render(tile, VIS, band_names=pred.band_names)), background=bg).astype(int)
-        shown = nb.tile_pixels(zxy).astype(int)
-        diff = np.abs(shown - expected)
-        assert diff.mean() < 1.0 and (diff.max(axis=-1) <= 3).mean() > 0.99, (zxy, diff.mean())
+        shown = nb.tile_pixels(zxy).astype(float)
+        diff = np.abs(shown - by_hand(tile, bg)).max(axis=-1)
+        # 256-colour colormap lookup vs the float colour: a step of viridis is <= 6 per channel.
+        assert (diff <= 6).mean() > 0.99, (zxy, (diff <= 6).mean())
         checked += 1
     assert checked >= 1
     stats = kernel_json(nb, "dict(done=layer.tiles_done, failed=layer.tiles_failed, err=layer.last_error)")

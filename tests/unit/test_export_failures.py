@@ -31,7 +31,8 @@ from ee_model_widgets.errors import ExportError
 TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 7000000.0)
 
 # Run in a child process: export a 1024 x 1024 random (incompressible) float32 band to
-# sys.argv[1]/out.tif with the given compression, and report the outcome as JSON.
+# sys.argv[1]/out.tif with the given compression (a COG, or a plain GeoTIFF when sys.argv[3]
+# is "plain"), and report the outcome as JSON.
 CHILD = textwrap.dedent(
     """
     import json, os, sys
@@ -40,6 +41,7 @@ CHILD = textwrap.dedent(
     import ee_model_widgets as emw
 
     folder, compress = sys.argv[1], (sys.argv[2] if sys.argv[2] != "none" else None)
+    cog = sys.argv[3] != "plain"
     arr = np.random.default_rng(0).random((1, 1024, 1024)).astype("float32")
     img = emw.Image.from_array(arr, transform=Affine(10, 0, 500000, 0, -10, 7000000), crs="EPSG:32719")
     reads = []
@@ -47,7 +49,7 @@ CHILD = textwrap.dedent(
     img.read = lambda *a, **k: (reads.append(1), inner(*a, **k))[1]
     out = {"error": None}
     try:
-        img.export(os.path.join(folder, "out.tif"), compress=compress, progress=False)
+        img.export(os.path.join(folder, "out.tif"), compress=compress, cog=cog, progress=False)
     except Exception as exc:
         out = {"error": type(exc).__name__, "message": str(exc)}
     out.update(reads=len(reads), files=sorted(os.listdir(folder)))
@@ -56,14 +58,14 @@ CHILD = textwrap.dedent(
 )
 
 
-def in_tmpfs(folder, options: str, compress: str) -> dict:
+def in_tmpfs(folder, options: str, compress: str, layout: str = "cog") -> dict:
     """Run CHILD with a fresh tmpfs (mount `options`) over `folder`, in a private mount namespace."""
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.skip("needs unshare(1) to mount a private tmpfs")
-    script = 'mount -t tmpfs -o "$3" tmpfs "$0" && exec "$1" -c "$2" "$0" "$4"'
+    script = 'mount -t tmpfs -o "$3" tmpfs "$0" && exec "$1" -c "$2" "$0" "$4" "$5"'
     proc = subprocess.run(
-        [unshare, "-rm", "sh", "-c", script, str(folder), sys.executable, CHILD, options, compress],
+        [unshare, "-rm", "sh", "-c", script, str(folder), sys.executable, CHILD, options, compress, layout],
         capture_output=True,
         text=True,
         timeout=120,
@@ -149,14 +151,24 @@ def test_a_read_only_file_system_is_refused_before_the_work(tmp_path):
 
 
 def test_too_little_space_for_an_uncompressed_file_is_refused_before_the_work(tmp_path):
-    out = in_tmpfs(tmp_path, "size=512k", "none")  # a 4 MiB file on a 512 KiB disk
+    out = in_tmpfs(tmp_path, "size=512k", "none", "plain")  # a 4 MiB file on a 512 KiB disk
     assert out["error"] == "ExportError"
     assert "needs 4.0 MiB and only 0.5 MiB are free" in out["message"]
+    assert out["reads"] == 0 and out["files"] == []
+    # A COG: the 4 MiB uncompressed temporary, then the 5.3 MiB COG (with overviews) beside it.
+    out = in_tmpfs(tmp_path, "size=512k", "none")
+    assert "needs 9.3 MiB and only 0.5 MiB are free" in out["message"]
+    assert out["reads"] == 0 and out["files"] == []
+
+
+def test_a_compressed_cog_checks_the_space_of_its_uncompressed_temporary_first(tmp_path):
+    out = in_tmpfs(tmp_path, "size=512k", "deflate")  # chunks land in an uncompressed temporary
+    assert out["error"] == "ExportError" and "needs 4.0 MiB and only 0.5 MiB are free" in out["message"]
     assert out["reads"] == 0 and out["files"] == []
 
 
 def test_a_disk_that_fills_up_during_the_export_says_so_and_keeps_nothing(tmp_path):
-    out = in_tmpfs(tmp_path, "size=512k", "deflate")  # compressed: the size is not known in advance
+    out = in_tmpfs(tmp_path, "size=512k", "deflate", "plain")  # compressed: the size is not known in advance
     assert out["error"] == "ExportError"
     assert "no space left on the disk" in out["message"] and "nothing was written" in out["message"]
     assert out["reads"] > 0  # it did fail during the work
@@ -169,7 +181,7 @@ def test_free_space_check_without_a_tmpfs(counting_image, tmp_path, monkeypatch)
     usage = shutil.disk_usage(tmp_path)._replace(free=100_000)
     monkeypatch.setattr(output_file.shutil, "disk_usage", lambda _: usage)
     with pytest.raises(ExportError, match=r"needs 0.5 MiB and only 0.1 MiB are free"):
-        img.export(tmp_path / "out.tif", compress=None, progress=False)
+        img.export(tmp_path / "out.tif", compress=None, cog=False, progress=False)
     assert img.reads == 0 and os.listdir(tmp_path) == []
 
 

@@ -63,21 +63,41 @@ def test_cancel_drops_a_queued_request(make_view):
     assert layer.tiles_cancelled == 1
 
 
-def test_view_message_drops_queued_tiles_of_other_zooms_with_a_cancelled_reply(make_view):
+def test_sync_names_the_requests_still_held_and_forgets_answered_and_unknown_ones(make_view):
     gate = threading.Event()
     layer, view = make_view(lambda z, x, y: (gate.wait(10), png_of(z))[1], workers=1, batch_size=1)
     view.request(4, 0, 0, id="running")
     time.sleep(0.1)
-    stale = [view.request(4, i, 1) for i in range(5)]
-    view.view(5)  # the map settled on zoom 5
-    fresh = view.request(5, 0, 0)
+    view.request(4, 1, 0, id="queued")
+    # "lost" never reached the kernel: the browser must learn that it is not held, so it asks again.
+    assert view.sync(["running", "queued", "lost"], sync=1) == ["running", "queued"]
     gate.set()
-    replies = view.wait(["running", fresh, *stale])
-    # Never rendered (the renderer would have drawn the zoom), but answered: no browser waits.
-    assert {replies[i].status for i in stale} == {"cancelled"}
-    assert {replies[i].png for i in stale} != {png_of(4)}
-    assert replies[fresh].status == "ok" and replies[fresh].png == png_of(5)
-    assert layer.tiles_cancelled == 5
+    view.wait(["running", "queued"])
+    time.sleep(0.1)
+    assert view.sync(["running", "queued"], sync=2) == []  # answered: nothing left to wait for
+
+
+def test_a_sync_with_malformed_ids_is_ignored_with_a_warning(make_view, caplog):
+    layer, view = make_view(lambda z, x, y: png_of(1))
+    with caplog.at_level(logging.WARNING, logger="ee_model_widgets.widgets.tile_layer"):
+        view.say({"type": "tile_sync", "sync": 1, "ids": "a,b"})
+    assert view.messages("tile_sync") == []
+    assert any("malformed" in r.getMessage() for r in caplog.records)
+
+
+def test_the_browser_reports_resent_and_lost_requests_into_the_layer_counts(make_view):
+    layer, view = make_view(lambda z, x, y: png_of(1))
+    view.say({"type": "tile_report", "resent": 3, "lost": 0})
+    view.say({"type": "tile_report", "resent": 1, "lost": 2})
+    assert (layer.tiles_resent, layer.tiles_lost) == (4, 2)
+
+
+def test_requests_of_every_zoom_are_served(make_view):
+    # Two views of one layer (a second browser tab) may show different zooms: none is dropped.
+    layer, view = make_view(lambda z, x, y: png_of(z))
+    replies = view.fetch([(4, 0, 0), (5, 0, 0), (4, 1, 1)])
+    assert [r.status for r in replies] == ["ok", "ok", "ok"]
+    assert layer.tiles_cancelled == 0
 
 
 def test_unknown_and_malformed_messages_are_ignored_with_a_warning(make_view, caplog):

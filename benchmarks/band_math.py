@@ -1,0 +1,110 @@
+"""Band math on the map (issue 18). Prints figures measured in one run.
+
+A map tile of `pred.gt(0.5).self_mask()` with the prediction's cells cached must cost no
+model call and at most 1.2x the tile of `pred` itself. Both are rendered by the real
+`PredictionLayer._render_many` (read_many, render, PNG) of the demo land-cover model's
+probabilities over the demo Sentinel-2 scene, with the layers' own tile caches disabled so
+every repeat does the full read + render. The cell cache is warmed first, then:
+
+(a) model calls made while rendering the derived tiles (target 0);
+(b) best time of N tiles of the derived image / best time of the same tiles of `pred`
+    (target <= 1.2), and the same for a band ratio (`normalized_difference`) and an
+    `expression` on the prediction.
+
+Run: .venv/bin/python benchmarks/band_math.py [--tiles 24] [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from _figures import record
+from _timing import best
+
+import ee_model_widgets as emw
+from ee_model_widgets import demo
+from ee_model_widgets.widgets.scheduler import TileRequest
+
+
+def viewport(image, z: int, n: int) -> list[tuple[int, int, int]]:
+    w, s, e, nn = image.bounds
+    lon, lat = (w + e) / 2, (s + nn) / 2
+    cx = int((lon + 180) / 360 * 2**z)
+    cy = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2**z)
+    cols = max(1, int(math.sqrt(n * 1.5)))
+    return [(z, cx - cols // 2 + k % cols, cy - 2 + k // cols) for k in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiles", type=int, default=24)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--zoom", type=int, default=15)
+    args = ap.parse_args()
+
+    scene = demo.scene()
+    model = demo.model("landcover")
+    pred = model.predict_image(scene)
+    tiles = viewport(scene, args.zoom, args.tiles)
+    band = pred.band_names[-1]
+    cases = {
+        "pred": (pred, {"bands": [band], "min": 0, "max": 1, "palette": "viridis"}),
+        "pred.gt(0.5).self_mask()": (pred.gt(0.5).self_mask(), {"bands": [band], "palette": ["red"]}),
+        "normalized_difference": (
+            pred.normalized_difference([pred.band_names[-1], pred.band_names[0]]),
+            {"min": -1, "max": 1, "palette": "RdYlGn"},
+        ),
+        "expression": (
+            pred.expression(f"likely = b('{band}') > 0.5 && b('{pred.band_names[0]}') < 0.2"),
+            {"min": 0, "max": 1},
+        ),
+    }
+    layers = {
+        k: emw.PredictionLayer(img, vis_params=vis, tile_cache_bytes=0) for k, (img, vis) in cases.items()
+    }
+    requests = [TileRequest(f"t{i}", z, x, y) for i, (z, x, y) in enumerate(tiles)]
+
+    def render(name: str):
+        out = layers[name]._render_many(requests)
+        bad = [r for r in out if not isinstance(r, bytes)]
+        if bad:
+            raise RuntimeError(f"{name}: {len(bad)} tiles failed, e.g. {bad[0]!r}")
+        return out
+
+    render("pred")  # warms the cell cache: the model runs here only
+    print(
+        f"demo land-cover model on the demo scene, {len(tiles)} tiles at zoom {args.zoom}, best of {args.repeat}"
+    )
+    calls = model.stats.calls
+    render("pred.gt(0.5).self_mask()")
+    extra_calls = model.stats.calls - calls
+    print(f"(a) model calls for the derived tiles with the prediction cached: {extra_calls} (target 0)")
+    base = best(lambda: render("pred"), args.repeat)
+    print(f"    tiles of pred: {base * 1000:.1f} ms")
+    ratios = {}
+    for name in list(cases)[1:]:
+        t = best(lambda name=name: render(name), args.repeat)
+        ratios[name] = t / base
+        target = " (target <= 1.2)" if name.startswith("pred.gt") else ""
+        print(f"(b) {name}: {t * 1000:.1f} ms, {t / base:.2f}x the tiles of pred{target}")
+    assert model.stats.calls == calls, "a derived tile ran the model"
+    record(
+        "band_math.a",
+        f"Model calls for {len(tiles)} map tiles of pred.gt(0.5).self_mask() with the prediction's cells cached",
+        str(extra_calls),
+        "0",
+    )
+    record(
+        "band_math.b",
+        f"{len(tiles)} map tiles of pred.gt(0.5).self_mask() / the same tiles of pred (read, render, PNG)",
+        f"{ratios['pred.gt(0.5).self_mask()']:.2f}x (normalized_difference {ratios['normalized_difference']:.2f}x, "
+        f"expression {ratios['expression']:.2f}x)",
+        "<= 1.2x",
+    )
+    for layer in layers.values():
+        layer.close()
+
+
+if __name__ == "__main__":
+    main()
