@@ -102,7 +102,7 @@ test-kserve: $(KVENV)/bin/python
 
 test: lint typecheck pytest test-kserve
 
-bench: install-test
+bench: install-test chromium
 	$(PIP) install --quiet -e ".[test,bench]"
 	@for f in benchmarks/[!_]*.py; do [ $$f = benchmarks/report.py ] && continue; echo "== $$f"; $(PY) $$f || exit 1; done
 	$(PY) benchmarks/report.py --write
