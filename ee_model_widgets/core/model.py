@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelError
+from . import remote
 from .params import EEParams, OutputBand, suggest
 from .portable import ModelSpec
 
@@ -431,23 +432,23 @@ class Model:
     @classmethod
     def from_vertex_ai(cls, endpoint: str, **kwargs: Any) -> Model:
         """A model behind a Vertex-AI-style REST endpoint (see `ee_model_widgets.serving.client`)."""
-        return _serving_client("from_vertex_ai")(endpoint, **kwargs)
+        return remote.constructor("from_vertex_ai")(endpoint, **kwargs)
 
     @classmethod
     def from_ai_platform_predictor(cls, **kwargs: Any) -> Model:
         """A model behind an AI-Platform-style REST predictor (see `ee_model_widgets.serving.client`)."""
-        return _serving_client("from_ai_platform_predictor")(**kwargs)
+        return remote.constructor("from_ai_platform_predictor")(**kwargs)
 
     # Earth Engine spellings, which also take Earth Engine's positional order
     @classmethod
     def fromVertexAi(cls, *args: Any, **kwargs: Any) -> Model:  # noqa: N802
         """`ee.Model.fromVertexAi(endpoint, inputProperties, inputTypeOverride, inputShapes, proj, ...)`."""
-        return _serving_client("fromVertexAi")(*args, **kwargs)
+        return remote.constructor("fromVertexAi")(*args, **kwargs)
 
     @classmethod
     def fromAiPlatformPredictor(cls, *args: Any, **kwargs: Any) -> Model:  # noqa: N802
         """`ee.Model.fromAiPlatformPredictor(projectName, projectId, modelName, version, region, ...)`."""
-        return _serving_client("fromAiPlatformPredictor")(*args, **kwargs)
+        return remote.constructor("fromAiPlatformPredictor")(*args, **kwargs)
 
     # ---- parameters completed from the model -------------------------------------------
     def replace(self, **changes: Any) -> Model:
@@ -1027,23 +1028,6 @@ def _array_band(bands: Sequence[str]) -> str | None:
     an output with `dimensions: 1` is flattened into bands."""
     name = bands[0][:-2] if len(bands) >= 2 and bands[0].endswith("_0") else ""
     return name if name and list(bands) == [f"{name}_{i}" for i in range(len(bands))] else None
-
-
-def _serving_client(attr: str):
-    try:
-        from ..serving import client
-    except ImportError as exc:
-        raise ModelError(
-            f"REST models need ee_model_widgets.serving.client, which could not be imported ({exc}). "
-            "Reinstall ee_model_widgets, or wrap your endpoint with Model.from_callable."
-        ) from None
-    fn = getattr(client, attr, None)
-    if fn is None:
-        raise ModelError(
-            f"ee_model_widgets.serving.client has no {attr}(): this installation is incomplete; "
-            "wrap your endpoint with Model.from_callable meanwhile."
-        )
-    return fn
 
 
 def _keras_fingerprint(km) -> str:

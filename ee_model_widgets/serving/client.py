@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.model import BAND_INPUTS, Model
 from ..errors import InputError, ServingError
 from . import codec, protocol
 
@@ -342,6 +343,14 @@ class RestPredictor:
     def __repr__(self) -> str:
         return f"RestPredictor({self.url!r}, payload_format={self.payload_format!r})"
 
+    # Sent to other processes (dask workers) without its connections, threads and lock: the
+    # copy opens its own on first use. `core.portable` relies on this and never imports us.
+    def __getstate__(self) -> dict:
+        return dict(self.__dict__, _client=None, _pool=None, _lock=None)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
     # ---- plumbing ---------------------------------------------------------------------------------
     def _http(self):
         with self._lock:
@@ -579,8 +588,6 @@ def discover_signature(
 
 
 def _model_from_predictor(predictor: RestPredictor, label: str, ee_params: dict[str, Any], discover: bool):
-    from ..core.model import BAND_INPUTS, Model
-
     kwargs = dict(ee_params)
     if "input_names" not in kwargs:
         # Earth Engine sends every band under its own name whatever the endpoint is; a TF-Serving
