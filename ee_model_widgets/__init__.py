@@ -23,9 +23,9 @@ _quiet_tensorflow.install()  # TensorFlow's C++ start-up lines stay out of noteb
 
 def _rest_constructor(name: str):
     """`Model.from_vertex_ai` & co. live in serving, above core: the root wires them in."""
-    from .serving import client
+    from .serving import rest_models
 
-    return getattr(client, name, None)
+    return getattr(rest_models, name, None)
 
 
 _remote.provide(_rest_constructor)

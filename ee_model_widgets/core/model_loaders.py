@@ -2,7 +2,7 @@
 constructors (`ModelLoaders`, a mixin of `Model`).
 
 TensorFlow is imported only when a TF model is loaded. The REST constructors live in
-`serving/client.py`, above core; `core/remote.py` finds them (see docs/architecture.md).
+`serving/rest_models.py`, above core; `core/remote.py` finds them (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -296,12 +296,12 @@ class ModelLoaders:
 
     @classmethod
     def from_vertex_ai(cls: type[_M], endpoint: str, **kwargs: Any) -> _M:
-        """A model behind a Vertex-AI-style REST endpoint (see `ee_model_widgets.serving.client`)."""
+        """A model behind a Vertex-AI-style REST endpoint (see `ee_model_widgets.serving.rest_models`)."""
         return remote.constructor("from_vertex_ai")(endpoint, **kwargs)
 
     @classmethod
     def from_ai_platform_predictor(cls: type[_M], **kwargs: Any) -> _M:
-        """A model behind an AI-Platform-style REST predictor (see `ee_model_widgets.serving.client`)."""
+        """A model behind an AI-Platform-style REST predictor (see `ee_model_widgets.serving.rest_models`)."""
         return remote.constructor("from_ai_platform_predictor")(**kwargs)
 
     # Earth Engine spellings, which also take Earth Engine's positional order
