@@ -6,10 +6,12 @@ back would close an import cycle, so it names this protocol instead.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import ipyleaflet
+import ipywidgets as widgets
 
 from ..core.image import Image
 
@@ -32,3 +34,11 @@ class TabHost(Protocol):
         self, lane: str, message: str, fn: Callable[..., Any], *args: Any, latest_only: bool = False
     ) -> None:
         """Run `fn(*args)` in the background lane `lane`, showing `message` meanwhile."""
+
+
+HELP_STYLE = "font-size:11px;line-height:1.35;color:#444"
+
+
+def help_html(text: str) -> widgets.HTML:
+    """A tab's small help text."""
+    return widgets.HTML(f"<div style='{HELP_STYLE}'>{html.escape(text)}</div>")
