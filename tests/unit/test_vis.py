@@ -163,3 +163,32 @@ def test_stretch_is_percentiles_of_valid_pixels_per_band():
     assert mins[0] == pytest.approx(8.9) and maxs[0] == pytest.approx(80.1)
     assert mins[1] == 7.0 and maxs[1] == 8.0  # constant band still gets min < max
     assert render(a[:1, np.newaxis, :], {"min": mins[0], "max": maxs[0]}).shape == (1, 101, 4)
+
+
+@pytest.mark.parametrize("palette", ["viridis", "YlGn", ["ff0000", "0000ff"], "000000,ffffff,f00", "magma"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_palette_colours_are_within_one_level_of_exact_interpolation(palette, dtype):
+    # The ramp is a lookup table (speed); its colours may differ from exact linear
+    # interpolation between the palette's colours by at most one level of 255, never more.
+    from matplotlib import colormaps
+    from matplotlib.colors import to_rgba
+
+    rng = np.random.default_rng(1)
+    values = np.concatenate([rng.uniform(-0.1, 1.1, 20_000), np.linspace(0, 1, 1001)]).astype(dtype)
+    rgba = render(_one_band(values).astype(dtype), {"min": 0, "max": 1, "palette": palette})
+    if isinstance(palette, str) and "," not in palette:
+        colours = np.asarray(colormaps[palette](np.linspace(0, 1, 256)))
+    else:
+        names = palette.split(",") if isinstance(palette, str) else palette
+        colours = np.asarray([to_rgba("#" + c) for c in names])
+    pos = np.clip(values.astype(np.float64), 0, 1) * (len(colours) - 1)
+    exact = np.stack([np.interp(pos, np.arange(len(colours)), colours[:, c]) for c in range(4)], -1)
+    diff = np.abs(rgba[0].astype(int) - np.rint(exact * 255).astype(int))
+    assert diff.max() <= 1, diff.max()
+    assert (diff == 0).mean() > 0.95  # off by one only at rounding boundaries
+
+
+@pytest.mark.parametrize("palette", [{"a": 1}, [], ["not-a-colour"]])
+def test_an_invalid_palette_is_an_input_error_not_a_cache_type_error(palette):
+    with pytest.raises(InputError, match="(?i)palette|colour"):
+        render(np.zeros((1, 2, 2)), {"palette": palette})
