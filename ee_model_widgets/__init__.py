@@ -16,8 +16,19 @@ import importlib
 
 from . import quiet_tensorflow as _quiet_tensorflow
 from ._version import __version__  # noqa: E402
+from .core import remote as _remote
 
 _quiet_tensorflow.install()  # TensorFlow's C++ start-up lines stay out of notebook outputs
+
+
+def _rest_constructor(name: str):
+    """`Model.from_vertex_ai` & co. live in serving, above core: the root wires them in."""
+    from .serving import rest_models
+
+    return getattr(rest_models, name, None)
+
+
+_remote.provide(_rest_constructor)
 
 # public name -> module that defines it
 _LAZY = {

@@ -137,12 +137,6 @@ def load_model(spec: ModelSpec, params, fingerprint: str, name: str, key: str):
     return clone
 
 
-def _restore(cls, state: dict):
-    obj = cls.__new__(cls)
-    obj.__dict__.update(state)
-    return obj
-
-
 def _new_cache(max_bytes: int):
     from .cache import CellCache
 
@@ -166,11 +160,6 @@ def dumps(obj: Any) -> bytes:
     from .cache import CellCache
     from .model import Model
 
-    try:
-        from ..serving.client import RestPredictor
-    except ImportError:  # pragma: no cover
-        RestPredictor = ()  # noqa: N806
-
     base = _pickler_class()
 
     class _Pickler(base):
@@ -191,9 +180,6 @@ def dumps(obj: Any) -> bytes:
                 return threading.Event, ()
             if isinstance(o, CellCache):
                 return _new_cache, (o.max_bytes,)
-            if RestPredictor and isinstance(o, RestPredictor):
-                state = dict(o.__dict__, _client=None, _pool=None)
-                return _restore, (type(o), state)
             parent = getattr(super(), "reducer_override", None)
             return parent(o) if parent is not None else NotImplemented
 

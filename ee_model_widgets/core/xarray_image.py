@@ -19,18 +19,14 @@ from rasterio.windows import Window
 from ..errors import InputError
 from .grid import Grid, as_crs, lattice_offset
 from .raster import (
-    _PICKING,
     _STRIP_PIXELS,
     _as_transform,
     _band_names,
     _categorical,
-    _decimate,
-    _decimated_grid,
     _Level,
-    _pyramid_level,
     _RasterImage,
-    slice_lattice,
 )
+from .warp import _PICKING, _decimate, _decimated_grid, _pyramid_level, slice_lattice
 
 # Names xarray data commonly uses for the horizontal axes.
 _Y = ("y", "lat", "latitude", "northing", "rows")

@@ -20,8 +20,8 @@ _LAZY = {
     "ServerHandle": "ee_model_widgets.serving.server",
     "prepare_model": "ee_model_widgets.serving.prepare",
     "RestPredictor": "ee_model_widgets.serving.client",
-    "from_vertex_ai": "ee_model_widgets.serving.client",
-    "from_ai_platform_predictor": "ee_model_widgets.serving.client",
+    "from_vertex_ai": "ee_model_widgets.serving.rest_models",
+    "from_ai_platform_predictor": "ee_model_widgets.serving.rest_models",
     "load_servable": "ee_model_widgets.serving.servable",
 }
 

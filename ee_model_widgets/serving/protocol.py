@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ import orjson
 from ..errors import InputError
 from . import codec
 from .batcher import ServerBusy
+from .public_errors import public_message  # noqa: F401 - the server's error texts (protocol.public_message)
 from .servable import Signature, TensorInfo
 
 _TO_WEBSAFE = bytes.maketrans(b"+/", b"-_")
@@ -451,22 +451,6 @@ def _string_out(v, as_b64: bool):
         except UnicodeDecodeError:
             pass
     return {"b64": base64.b64encode(v).decode("ascii")}
-
-
-# Lines of TensorFlow's messages that are graph dumps or Python stacks, not the error itself.
-_DUMP_LINE = re.compile(r"^\s|Detected at node|most recent call last|<stack traces unavailable>|^Traceback")
-_NODE = re.compile(r"\[\[\{\{node [^]]*\}\}\]\]|\[Op:__inference\w*\]")
-# Absolute paths (not URL paths such as /v1/models/x, which start with /v<digit>/)
-_PATH = re.compile(r"(?<![\w.)(-])(?:[A-Za-z]:)?(?![\\/]v\d+[\\/])(?:[\\/][\w.@~+-]+){2,}[\\/]?|file://\S+")
-
-
-def public_message(message: str, limit: int = 500) -> str:
-    """An error text fit to send to a client: one line, no filesystem paths, no TensorFlow graph
-    dumps or stacks, at most `limit` characters (the server log keeps the full story)."""
-    lines = [ln for ln in message.splitlines() if ln.strip() and not _DUMP_LINE.search(ln)]
-    text = _PATH.sub("<path>", _NODE.sub("", " ".join(lines)))
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def error_body(message: str) -> bytes:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelError
+from .public_errors import public_message
 
 #: Written by `ee-model prepare` into `assets.extra/` (TF Serving's folder for extra files).
 PREPARED_MARKER = "ee_model_widgets.json"
@@ -311,8 +312,6 @@ def _to_numpy(value) -> np.ndarray:
 
 def _first_line(exc: BaseException, limit: int = 600) -> str:
     """TF error messages carry graph dumps and stacks around the error: keep the error itself."""
-    from .protocol import public_message  # protocol imports this module
-
     return public_message(str(getattr(exc, "message", None) or exc), limit)
 
 

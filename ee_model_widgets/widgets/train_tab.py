@@ -23,10 +23,10 @@ import ipywidgets as widgets
 from ..core.labels import Labels
 from ..errors import EEModelWidgetsError, InputError
 from .prediction_layer import PredictionLayer
+from .tab_host import TabHost
 
 if TYPE_CHECKING:
     from ..core.classifier import TrainedClassifier
-    from .panel import Panel
 
 #: Seconds between two redraws of the live training plot (drawing costs 50 ms, more on a busy
 #: machine, and holds the GIL the training loop needs).
@@ -68,7 +68,7 @@ def _marker(lat: float, lon: float, colour: str) -> ipyleaflet.CircleMarker:
 class TrainTab(widgets.VBox):
     """Label, train, compare and export classifiers on the panel's map and image."""
 
-    def __init__(self, panel: Panel):
+    def __init__(self, panel: TabHost):
         self.panel = panel
         self.labels = Labels([])
         self.classifiers: list[TrainedClassifier] = []
