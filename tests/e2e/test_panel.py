@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,15 @@ def kernel(nb: NotebookPage, code: str) -> str:
     out = nb.run_code(code + "\nprint('__done__')", timeout=180)
     assert "__done__" in out, f"kernel code failed: {out}"
     return out.replace("__done__", "").strip()
+
+
+def kernel_sees(nb: NotebookPage, expr: str, want: str, timeout: float = 30) -> None:
+    """Wait until `expr` prints `want` in the kernel: a control changed in the browser reaches the
+    kernel as a widget message over a kernel subshell, which nothing orders before the next cell."""
+    deadline = time.monotonic() + timeout
+    while (got := kernel(nb, f"print({expr})").splitlines()[-1]) != want:
+        assert time.monotonic() < deadline, f"the kernel still has {expr} == {got!r}, not {want!r}"
+        time.sleep(0.5)
 
 
 def kernel_json(nb: NotebookPage, code: str):
@@ -208,6 +218,7 @@ def test_model_fix_input_proj_and_palette_each_change_the_tiles(explorer):
     tab(page, "Model")
     before = opaque_tiles(page, nb)
     page.select_option(".emw-model-picker select", "fcn")
+    kernel_sees(nb, "panel.model_picker.value", "fcn")
     assert "fcn" in kernel(nb, "panel.wait(); print(panel.model_picker.value, panel.error)")
     to_view(page)
     settled(page)
@@ -216,6 +227,7 @@ def test_model_fix_input_proj_and_palette_each_change_the_tiles(explorer):
     changed(before, fcn, 0.5)
 
     page.locator(".emw-fix-input-proj input").check()
+    kernel_sees(nb, "panel.fix_input_proj.value", "True")
     out = kernel(nb, "panel.wait(); print(panel.prediction.params.fix_input_proj)")
     assert out.splitlines()[-1] == "True", out
     to_view(page)
@@ -228,6 +240,7 @@ def test_model_fix_input_proj_and_palette_each_change_the_tiles(explorer):
 
     tab(page, "Display")
     page.select_option(".emw-palette select", "magma")
+    kernel_sees(nb, "panel.palette.value", "magma")
     assert "magma" in kernel(nb, "panel.wait(); print(panel.layer.vis_params['palette'])")
     to_view(page)
     settled(page)
@@ -383,11 +396,13 @@ def test_a_broken_model_shows_its_error_while_the_rest_keeps_working(explorer):
     # The rest of the panel keeps working: the palette, and back to a working model.
     tab(page, "Display")
     page.select_option(".emw-palette select", "viridis")
+    kernel_sees(nb, "panel.palette.value", "viridis")
     out = kernel(nb, "panel.wait(); print(panel.layer.vis_params['palette'], 'sensor' in panel.status_text)")
     assert out.splitlines()[-1] == "viridis True", out
     to_view(page)
     tab(page, "Model")
     page.select_option(".emw-model-picker select", "fcn")
+    kernel_sees(nb, "panel.model_picker.value", "fcn")
     out = kernel(nb, "panel.wait(); print(repr(panel.error), panel.layer.visible, panel.model_picker.value)")
     assert out.splitlines()[-1] == "'' True fcn", out
     to_view(page)
@@ -401,6 +416,7 @@ def test_compare_splits_the_map(explorer):
     to_view(page)
     tab(page, "Compare")
     page.locator(".emw-compare input").check()
+    kernel_sees(nb, "panel.compare.value", "True")
     kernel(nb, "panel.wait(); print(panel.split_control)")
     page.wait_for_selector(".leaflet-sbs-divider", timeout=30_000)
     to_view(page)
@@ -436,5 +452,6 @@ def test_compare_splits_the_map(explorer):
     assert checked["left"] >= 1 and checked["right"] >= 1, checked
     assert max(differs) > 0.01, differs  # the two sides show different predictions, so the check has teeth
     page.locator(".emw-compare input").uncheck()
+    kernel_sees(nb, "panel.compare.value", "False")
     kernel(nb, "panel.wait(); print(panel.split_control)")
     page.wait_for_selector(".leaflet-sbs-divider", state="detached", timeout=30_000)
