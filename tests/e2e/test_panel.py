@@ -77,11 +77,12 @@ def shown(page, zxy: str, cls: str = PRED) -> tuple[np.ndarray, np.ndarray]:
     x0, y0 = round(box["x"]), round(box["y"])
     # What is drawn over the tiles is not the tile: the region outline, the inspected point and the
     # split handle are hidden for the shot (they cross the tiles once a region is drawn mid-map).
-    page.evaluate(f"h => document.querySelectorAll({_OVER_TILES!r}).forEach(e => e.style.visibility = h)", "hidden")
+    show_over_tiles = "([sel, v]) => document.querySelectorAll(sel).forEach(e => e.style.visibility = v)"
+    page.evaluate(show_over_tiles, [_OVER_TILES, "hidden"])
     try:
         png = page.screenshot(clip={"x": x0, "y": y0, "width": 256, "height": 256})
     finally:
-        page.evaluate(f"h => document.querySelectorAll({_OVER_TILES!r}).forEach(e => e.style.visibility = h)", "")
+        page.evaluate(show_over_tiles, [_OVER_TILES, ""])
     rgb = np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB"))
     free = np.ones((256, 256), bool)
     for r in page.evaluate(

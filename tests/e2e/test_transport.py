@@ -64,7 +64,9 @@ def test_a_tile_the_kernel_never_answers_is_asked_again_then_shown_as_an_error(l
     )
     # The world tile is the only tile (none is asked for left or right of the world), and it is
     # the browser's own error tile: the kernel's 45 s batch_timeout comes far later.
-    tiles = page.evaluate("() => [...document.querySelectorAll('.ee-model-tile img')].map(i => i.dataset.zxy)")
+    tiles = page.evaluate(
+        "() => [...document.querySelectorAll('.ee-model-tile img')].map(i => i.dataset.zxy)"
+    )
     assert tiles == ["0/0/0"], tiles
     img = page.locator(".ee-model-tile img[data-zxy='0/0/0']")
     assert img.get_attribute("data-status") == "error"
