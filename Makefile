@@ -20,11 +20,13 @@ install: $(PY)
 	$(PIP) install --quiet -e ".[lab]"
 	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 	$(copy_nbextension)
+	$(copy_voila_labextension)
 
 install-test: $(PY)
 	$(PIP) install --quiet -e ".[test]"
 	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 	$(copy_nbextension)
+	$(copy_voila_labextension)
 
 # The classic Notebook / VS Code bundle, put where a wheel install puts it (pyproject's shared-data).
 # Copied, not linked: the notebook server refuses (403) to serve an nbextension through a symlink
@@ -34,6 +36,22 @@ define copy_nbextension
 	mkdir -p $(VENV)/share/jupyter/nbextensions $(VENV)/etc/jupyter/nbconfig/notebook.d
 	cp -r ee_model_widgets/nbextension $(VENV)/share/jupyter/nbextensions/ee-model-widgets
 	cp jupyter-config/nbconfig/notebook.d/ee-model-widgets.json $(VENV)/etc/jupyter/nbconfig/notebook.d/
+endef
+
+# Voila (`voila notebooks/quickstart.ipynb`) does not follow the link `labextension develop` makes
+# (403 "... is not in root static directory"), so it gets a copy of its own, in Voila's own
+# labextensions directory, looked up before the link (VoilaConfiguration.extra_labextensions_path
+# in the venv's voila.json). JupyterLab keeps the link. Only for the `voila` command: Voila inside
+# a Jupyter server (/voila/render) shares its file lookup cache with JupyterLab's labextension
+# route, so there a second copy would make JupyterLab's route 403 whenever Voila asked first.
+# A wheel install needs none of this. After changing js/, run `make install` again for Voila.
+VOILA_LABEXT := $(abspath $(VENV))/share/jupyter/voila/labextensions
+define copy_voila_labextension
+	rm -rf $(VOILA_LABEXT)/ee-model-widgets
+	mkdir -p $(VOILA_LABEXT) $(VENV)/etc/jupyter
+	cp -r ee_model_widgets/labextension $(VOILA_LABEXT)/ee-model-widgets
+	echo '{"Voila": {"VoilaConfiguration": {"extra_labextensions_path": ["$(VOILA_LABEXT)"]}}}' \
+	    > $(VENV)/etc/jupyter/voila.json
 endef
 
 demo: install

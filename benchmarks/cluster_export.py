@@ -133,12 +133,13 @@ def main() -> None:
         f"{b:.2f} ({t_full:.1f} vs {t_local:.1f} s)",
         "<= 1.15",
     )
-    record(
-        "cluster_export.c",
-        f"Export memory per worker (peak RSS - after model load), {size}² / {half}², 2 workers",
-        f"{m_big / m_half:.2f} ({m_big:.0f} vs {m_half:.0f} MiB)",
-        "~1.0 (flat)",
-    )
+    if m_half > 0 and m_big == m_big:  # a figure only where both sizes measured one (not NaN)
+        record(
+            "cluster_export.c",
+            f"Export memory per worker (peak RSS - after model load), {size}² / {half}², 2 workers",
+            f"{m_big / m_half:.2f} ({m_big:.0f} vs {m_half:.0f} MiB)",
+            "~1.0 (flat)",
+        )
 
 
 if __name__ == "__main__":

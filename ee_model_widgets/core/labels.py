@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError, RegionError
+from .output_file import output_file
 
 if TYPE_CHECKING:
     from .grid import Grid
@@ -285,15 +286,8 @@ class Labels:
     def save(self, path: str | os.PathLike) -> str:
         """Write `to_geojson()` to `path` (written to a temporary file, then renamed)."""
         path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.to_geojson(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with output_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_geojson(), f)
         return path
 
     @classmethod
