@@ -92,6 +92,14 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
         view.request(img, coords, done);
         return img;
       },
+      // Leaflet checks the map's wrapping, not noWrap, for x: without this a noWrap layer asks
+      // for tiles left and right of the world (x < 0 or x >= 2^z), which have nothing to show.
+      _isValidTile(coords: L.Coords): boolean {
+        if (this.options.noWrap && (coords.x < 0 || coords.x >= 2 ** coords.z)) {
+          return false;
+        }
+        return (L.GridLayer.prototype as any)._isValidTile.call(this, coords);
+      },
     });
     this.obj = new (Grid as any)({ noWrap: true, ...this.get_options() });
     this.obj.on('tileunload', (e: any) => this.onTileUnload(e.tile as HTMLImageElement));

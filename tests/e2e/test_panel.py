@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,11 @@ DOCS_SHOT = (
     else _ROOT / "tests" / "e2e" / "artifacts" / "panel.png"
 )
 PRED = "emw-prediction"
+# Panes and controls drawn over the map's tiles (vector overlays, markers, the split-map handle).
+_OVER_TILES = (
+    ".emw-map .leaflet-overlay-pane, .emw-map .leaflet-marker-pane, .emw-map .leaflet-shadow-pane,"
+    " .emw-map .leaflet-sbs-range"
+)
 
 
 # ---- browser helpers --------------------------------------------------------------------------------
@@ -69,7 +75,14 @@ def shown(page, zxy: str, cls: str = PRED) -> tuple[np.ndarray, np.ndarray]:
     """(RGB pixels of the tile's box as displayed, mask of pixels not covered by a map control)."""
     box = page.locator(f'.{cls} img[data-zxy="{zxy}"]').first.bounding_box()
     x0, y0 = round(box["x"]), round(box["y"])
-    png = page.screenshot(clip={"x": x0, "y": y0, "width": 256, "height": 256})
+    # What is drawn over the tiles is not the tile: the region outline, the inspected point and the
+    # split handle are hidden for the shot (they cross the tiles once a region is drawn mid-map).
+    show_over_tiles = "([sel, v]) => document.querySelectorAll(sel).forEach(e => e.style.visibility = v)"
+    page.evaluate(show_over_tiles, [_OVER_TILES, "hidden"])
+    try:
+        png = page.screenshot(clip={"x": x0, "y": y0, "width": 256, "height": 256})
+    finally:
+        page.evaluate(show_over_tiles, [_OVER_TILES, ""])
     rgb = np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB"))
     free = np.ones((256, 256), bool)
     for r in page.evaluate(
@@ -99,6 +112,15 @@ def kernel(nb: NotebookPage, code: str) -> str:
     out = nb.run_code(code + "\nprint('__done__')", timeout=180)
     assert "__done__" in out, f"kernel code failed: {out}"
     return out.replace("__done__", "").strip()
+
+
+def kernel_sees(nb: NotebookPage, expr: str, want: str, timeout: float = 30) -> None:
+    """Wait until `expr` prints `want` in the kernel: a control changed in the browser reaches the
+    kernel as a widget message over a kernel subshell, which nothing orders before the next cell."""
+    deadline = time.monotonic() + timeout
+    while (got := kernel(nb, f"print({expr})").splitlines()[-1]) != want:
+        assert time.monotonic() < deadline, f"the kernel still has {expr} == {got!r}, not {want!r}"
+        time.sleep(0.5)
 
 
 def kernel_json(nb: NotebookPage, code: str):
@@ -151,7 +173,7 @@ def assert_shows(tiles: dict) -> None:
     for zxy, (rgb, mask, rgba) in tiles.items():
         diff = np.abs(rgb.astype(int) - rgba[..., :3].astype(int)).max(axis=-1)[mask]
         assert diff.size > 5000, zxy
-        # Lossless PNG, no scaling; only the dashed region outline may cross the tile.
+        # Lossless PNG, no scaling, overlays hidden: the tile's own pixels.
         assert (diff <= 3).mean() > 0.97, (zxy, (diff <= 3).mean())
 
 
@@ -208,6 +230,7 @@ def test_model_fix_input_proj_and_palette_each_change_the_tiles(explorer):
     tab(page, "Model")
     before = opaque_tiles(page, nb)
     page.select_option(".emw-model-picker select", "fcn")
+    kernel_sees(nb, "panel.model_picker.value", "fcn")
     assert "fcn" in kernel(nb, "panel.wait(); print(panel.model_picker.value, panel.error)")
     to_view(page)
     settled(page)
@@ -216,6 +239,7 @@ def test_model_fix_input_proj_and_palette_each_change_the_tiles(explorer):
     changed(before, fcn, 0.5)
 
     page.locator(".emw-fix-input-proj input").check()
+    kernel_sees(nb, "panel.fix_input_proj.value", "True")
     out = kernel(nb, "panel.wait(); print(panel.prediction.params.fix_input_proj)")
     assert out.splitlines()[-1] == "True", out
     to_view(page)
@@ -228,6 +252,7 @@ def test_model_fix_input_proj_and_palette_each_change_the_tiles(explorer):
 
     tab(page, "Display")
     page.select_option(".emw-palette select", "magma")
+    kernel_sees(nb, "panel.palette.value", "magma")
     assert "magma" in kernel(nb, "panel.wait(); print(panel.layer.vis_params['palette'])")
     to_view(page)
     settled(page)
@@ -328,8 +353,11 @@ def test_drawing_a_rectangle_sets_the_region(explorer):
         arg=outline_before,
         timeout=10_000,
     )
-    r = outline.bounding_box()
-    assert (r["x"], r["y"], r["x"] + r["width"], r["y"] + r["height"]) == pytest.approx(
+    # Running the kernel cells above scrolled the notebook: compare in the map's own pixels.
+    to_view(page)
+    r, now = outline.bounding_box(), page.locator(".emw-map").bounding_box()
+    dx, dy = now["x"] - box["x"], now["y"] - box["y"]
+    assert (r["x"] - dx, r["y"] - dy, r["x"] + r["width"] - dx, r["y"] + r["height"] - dy) == pytest.approx(
         (x0, y0, x1, y1), abs=4
     )
 
@@ -380,11 +408,13 @@ def test_a_broken_model_shows_its_error_while_the_rest_keeps_working(explorer):
     # The rest of the panel keeps working: the palette, and back to a working model.
     tab(page, "Display")
     page.select_option(".emw-palette select", "viridis")
+    kernel_sees(nb, "panel.palette.value", "viridis")
     out = kernel(nb, "panel.wait(); print(panel.layer.vis_params['palette'], 'sensor' in panel.status_text)")
     assert out.splitlines()[-1] == "viridis True", out
     to_view(page)
     tab(page, "Model")
     page.select_option(".emw-model-picker select", "fcn")
+    kernel_sees(nb, "panel.model_picker.value", "fcn")
     out = kernel(nb, "panel.wait(); print(repr(panel.error), panel.layer.visible, panel.model_picker.value)")
     assert out.splitlines()[-1] == "'' True fcn", out
     to_view(page)
@@ -398,6 +428,7 @@ def test_compare_splits_the_map(explorer):
     to_view(page)
     tab(page, "Compare")
     page.locator(".emw-compare input").check()
+    kernel_sees(nb, "panel.compare.value", "True")
     kernel(nb, "panel.wait(); print(panel.split_control)")
     page.wait_for_selector(".leaflet-sbs-divider", timeout=30_000)
     to_view(page)
@@ -433,5 +464,6 @@ def test_compare_splits_the_map(explorer):
     assert checked["left"] >= 1 and checked["right"] >= 1, checked
     assert max(differs) > 0.01, differs  # the two sides show different predictions, so the check has teeth
     page.locator(".emw-compare input").uncheck()
+    kernel_sees(nb, "panel.compare.value", "False")
     kernel(nb, "panel.wait(); print(panel.split_control)")
     page.wait_for_selector(".leaflet-sbs-divider", state="detached", timeout=30_000)
