@@ -1,24 +1,9 @@
 """Raster-backed images: in-memory arrays (`ArrayImage`) and files GDAL reads (`FileImage`).
 
-The warp engine they share (fixed blocks, pyramid levels, `warp_array`) is `core/warp.py`.
-
-Both answer `read(grid)` the same way, and a pixel's value never depends on the window it
-is read in (a map tile, a batch of model cells, an export window all agree bit for bit):
-
-- Reads on the source's own pixel lattice are plain slices (exact values, no cost).
-- Other reads are cut into fixed `BLOCK` x `BLOCK` blocks of the target lattice, anchored
-  at the CRS origin (so web-map tiles are whole blocks). Each block is warped on its own
-  from source pixels chosen by the block alone (its footprint, padded for the resampling
-  kernel), through a GDAL `WarpedVRT` with a tight transformer error (`TOLERANCE` px) and
-  a resampling scale fixed per image and target lattice. The value of an output pixel is
-  therefore a function of (image, target lattice, pixel, band, resampling) only.
-- Zoomed-out reads warp from a decimated level (a file's overviews, the array's lazily
-  built 2x pyramid, or block means of the file) chosen from the target's resolution alone.
-- Masked pixels are NaN in the source and GDAL's nodata, so they never leak into
-  interpolated values, each band keeps its own mask, and pixels off the source come back
-  masked.
-
-Warped blocks are kept in a small LRU (`clear_block_cache()` empties it).
+Both read through the warp engine of `core/warp.py` (fixed blocks, pyramid levels,
+`warp_array`), so a pixel's value never depends on the window it is read in: a map tile, a
+batch of model cells and an export window agree bit for bit. Warped blocks are kept in a
+small LRU (`clear_block_cache()` empties it).
 """
 
 from __future__ import annotations
