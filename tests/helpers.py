@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 
 def run_in_threads(work: Callable[[int], object], n: int) -> None:
@@ -27,3 +29,23 @@ def run_in_threads(work: Callable[[int], object], n: int) -> None:
         t.join()
     if errors:
         raise errors[0]
+
+
+@contextlib.contextmanager
+def serve_app(app) -> Iterator[int]:
+    """Serve an ASGI `app` with uvicorn on 127.0.0.1 in a thread; yields its port."""
+    import uvicorn
+
+    from ee_model_widgets.serving.server import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="critical", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -12,13 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import threading
 import time
 
 import keras
 import numpy as np
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +28,8 @@ from ee_model_widgets.errors import EEModelWidgetsError, InputError, ServingErro
 from ee_model_widgets.serving import client, codec, serve
 from ee_model_widgets.serving.prepare import prepare_model
 from ee_model_widgets.serving.server import bind_socket
+
+from ..helpers import serve_app
 
 FCN = demo.MODEL_PARAMS["fcn"]
 
@@ -177,17 +177,8 @@ def scripted_server(handler):
         return await handler(json.loads(body), count["n"])
 
     app = Starlette(routes=[Route("/v1/models/{rest:path}", endpoint, methods=["POST"])])
-    sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/m", count
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_app(app) as port:
+        yield f"http://127.0.0.1:{port}/v1/models/m", count
 
 
 def echo_predictions(body):

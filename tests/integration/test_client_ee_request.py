@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
-import time
 
 import numpy as np
 import pytest
-import uvicorn
 from affine import Affine
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,7 +25,8 @@ from ee_model_widgets.core.image import Image
 from ee_model_widgets.core.model import Model
 from ee_model_widgets.errors import InputError
 from ee_model_widgets.serving import codec
-from ee_model_widgets.serving.server import bind_socket
+
+from ..helpers import serve_app
 
 RNG = np.random.default_rng(12)
 BANDS = ["red", "green", "nir"]
@@ -88,17 +86,8 @@ def recording_server(metadata: dict | None = None, strict_numbers: bool = False)
             Route("/v1/models/{rest:path}", predict, methods=["POST"]),
         ]
     )
-    sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/m", bodies
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_app(app) as port:
+        yield f"http://127.0.0.1:{port}/v1/models/m", bodies
 
 
 def tf_serving_metadata(inputs: list[str]) -> dict:
