@@ -36,32 +36,15 @@ from rasterio.enums import Resampling
 
 from ..errors import InputError
 from .band_math import BandMath
+from .fingerprint import image_fingerprint
 from .grid import Grid, xyz_grid
+from .resampling import resolve_resampling
 
 if TYPE_CHECKING:
     from .projection import Projection
 
 #: Largest grid `to_numpy` returns by default (pixels per band); exports stream instead.
 MAX_PIXELS = 100_000_000
-# Resamplings GDAL's warper applies (gauss is for overviews only and refused by warps).
-_WARPABLE = tuple(r for r in Resampling if r.value < 8 and r is not Resampling.gauss)
-
-
-def resolve_resampling(resampling, categorical: bool = False) -> Resampling:
-    """None -> nearest for categorical bands, bilinear otherwise; names -> Resampling."""
-    if resampling is None:
-        return Resampling.nearest if categorical else Resampling.bilinear
-    if isinstance(resampling, Resampling) and resampling in _WARPABLE:
-        return resampling
-    if isinstance(resampling, str):
-        try:
-            r = Resampling[resampling.strip().lower()]
-        except KeyError:
-            r = None
-        if r in _WARPABLE:
-            return r
-    choices = ", ".join(r.name for r in _WARPABLE)
-    raise InputError(f"Unknown resampling {resampling!r}: use one of {choices} (or a rasterio Resampling).")
 
 
 def empty_read(nbands: int, grid: Grid) -> np.ma.MaskedArray:
@@ -286,8 +269,6 @@ class _BandView(Image):
 
     def fingerprint(self) -> str:
         """The parent's fingerprint and the band mapping (for cell-cache keys)."""
-        from .predicted import image_fingerprint
-
         pairs = ",".join(f"{n}<-{self._to_parent[n]}" for n in self._band_names)
         return f"bands({image_fingerprint(self._parent)})[{pairs}]|{sorted(self.categorical_bands)}"
 

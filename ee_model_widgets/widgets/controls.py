@@ -174,7 +174,7 @@ class ClassBandImage(Image):
         return [self._combine(p, need, names) for p in parts]
 
     def fingerprint(self) -> str:
-        from ..core.predicted import image_fingerprint
+        from ..core.fingerprint import image_fingerprint
 
         return f"classes({image_fingerprint(self._parent)})"
 
