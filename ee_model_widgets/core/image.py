@@ -105,7 +105,7 @@ class Image(BandMath):
     @classmethod
     def from_xarray(cls, da, band_names: Sequence[str] | None = None, categorical=None) -> Image:
         """A rioxarray-style DataArray ("band"/"y"/"x" dims with a CRS) as an image."""
-        from .raster import image_from_xarray
+        from .xarray_image import image_from_xarray
 
         return image_from_xarray(da, band_names=band_names, categorical=categorical)
 
