@@ -2,10 +2,10 @@
 
 Shape bombs (a few bytes declaring a huge tensor) get a 413 at once and cost the server no
 memory (RSS read from /proc); idle half-sent connections are closed by the header deadline
-while normal clients keep being answered; a client that stops reading its answer is closed at the
-send deadline; web pages (foreign Host, cross-origin Origin,
-text/plain bodies) are refused; deep JSON is a 400; error texts carry no paths; the bearer
-scheme is case-insensitive; SIGTERM drains and exits 0.
+while normal clients keep being answered; a client that stops reading its answer is closed at
+the send deadline; web pages (foreign Host, cross-origin Origin, text/plain bodies) are
+refused; deep JSON is a 400; error texts carry no paths; the bearer scheme is
+case-insensitive; SIGTERM drains and exits 0.
 """
 
 from __future__ import annotations
