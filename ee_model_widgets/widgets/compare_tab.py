@@ -9,9 +9,9 @@ import html
 import ipyleaflet
 import ipywidgets as widgets
 
+from ..core.class_band import ClassBandImage, vector_outputs
 from ..core.image import Image
-from .controls import ClassBandImage, vector_outputs, with_params
-from .model_tab import ModelEntry
+from .model_tab import ModelEntry, with_params
 from .prediction_layer import PredictionLayer
 from .tab_host import help_html
 

@@ -28,15 +28,11 @@ from typing import Any
 import ipyleaflet
 import ipywidgets as widgets
 
+from ..core.class_band import ClassBandImage, vector_outputs
 from ..core.image import Image
 from ..errors import EEModelWidgetsError, InputError
 from .comm_routing import route_to_live_subshells
 from .compare_tab import CompareTab
-from .controls import (
-    ClassBandImage,
-    vector_outputs,
-    with_params,
-)
 from .data_tab import (  # noqa: F401 - the region presets are public (tests, scripts)
     REGION_BBOX,
     REGION_DRAWN,
@@ -52,7 +48,7 @@ from .exporter import Exporter, export_with_progress
 from .inspector import Inspector
 from .jobs import Jobs
 from .map import Map, zoom_for_bounds
-from .model_tab import DEMO_ORDER, ModelEntry, ModelTab, _normalise_models, load_model  # noqa: F401
+from .model_tab import DEMO_ORDER, ModelEntry, ModelTab, _normalise_models, load_model, with_params  # noqa: F401
 from .prediction_layer import PredictionLayer
 from .threshold import class_palette
 from .train_tab import TrainTab
