@@ -216,6 +216,8 @@ class _Plan:
         bands: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
         for lid, (_leaf, names) in self.leaves.items():
             data, masks = np.ma.getdata(reads[lid]), np.ma.getmaskarray(reads[lid])
+            if data.dtype != np.float32:  # the Image.read contract, enforced for the kernels
+                data = data.astype(np.float32)
             for k, name in enumerate(names):
                 bands[(lid, name)] = (data[k], masks[k])
         with np.errstate(all="ignore"):  # 0/0, log(-1)...: handled by the kernels and the finite check
@@ -239,15 +241,16 @@ class _Plan:
             values, m = bands[key]
             mask[k] = m
             # Masked pixels hold 0 (the Image.read contract). Bands with no or only masked
-            # pixels are common on a map (beyond the image's edge, after self_mask) and skip
-            # the masked copy.
+            # pixels are common on a map (beyond the image's edge, after self_mask); otherwise
+            # the bits are AND-ed with 0 (masked) or all ones (kept), which is exact for any
+            # value (NaN too) and twice as fast as a masked copy on speckled masks.
             if not m.any():
                 out[k] = values
             elif m.all():
                 out[k] = 0
             else:
-                out[k] = values
-                np.copyto(out[k], 0, where=m)
+                keep = np.subtract(m, 1, dtype=np.uint32)  # 0 where masked, 0xFFFFFFFF elsewhere
+                np.bitwise_and(values.view(np.uint32), keep, out=out[k].view(np.uint32))
         return np.ma.MaskedArray(out, mask=mask)
 
 
