@@ -433,13 +433,17 @@ class PredictedImage(Image):
                     inputs.append(batch)
                     valids.append(core)
                 elif any_valid.any():
-                    inputs.append(batch[any_valid])
+                    inputs.append(batch.transpose(3, 0, 1, 2)[:, any_valid].transpose(1, 2, 3, 0))
                     valids.append(core[any_valid])
                 order.extend((*ids[k], lattice) for k in np.flatnonzero(any_valid))
         if not order:
             return results
-        # No extra copy for the common case of one block of cells
-        stacked = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
+        # No extra copy for the common case of one block of cells; several are joined band by
+        # band, keeping each band's cells contiguous (see `extract_cells`)
+        if len(inputs) == 1:
+            stacked = inputs[0]
+        else:
+            stacked = np.concatenate([a.transpose(3, 0, 1, 2) for a in inputs], axis=1).transpose(1, 2, 3, 0)
         valid = valids[0] if len(valids) == 1 else np.concatenate(valids)
         del inputs, valids
         out = self._run_model(stacked, order)
