@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import threading
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +35,7 @@ from rasterio.warp import transform_bounds
 from ..errors import InputError, ModelError, TooManyCells
 from .antimeridian import footprints
 from .cache import CellCache, default_cache
+from .fingerprint import image_fingerprint
 from .grid import Grid
 from .image import Image, empty_read
 from .plan import ReadPlan
@@ -62,35 +61,6 @@ _EMPTY.flags.writeable = False
 _MAX_BLAME_RETRIES = 16
 #: Private cell cache of a streaming (export) view.
 EXPORT_SCRATCH_BYTES = 32 * 1024 * 1024
-
-
-# ---- image identity ------------------------------------------------------------------------
-def image_fingerprint(image: Image) -> str:
-    """A string identifying an image's pixels, for cache keys.
-
-    Uses `image.fingerprint()` if the image has one (band views: their parent's fingerprint
-    and band mapping); files are identified by path, size and modification time; other
-    images by a token stored on the object (so the cache is shared by everything reading
-    that same object).
-    """
-    fp = getattr(image, "fingerprint", None)
-    if callable(fp):
-        fp = fp()
-    if isinstance(fp, str):
-        return fp
-    extra = f"{image.band_names}|{sorted(image.categorical_bands)}"
-    path = getattr(image, "path", None)
-    if isinstance(path, str) and os.path.exists(path):
-        st = os.stat(path)
-        return f"file:{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}:{extra}"
-    token = image.__dict__.get("_emw_token") if hasattr(image, "__dict__") else None
-    if token is None:
-        token = uuid.uuid4().hex
-        try:
-            image._emw_token = token
-        except AttributeError:
-            token = f"id{id(image)}"
-    return f"obj:{token}|{extra}"
 
 
 # ---- in-flight de-duplication ----------------------------------------------------------------
