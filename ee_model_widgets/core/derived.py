@@ -25,6 +25,7 @@ from ..errors import InputError
 from .fingerprint import image_fingerprint
 from .grid import Grid
 from .image import Image, _BandView
+from .plan import ReadPlan, plan_of_parents
 
 # A kernel takes the values and masks of its inputs (2-D float32; a masked pixel's value is
 # undefined, 0 at a source, anything after another kernel, so a kernel must not let it into an
@@ -116,7 +117,7 @@ class DerivedImage(Image):
         """Write a GeoTIFF window by window (see `Image.export`), reading predictions in streaming mode."""
         return Image.export(self.streaming(), path, region, proj, **kwargs)
 
-    # ---- the map layer's hooks: batched reads and the zoomed-out guard ---------------------
+    # ---- the model under it -----------------------------------------------------------------
     @property
     def model(self):
         """The model of a prediction this image is computed from (fixInputProj ones first), or None."""
@@ -126,28 +127,13 @@ class DerivedImage(Image):
                 return m
         return found[0] if found else None
 
-    def cell_count(self, grid: Grid) -> int:
-        """Model cells reading `grid` needs, summed over the predictions this image uses."""
-        total = 0
-        for p in self._distinct_parents():
-            count = getattr(p, "cell_count", None)
-            if count is not None:
-                total += count(grid)
-        return total
-
     # ---- the read path ----------------------------------------------------------------------
     # A chain of operations (`pred.gt(0.5).self_mask()`, an expression tree) is read as ONE
     # fused evaluation: the sources at its leaves (predictions, rasters...) are each read once
     # for the window, with the union of the bands the whole tree needs, and every kernel then
     # runs on 2-D band arrays. Intermediate images are never stacked, zeroed or masked as
     # (bands, rows, cols) arrays, so a derived tile costs its source's read plus its kernels.
-    def _distinct_parents(self) -> list[Image]:
-        seen: dict[int, Image] = {}
-        for p in self.parents:
-            seen.setdefault(id(p), p)
-        return list(seen.values())
-
-    def _plan(self, bands: list[str]) -> _Plan:
+    def _fuse(self, bands: list[str]) -> _Fused:
         """The sources to read (by id: image, bands) and the kernel steps, inputs first."""
         leaves: dict[int, tuple[Image, list[str]]] = {}
         steps: list[tuple[tuple[int, str], DerivedImage, str, list[tuple[int, str]]]] = []
@@ -169,25 +155,28 @@ class DerivedImage(Image):
             else:
                 stack.append((node, name, True))
                 stack.extend((node.parents[i], pb, False) for i, pb in reversed(node._outputs[name][0]))
-        return _Plan(leaves, steps, [(id(self), b) for b in bands])
+        return _Fused(leaves, steps, [(id(self), b) for b in bands])
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
-        plan = self._plan(bands)
-        reads = {lid: leaf.read(grid, names, resampling) for lid, (leaf, names) in plan.leaves.items()}
-        return plan.evaluate(grid, reads)
+        fused = self._fuse(bands)
+        reads = {lid: leaf.read(grid, names, resampling) for lid, (leaf, names) in fused.leaves.items()}
+        return fused.evaluate(grid, reads)
 
-    def read_many(self, grids: Sequence[Grid], bands=None, resampling=None) -> list[np.ma.MaskedArray]:
-        """Several grids at once: each source reads them in one batch (one model call for a
-        prediction), then the kernels run per grid."""
-        plan = self._plan(self._check_bands(bands))
-        per_leaf: dict[int, list[np.ma.MaskedArray]] = {}
-        for lid, (leaf, names) in plan.leaves.items():
-            many = getattr(leaf, "read_many", None)
-            if many is not None:
-                per_leaf[lid] = many(grids, names, resampling)
-            else:
-                per_leaf[lid] = [leaf.read(g, names, resampling) for g in grids]
-        return [plan.evaluate(g, {k: v[n] for k, v in per_leaf.items()}) for n, g in enumerate(grids)]
+    def _plan(self, grids: list[Grid], bands: list[str], resampling, max_cells: int | None) -> ReadPlan:
+        """Each source under the operation tree plans the grids once (a prediction: its cells
+        and budget) for all the bands the tree reads from it; its `parents` are those plans."""
+        fused = self._fuse(bands)
+        sources = [leaf.plan(grids, names, resampling, max_cells) for leaf, names in fused.leaves.values()]
+        return plan_of_parents(grids, bands, resampling, sources)
+
+    def _read_plan(self, plan: ReadPlan) -> list[np.ma.MaskedArray]:
+        """Each source reads the plan's grids in one batch (one model call for a prediction),
+        then the kernels run per grid."""
+        fused = self._fuse(list(plan.bands))  # the same walk as `_plan`: sources in the same order
+        per_leaf = {
+            lid: leaf.read_plan(pp) for (lid, (leaf, _)), pp in zip(fused.leaves.items(), plan.parents)
+        }
+        return [fused.evaluate(g, {k: v[n] for k, v in per_leaf.items()}) for n, g in enumerate(plan.grids)]
 
 
 def _through_views(node: Image, name: str) -> tuple[Image, str]:
@@ -202,7 +191,7 @@ def _key(node: Image, name: str) -> tuple[int, str]:
     return id(node), name
 
 
-class _Plan:
+class _Fused:
     """One fused read of a derived image: source reads, then kernel steps in dependency order."""
 
     def __init__(self, leaves, steps, outputs):

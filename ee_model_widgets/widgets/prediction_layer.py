@@ -1,11 +1,12 @@
 """`PredictionLayer`: any `Image` (usually a model's prediction) streamed onto an ipyleaflet map.
 
 Built on `KernelTileLayer`: the scheduler hands over the tile requests that arrived together
-and this layer reads them with ONE `read_many` call, so a viewport costs a few batched model
-calls. Tile arrays (predictions, not PNGs) are cached, so a new palette, min/max or band
-choice re-renders without running the model again. With `fix_input_proj=True`, a tile that
-would need more than `max_cells_per_tile` native model cells is answered with a "zoom in"
-tile instead of a flood of work (Earth Engine's zoom-out trap).
+and this layer plans them once (`Image.plan`) and reads that plan (`Image.read_plan`), so a
+viewport costs a few batched model calls. Tile arrays (predictions, not PNGs) are cached, so
+a new palette, min/max or band choice re-renders without running the model again. With
+`fix_input_proj=True`, a tile whose plan needs more than `max_cells_per_tile` native model
+cells is refused (`TooManyCells`) and answered with a "zoom in" tile instead of a flood of
+work (Earth Engine's zoom-out trap).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from traitlets import Bool, Dict, Int, List, Unicode, observe
 from ..core.cache import CellCache
 from ..core.grid import xyz_grid
 from ..core.vis import message_tile, render, to_png
+from ..errors import TooManyCells
 from .scheduler import CANCELLED, TileRequest
 from .tile_layer import KernelTileLayer
 
@@ -34,7 +36,8 @@ class PredictionLayer(KernelTileLayer):
     tiles_zoom_in = Int(0).tag(sync=True)
     #: A one-line human status, e.g. why some tiles say "zoom in".
     status = Unicode("").tag(sync=True)
-    #: With fix_input_proj, a map tile needing more native cells than this gets a "zoom in" tile.
+    #: With fix_input_proj, a map tile needing more native cells than this gets a "zoom in" tile
+    #: (the tile's cell budget, passed to `Image.plan`; the image's own `max_cells` still applies).
     max_cells_per_tile = Int(64)
     # [[south, west], [north, east]]: Leaflet asks for no tile outside the image.
     bounds = List().tag(sync=True, o=True)
@@ -107,12 +110,12 @@ class PredictionLayer(KernelTileLayer):
                 grids[r.id] = xyz_grid(r.z, r.x, r.y)
             except Exception as exc:  # noqa: BLE001 - one bad request fails alone, not its batch
                 results[r.id] = exc
-        todo = [r for r in todo if r.id in grids]
-        refused = self._refuse_zoomed_out(image, todo, grids, results)
         for r in todo:
-            if r.cancelled:  # unloaded after the scheduler handed it over: skip the model call
+            if (
+                r.id in grids and r.cancelled
+            ):  # unloaded after the scheduler handed it over: skip the model call
                 results[r.id] = CANCELLED
-        todo = [r for r in todo if r.id not in refused and not r.cancelled]
+        todo = [r for r in todo if r.id in grids and not r.cancelled]
         if todo:
             arrays.update(self._read(image, todo, grids, results))
             for r in todo:
@@ -126,47 +129,48 @@ class PredictionLayer(KernelTileLayer):
                 results[rid] = exc
         return [results[r.id] for r in requests]
 
-    def _refuse_zoomed_out(self, image, todo, grids, results) -> set[str]:
-        """Answer tiles that would need too many native model cells with a 'zoom in' tile."""
-        count = getattr(image, "cell_count", None)
-        params = getattr(getattr(image, "model", None), "params", None)
-        if count is None or not getattr(params, "fix_input_proj", False):
-            return set()
-        refused, failed = set(), set()
+    def _read(self, image, todo, grids, results) -> dict[str, np.ma.MaskedArray]:
+        """One plan and one batched read for all tiles; if that fails, tile by tile so good tiles still come."""
+        try:
+            return self._read_planned(image, todo, grids, results)
+        except Exception as exc:  # noqa: BLE001 - isolate the failing tiles below
+            if len(todo) == 1:
+                results[todo[0].id] = exc
+                return {}
+        out = {}
         for r in todo:
-            try:
-                n = count(grids[r.id])
-            except Exception as exc:  # noqa: BLE001 - this tile's error tile, not its batch's
-                results[r.id] = exc
-                failed.add(r.id)
+            if r.id in results:  # refused ("zoom in") by the batch's plan already
                 continue
-            if n > self.max_cells_per_tile:
-                refused.add(r.id)
-                results[r.id] = message_tile(
-                    f"Zoom in to see predictions.\nThis tile needs {n} model cells at the model's "
-                    f"native scale (limit {self.max_cells_per_tile})."
-                )
+            try:
+                out.update(self._read_planned(image, [r], grids, results))
+            except Exception as exc:  # noqa: BLE001 - shown as this tile's error tile
+                results[r.id] = exc
+        return out
+
+    def _read_planned(self, image, todo, grids, results) -> dict[str, np.ma.MaskedArray]:
+        """Plan the tiles once: refused ones (`TooManyCells`) get a "zoom in" tile, the others
+        are read with that same plan."""
+        plan = image.plan([grids[r.id] for r in todo], max_cells=self.max_cells_per_tile)
+        keep = [i for i, refusal in enumerate(plan.refusals) if refusal is None]
+        refused = [(todo[i], plan.refusals[i]) for i in range(len(todo)) if plan.refusals[i] is not None]
+        for r, refusal in refused:
+            results[r.id] = self._zoom_in_tile(refusal)
         if refused:
             with self._counts_lock:
                 self.tiles_zoom_in += len(refused)
             self.status = (
-                f"Some tiles need more than {self.max_cells_per_tile} native model cells "
+                f"Some tiles need more than {refused[0][1].limit} native model cells "
                 "(fixInputProj): zoom in to see predictions there."
             )
-        return refused | failed
+        if not keep:
+            return {}
+        if len(keep) < len(todo):
+            plan = plan.subset(keep)
+        return dict(zip([todo[i].id for i in keep], image.read_plan(plan)))
 
-    def _read(self, image, todo, grids, results) -> dict[str, np.ma.MaskedArray]:
-        """One batched read for all tiles; if it fails, tile by tile so good tiles still come."""
-        read_many = getattr(image, "read_many", None)
-        if read_many is not None and len(todo) > 1:
-            try:
-                return dict(zip([r.id for r in todo], read_many([grids[r.id] for r in todo])))
-            except Exception:  # noqa: BLE001 - isolate the failing tiles below
-                pass
-        out = {}
-        for r in todo:
-            try:
-                out[r.id] = image.read(grids[r.id])
-            except Exception as exc:  # noqa: BLE001 - shown as this tile's error tile
-                results[r.id] = exc
-        return out
+    @staticmethod
+    def _zoom_in_tile(refusal: TooManyCells) -> bytes:
+        return message_tile(
+            f"Zoom in to see predictions.\nThis tile needs {refusal.cells} model cells at the model's "
+            f"native scale (limit {refusal.limit})."
+        )

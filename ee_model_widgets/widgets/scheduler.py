@@ -303,7 +303,14 @@ class TileScheduler:
             return self.batch_size  # latency-bound: fewer tiles would not finish much sooner
         recent = timings[-4:]  # react within a few batches when the machine gets busy
         seconds_per_tile = sum(s for _, s in recent) / sum(n for n, _ in recent)
-        return max(1, min(self.batch_size, int(self.batch_seconds / seconds_per_tile)))
+        size = max(1, min(self.batch_size, int(self.batch_seconds / seconds_per_tile)))
+        if size == 1 and all(n == 1 for n, _ in timings):
+            # Only single tiles seen (e.g. after a first call that traced the model): the fit
+            # cannot tell a per-call cost from a per-tile one, and single tiles would be all it
+            # ever sees. Two tiles let it tell; without this, one slow first call locked the
+            # layer into one model call per tile.
+            return min(2, self.batch_size)
+        return size
 
     def _measured(self, seconds: float, tiles: int) -> None:
         with self._lock:

@@ -140,6 +140,37 @@ def test_a_failing_model_gives_error_tiles_and_last_error(scene, make_layer):
     assert all(r.status == "ok" for r in view.fetch(center_tiles(scene, 14)))
 
 
+def test_each_tile_is_planned_once_and_the_read_reuses_the_plan(scene, make_layer, monkeypatch):
+    """One plan per tile serves both the zoom-out decision and the read (issue 16.3)."""
+    from ee_model_widgets.core.predicted import PredictedImage
+
+    planned = []
+    make_plan = PredictedImage._make_plan
+
+    def counting(self, grid, bands, resampling):
+        planned.append(grid)
+        return make_plan(self, grid, bands, resampling)
+
+    monkeypatch.setattr(PredictedImage, "_make_plan", counting)
+    model = diff_model(fix_input_proj=True)
+    pred = model.predict_image(scene, cache=None)
+    layer, view = make_layer(pred, max_cells_per_tile=64, batch_size=4)
+    tiles = center_tiles(scene, 16)
+    replies = view.fetch(tiles)
+    assert all(r.status == "ok" for r in replies)
+    assert model.stats.calls > 0 and layer.tiles_zoom_in == 0
+    # Each tile's grid planned exactly once (before: once for the zoom-out check, once to read).
+    assert sorted(planned, key=repr) == sorted((xyz_grid(*t) for t in tiles), key=repr)
+    # Reading a plan plans nothing again, and gives what a plain read gives.
+    grids = [xyz_grid(*t) for t in tiles]
+    plan = pred.plan(grids)
+    planned.clear()
+    arrays = pred.read_plan(plan)
+    assert planned == []
+    for g, a in zip(grids, arrays):
+        np.testing.assert_array_equal(a.filled(np.nan), pred.read(g).filled(np.nan))
+
+
 def test_fix_input_proj_zoomed_out_answers_zoom_in_without_model_calls(scene, make_layer):
     model = diff_model(fix_input_proj=True)
     pred = model.predict_image(scene, cache=None)

@@ -436,17 +436,15 @@ def test_map_tiles_of_derived_images_of_a_cached_prediction_read_its_window_once
     assert calls > 0
 
     reads, assembled = [], []
-    read_many, assemble = pred.read_many, pred._assemble
-    monkeypatch.setattr(
-        pred, "read_many", lambda g, b=None, r=None: reads.append(list(b)) or read_many(g, b, r)
-    )
+    read_plan, assemble = pred.read_plan, pred._assemble
+    monkeypatch.setattr(pred, "read_plan", lambda plan: reads.append(list(plan.bands)) or read_plan(plan))
     monkeypatch.setattr(pred, "_assemble", lambda *a: assembled.append(1) or assemble(*a))
     above = pred.gt(0.5)
 
     def intermediate_read(*_a, **_k):
-        raise AssertionError("the intermediate image gt(0.5) was read as a whole image")
+        raise AssertionError("the intermediate image gt(0.5) was planned or read as an image of its own")
 
-    for name in ("read", "read_many", "_read"):
+    for name in ("read", "_read", "read_many", "plan", "_plan", "read_plan", "_read_plan"):
         monkeypatch.setattr(above, name, intermediate_read)
     likely = above.self_mask()
     got = likely.read_many(grids)
