@@ -38,9 +38,11 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 
-log = logging.getLogger(__name__)
+from .tile_payload import PNG_SIGNATURE, is_tile
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+__all__ = ["PNG_SIGNATURE"]  # re-exported: where it always was
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -351,8 +353,7 @@ class TileScheduler:
                 if result is CANCELLED or isinstance(result, Refusal):
                     outcome = "cancelled"
                 else:
-                    ok = isinstance(result, (bytes, bytearray)) and bytes(result[:8]) == PNG_SIGNATURE
-                    outcome = "done" if ok else "failed"
+                    outcome = "done" if is_tile(result) else "failed"
                     self._done_times.append(time.monotonic())
                 if running:
                     self._running.pop(request.id, None)
