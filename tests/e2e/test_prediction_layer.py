@@ -63,7 +63,7 @@ def test_predicted_tiles_show_exactly_the_rendered_prediction(any_server, page):
     nb = open_layer_notebook(any_server, page, f"pred_{any_server.app}.ipynb")
     wait_prediction_tiles(page, 4, timeout=60, cls="ee-model-tile")  # kernel PNGs, not blank, not errors
     page.wait_for_function(  # and at least one of them lies fully inside the map, to be compared whole
-        """() => [...document.querySelectorAll('.ee-model-tile img.leaflet-tile-loaded')].some(img => {
+        """() => [...document.querySelectorAll('.ee-model-tile .leaflet-tile.leaflet-tile-loaded')].some(img => {
             const m = img.closest('.leaflet-container').getBoundingClientRect(), r = img.getBoundingClientRect();
             return r.left >= m.left && r.top >= m.top && r.right <= m.right && r.bottom <= m.bottom; })""",
         timeout=60_000,
@@ -110,7 +110,7 @@ def test_rapid_zooms_cancel_stale_tiles_and_the_final_view_loads(lab_server, pag
     nb.page.wait_for_function(
         """() => {
             const map = document.querySelector('.leaflet-container').getBoundingClientRect();
-            const imgs = [...document.querySelectorAll('.ee-model-tile .leaflet-tile-container img')].filter(img => {
+            const imgs = [...document.querySelectorAll('.ee-model-tile .leaflet-tile-container .leaflet-tile')].filter(img => {
                 const r = img.getBoundingClientRect();
                 return r.right > map.left && r.left < map.right && r.bottom > map.top && r.top < map.bottom
                     && getComputedStyle(img.parentElement).visibility !== 'hidden';
@@ -136,7 +136,7 @@ def test_a_failing_model_shows_error_tiles_and_last_error(lab_server, page):
     nb = open_layer_notebook(lab_server, page, "broken.ipynb", setup)
     nb.wait_tiles(2)
     statuses = nb.page.evaluate(
-        "() => [...document.querySelectorAll('.ee-model-tile img.leaflet-tile-loaded')].map(i => i.dataset.status)"
+        "() => [...document.querySelectorAll('.ee-model-tile .leaflet-tile.leaflet-tile-loaded')].map(i => i.dataset.status)"
     )
     assert statuses and all(s == "error" for s in statuses), statuses
     assert "the model file is corrupt" in kernel_json(nb, "layer.last_error")
