@@ -290,13 +290,20 @@ def _categorical_style(bands: tuple[int, ...], vis: dict, opacity: float) -> Vis
         raise InputError("categorical vis params need a 'palette' with one colour per class.")
     if isinstance(palette, dict):  # {class value: colour}; a later equal key wins, as assignment does
         by_value = {float(k): parse_color(c) for k, c in palette.items()}
-        values, colours = tuple(by_value), np.asarray(list(by_value.values()), dtype=np.float64).reshape(-1, 4)
+        values, colours = (
+            tuple(by_value),
+            np.asarray(list(by_value.values()), dtype=np.float64).reshape(-1, 4),
+        )
     else:
         values, colours = None, parse_palette(palette).copy()
     colours[:, 3] *= opacity
     table = np.rint(colours * 255).astype(np.uint8)
     return VisStyle(
-        bands=bands, kind="categorical", table=table, class_min=float(vis.get("min", 0) or 0), class_values=values
+        bands=bands,
+        kind="categorical",
+        table=table,
+        class_min=float(vis.get("min", 0) or 0),
+        class_values=values,
     )
 
 

@@ -85,7 +85,9 @@ class HeadlessView:
                     self.replies[content["id"]] = Reply(
                         content["id"], content.get("status", ""), payload, now, dict(content), self
                     )
-            elif data and data.get("method") in ("update", "echo_update") and "_style" in data.get("state", {}):
+            elif (
+                data and data.get("method") in ("update", "echo_update") and "_style" in data.get("state", {})
+            ):
                 from ipywidgets.widgets.widget import _put_buffers
 
                 state = {"_style": data["state"]["_style"]}
@@ -105,7 +107,9 @@ class HeadlessView:
             raise RuntimeError(f"tile {reply.id} is data, but the layer sent no style (invalid vis params?)")
         style = VisStyle.from_browser_style(self.style)
         if values.shape[0] != len(style.bands):
-            raise RuntimeError(f"tile {reply.id} holds other bands than the style shown: the browser asks again")
+            raise RuntimeError(
+                f"tile {reply.id} holds other bands than the style shown: the browser asks again"
+            )
         return style.colour(values.astype(np.float32), ~np.isfinite(values).all(axis=0))
 
     def say(self, content: dict) -> None:

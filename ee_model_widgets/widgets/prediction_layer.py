@@ -20,8 +20,8 @@ from traitlets import Bool, Dict, Int, List, Unicode, observe
 
 from ..core.cache import CellCache
 from ..core.grid import xyz_grid
-from ..errors import InputError
 from ..core.vis import VisStyle, message_tile, vis_style
+from ..errors import InputError
 from .scheduler import CANCELLED, TileRequest
 from .tile_layer import KernelTileLayer
 from .tile_payload import TileData

@@ -37,10 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, ModelError
-
-from .tile_payload import PNG_SIGNATURE, is_tile
-
-__all__ = ["PNG_SIGNATURE"]  # re-exported: where it always was
+from .tile_payload import PNG_SIGNATURE, is_tile  # noqa: F401 - PNG_SIGNATURE: still importable from here
 
 log = logging.getLogger(__name__)
 

@@ -277,7 +277,9 @@ _KERNEL_TILES_JS = """([cls, skipMarked]) => {
 }"""
 
 
-def kernel_tiles(page, cls: str = PREDICTION, skip_marked: bool = False, style: str | None = None) -> dict[str, np.ndarray]:
+def kernel_tiles(
+    page, cls: str = PREDICTION, skip_marked: bool = False, style: str | None = None
+) -> dict[str, np.ndarray]:
     """The RGBA pixels of each loaded kernel tile of layer `.cls` as its canvas holds them, by z/x/y.
 
     With `style`, only data tiles coloured with that style version (`_style['version']`)."""

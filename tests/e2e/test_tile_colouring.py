@@ -50,7 +50,15 @@ STYLES = [
     ({"bands": ["a"], "min": -1, "max": 2, "gamma": 0.6}, False),
     ({"bands": ["a"], "min": 0.2, "max": 0.9, "palette": "RdYlGn"}, False),
     ({"bands": ["b", "c", "a"], "min": [-0.5, 0, -0.5], "max": [1.5, 300, 1.5], "gamma": [1, 1.3, 1]}, True),
-    ({"bands": ["cls"], "categorical": True, "min": 1, "palette": ["ff0000", "00ff00", "0000ff", "ffff00"]}, True),
+    (
+        {
+            "bands": ["cls"],
+            "categorical": True,
+            "min": 1,
+            "palette": ["ff0000", "00ff00", "0000ff", "ffff00"],
+        },
+        True,
+    ),
     ({"bands": ["cls"], "categorical": True, "palette": {0: "red", 3: "#00f", 5: "00ff00"}}, False),
     ({"bands": ["cls"], "min": 0, "max": 5, "palette": "magma", "opacity": 0.6}, False),
 ]
@@ -72,7 +80,9 @@ def wait_styled(page, version: int, n: int = 4, timeout: float = 30) -> dict[str
         if len(tiles) >= n:
             return tiles
         if time.monotonic() > end:
-            raise AssertionError(f"{len(tiles)} of {n} tiles coloured with style {version}; {layer_diagnosis(page, CLS)}")
+            raise AssertionError(
+                f"{len(tiles)} of {n} tiles coloured with style {version}; {layer_diagnosis(page, CLS)}"
+            )
         page.wait_for_timeout(50)
 
 
@@ -114,7 +124,14 @@ def test_browser_colouring_is_pixel_identical_to_render(lab_server, page, app):
             shown = tiles[zxy]
             if vis.get("opacity", 1) == 1:
                 bad = np.argwhere((shown != expected).any(axis=-1))
-                assert bad.size == 0, (vis, zxy, len(bad), bad[:3].tolist(), shown[tuple(bad[0])], expected[tuple(bad[0])])
+                assert bad.size == 0, (
+                    vis,
+                    zxy,
+                    len(bad),
+                    bad[:3].tolist(),
+                    shown[tuple(bad[0])],
+                    expected[tuple(bad[0])],
+                )
             else:
                 # A canvas stores colours premultiplied by alpha: reading a translucent pixel back
                 # may move it by a level or two; its alpha is exact.
