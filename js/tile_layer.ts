@@ -46,7 +46,7 @@ const NOTICE_MS = 8000; // how long "asked again" stays on the map after the las
 interface ITile extends HTMLCanvasElement {
   _emwRequest?: string;
   _emwCoords?: L.Coords;
-  _emwData?: { values: Float32Array; bands: number; rows: number; cols: number; style: number };
+  _emwData?: { values: Float32Array; bands: number[]; rows: number; cols: number; style: number };
   _emwDone?: (err?: Error) => void; // Leaflet's done(), called once: the tile is loaded
 }
 
@@ -412,12 +412,13 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
   private onData(p: IPending, content: any, buf: ArrayBuffer | DataView): void {
     const { bands, rows, cols } = content;
     const values = valuesOf(buf, bands * rows * cols);
+    const positions: number[] = Array.isArray(content.positions) ? content.positions : [];
     if (!values) {
       p.img.dataset.status = 'error';
       this.finish(p, new Error('tile reply with a data buffer of the wrong size'));
       return;
     }
-    p.img._emwData = { values, bands, rows, cols, style: content.style };
+    p.img._emwData = { values, bands: positions, rows, cols, style: content.style };
     p.img.dataset.status = content.status ?? 'ok';
     this.dataTiles.add(p.img);
     this.draw(p.img);
@@ -431,8 +432,9 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
       return;
     }
     const style = this.style;
-    if (!style || style.bands.length !== data.bands) {
-      if (style && data.style < style.version && tile._emwCoords && tile._emwDone) {
+    if (!style || style.bands.join(',') !== data.bands.join(',')) {
+      const asking = tile._emwRequest !== undefined && this.pending.has(tile._emwRequest);
+      if (style && data.style < style.version && !asking && tile._emwCoords && tile._emwDone) {
         this.request(tile, tile._emwCoords, tile._emwDone as L.DoneCallback);
       }
       return; // otherwise its style is on its way (onStyle draws it)

@@ -160,7 +160,7 @@ class PredictionLayer(KernelTileLayer):
                 continue
             # The browser colours the shown bands (NaN where masked) with the style `version`.
             values = np.ma.filled(arr[list(style.bands)].astype(np.float32), np.nan)
-            results[rid] = TileData(values, version)
+            results[rid] = TileData(values, version, style.bands)
         return [results[r.id] for r in requests]
 
     def _refuse_zoomed_out(self, image, todo, grids, results) -> set[str]:

@@ -17,15 +17,19 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @dataclass(frozen=True)
 class TileData:
-    """A tile's values: float32 (bands, rows, cols), NaN where masked, coloured by style `version`."""
+    """A tile's values: float32 (bands, rows, cols), NaN where masked, made for style `version`."""
 
     values: np.ndarray
     version: int  # the style whose bands these are (the browser waits for, or asks again after, a newer one)
+    positions: tuple[int, ...]  # which of the image's bands they are (the style's `bands`)
 
     def content(self) -> dict:
         """The reply fields that describe the buffer (little-endian float32, band-major)."""
         bands, rows, cols = self.values.shape
-        return {"kind": "data", "bands": bands, "rows": rows, "cols": cols, "style": self.version}
+        return {
+            "kind": "data", "bands": bands, "rows": rows, "cols": cols,
+            "style": self.version, "positions": list(self.positions),
+        }  # fmt: skip
 
     def buffer(self) -> bytes:
         return np.ascontiguousarray(self.values, dtype="<f4").tobytes()
