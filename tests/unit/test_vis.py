@@ -200,7 +200,7 @@ def test_an_invalid_palette_is_an_input_error_not_a_cache_type_error(palette):
         {"bands": ["b"], "min": -1, "max": 2, "palette": "viridis", "gamma": 1.5},
         {"bands": ["c", "a", "b"], "min": [0, -1, 0], "max": [1, 1, 3], "opacity": 0.5},
         {"bands": ["a"], "categorical": True, "min": 1, "palette": ["red", "00ff00", "#00f"]},
-        {"bands": ["a"], "categorical": True, "palette": {0: "red", 2: "blue", 2.0: "lime"}},
+        {"bands": ["a"], "categorical": True, "palette": {0: "red", 2: "blue", 3: "lime"}},
     ],
 )
 def test_the_style_sent_to_the_browser_colours_as_render_does(vis):
