@@ -141,7 +141,9 @@ def test_the_kernels_of_reloaded_pages_are_shut_down_with_the_workshop_flags(tmp
         for visit in range(3):
             page.goto(url) if visit == 0 else page.reload()
             wait_prediction_tiles(page, 4, timeout=SECONDS)
-        assert kernels_of(proc) >= 2, "the page of visit 2 left a kernel: culling comes 30 s after, not before"
+        assert kernels_of(proc) >= 2, (
+            "the page of visit 2 left a kernel: culling comes 30 s after, not before"
+        )
         deadline = time.monotonic() + 120
         while kernels_of(proc) > 1 and time.monotonic() < deadline:
             time.sleep(1)
