@@ -30,6 +30,7 @@ from ee_model_widgets.core import predicted, raster
 from ee_model_widgets.core.model import Model
 from ee_model_widgets.widgets import prediction_layer as layer_module
 from ee_model_widgets.widgets.headless import HeadlessView
+from ee_model_widgets.widgets.tile_payload import TileData
 
 # (owner, attribute, label): the stages of one batch of tiles, outermost first.
 STAGES = [
@@ -40,8 +41,7 @@ STAGES = [
     (predicted, "extract_cells", "  cut the cells out of the read"),
     (Model, "predict_cells", "  model: inputs, batched call, outputs"),
     (predicted.PredictedImage, "_assemble", "assemble a tile from its cells"),
-    (layer_module, "render", "render (vis params -> RGBA)"),
-    (layer_module, "to_png", "PNG encoding"),
+    (TileData, "buffer", "tile data to bytes (the browser colours it)"),
 ]
 WALL: dict[str, float] = collections.defaultdict(float)
 CPU: dict[str, float] = collections.defaultdict(float)

@@ -1,12 +1,15 @@
 """`PredictionLayer`: any `Image` (usually a model's prediction) streamed onto an ipyleaflet map.
 
 Built on `KernelTileLayer`: the scheduler hands over the tile requests that arrived together
+Built on `KernelTileLayer`: the scheduler hands over the tile requests that arrived together
 and this layer plans them once (`Image.plan`) and reads that plan (`Image.read_plan`), so a
-viewport costs a few batched model calls. Tile arrays (predictions, not PNGs) are cached, so
-a new palette, min/max or band choice re-renders without running the model again. With
-`fix_input_proj=True`, a tile whose plan needs more than `max_cells_per_tile` native model
-cells is refused (`TooManyCells`) and answered with a "zoom in" tile instead of a flood of
-work (Earth Engine's zoom-out trap).
+viewport costs a few batched model calls. Tiles go to the browser as data (float32 values of
+the shown bands, `TileData`) with the vis params compiled once per style (`_style`): the
+browser colours them (js/colour.ts), so a new palette or min/max recolours the loaded tiles
+with no kernel work at all. Tile arrays are also cached here, so a new band choice is answered
+without running the model again. With `fix_input_proj=True`, a tile whose plan needs more than
+`max_cells_per_tile` native model cells is refused (`TooManyCells`) and answered with a "zoom
+in" tile instead of a flood of work (Earth Engine's zoom-out trap).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from traitlets import Bool, Dict, Int, List, Unicode, observe
 
 from ..core.cache import CellCache
 from ..core.grid import xyz_grid
-from ..core.vis import message_tile, render, to_png
-from ..errors import TooManyCells
+from ..core.vis import VisStyle, message_tile, vis_style
+from ..errors import InputError, TooManyCells
 from .scheduler import CANCELLED, TileRequest
 from .tile_layer import KernelTileLayer
+from .tile_payload import TileData
 
 # Predicted tile arrays kept per layer: 256 MiB is ~1000 single-band float32 tiles.
 TILE_CACHE_BYTES = 256 * 1024 * 1024
@@ -32,6 +36,9 @@ class PredictionLayer(KernelTileLayer):
     """Show `image` on a map with Earth Engine `vis_params` (bands, min, max, palette, gamma, opacity)."""
 
     vis_params = Dict()
+    #: The vis params compiled for the image (`VisStyle.browser_style`, plus a `version`): what
+    #: the browser colours tiles with. Empty while the vis params are invalid (error tiles).
+    _style = Dict().tag(sync=True)
     cache_hits = Int(0).tag(sync=True)
     tiles_zoom_in = Int(0).tag(sync=True)
     #: A one-line human status, e.g. why some tiles say "zoom in".
@@ -49,8 +56,12 @@ class PredictionLayer(KernelTileLayer):
         self._tile_cache = CellCache(kwargs.pop("tile_cache_bytes", TILE_CACHE_BYTES))
         self._counts_lock = threading.Lock()  # worker threads update the counter traits
         self._image = image
+        # (compiled vis params or why they are invalid, style version): one tuple, read atomically
+        self._styled: tuple[VisStyle | Exception, int] = (InputError("no vis params yet"), 0)
         super().__init__(name=name or getattr(image, "name", "") or "prediction", **kwargs)
         self.vis_params = dict(vis_params or {})
+        if not self._styled[1]:  # empty vis params: no change event, compile EE's defaults
+            self._compile_style()
         self._set_bounds()
 
     # ---- what is shown ---------------------------------------------------------------
@@ -67,6 +78,7 @@ class PredictionLayer(KernelTileLayer):
         self._image = image
         self.scheduler.restart()
         self._set_bounds()
+        self._compile_style()
         self.refresh()
 
     def _set_bounds(self) -> None:
@@ -79,8 +91,30 @@ class PredictionLayer(KernelTileLayer):
 
     @observe("vis_params")
     def _vis_changed(self, change) -> None:
-        if change["old"] != change["new"]:
-            self.redraw()  # re-rendered from cached predictions
+        if change["old"] == change["new"]:
+            return
+        old = self._styled[0]
+        new = self._compile_style()
+        if not (isinstance(old, VisStyle) and isinstance(new, VisStyle) and old.bands == new.bands):
+            # Other bands (or error tiles to replace, or to show): the tiles' data change, so
+            # they are asked for again, answered from the cached predictions.
+            self.redraw()
+        # Otherwise the browser recolours the tiles it holds from the new _style: no request.
+
+    def _compile_style(self) -> VisStyle | Exception:
+        """Compile the vis params for the image and publish them to the browser."""
+        image = self._image
+        try:
+            style: VisStyle | Exception = vis_style(self.vis_params, len(image.band_names), image.band_names)
+        except InputError as exc:  # every tile says so (an error tile), as a bad render did
+            style = exc
+        version = self._styled[1] + 1
+        browser = style.browser_style() if isinstance(style, VisStyle) else {}
+        # Published before workers can use it, so no tile arrives ahead of its style (the
+        # browser also waits for a newer style a tile names, in case a hold_sync delays it).
+        self._style = {**browser, "version": version} if browser else {}
+        self._styled = (style, version)
+        return style
 
     def refresh(self) -> None:
         """Forget the cached tile arrays of this layer and draw every tile again."""
@@ -89,9 +123,10 @@ class PredictionLayer(KernelTileLayer):
         self.redraw()
 
     # ---- rendering ---------------------------------------------------------------------
-    def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | BaseException]:
-        image, cache, vis = self._image, self._tile_cache, dict(self.vis_params)
-        results: dict[str, bytes | BaseException] = {}
+    def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | TileData | BaseException]:
+        image, cache = self._image, self._tile_cache
+        style, version = self._styled
+        results: dict[str, bytes | TileData | BaseException] = {}
         arrays: dict[str, np.ma.MaskedArray] = {}
         todo: list[TileRequest] = []
         for r in requests:
@@ -123,10 +158,12 @@ class PredictionLayer(KernelTileLayer):
                     cache.put((r.z, r.x, r.y), arrays[r.id].filled(np.nan).astype(np.float32))
 
         for rid, arr in arrays.items():
-            try:
-                results[rid] = to_png(render(arr, vis, band_names=image.band_names))
-            except Exception as exc:  # noqa: BLE001 - bad vis params: every tile says so
-                results[rid] = exc
+            if isinstance(style, Exception):  # bad vis params: every tile says so
+                results[rid] = style
+                continue
+            # The browser colours the shown bands (NaN where masked) with the style `version`.
+            values = np.ma.filled(arr[list(style.bands)].astype(np.float32), np.nan)
+            results[rid] = TileData(values, version, style.bands)
         return [results[r.id] for r in requests]
 
     def _read(self, image, todo, grids, results) -> dict[str, np.ma.MaskedArray]:

@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, ModelError
+from .tile_payload import PNG_SIGNATURE, is_tile  # noqa: F401 - PNG_SIGNATURE: still importable from here
 
 log = logging.getLogger(__name__)
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -358,8 +357,7 @@ class TileScheduler:
                 if result is CANCELLED or isinstance(result, Refusal):
                     outcome = "cancelled"
                 else:
-                    ok = isinstance(result, (bytes, bytearray)) and bytes(result[:8]) == PNG_SIGNATURE
-                    outcome = "done" if ok else "failed"
+                    outcome = "done" if is_tile(result) else "failed"
                     self._done_times.append(time.monotonic())
                 if running:
                     self._running.pop(request.id, None)
