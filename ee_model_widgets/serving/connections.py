@@ -23,6 +23,7 @@ are counted in the next line), never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -55,13 +56,19 @@ class DropLog:
         self._interval = interval
         self._last = -float("inf")
         self._suppressed = 0
+        self._last_client = None
         self.total = 0
 
     def note(self, client, reason: str) -> None:
+        if client is not None and client == self._last_client:
+            return  # one client, one drop: a body deadline also ends the app's read of that body
+        self._last_client = client
         self.total += 1
         now = time.monotonic()
         if now - self._last < self._interval:
             self._suppressed += 1
+            if self._suppressed == 1:  # counted in the next line, or in a line of their own soon
+                self._flush_later(self._last + self._interval - now)
             return
         more = (
             f" (and {self._suppressed} more dropped clients since the last message)"
@@ -71,6 +78,21 @@ class DropLog:
         self._last, self._suppressed = now, 0
         who = f"{client[0]}:{client[1]}" if client else "a client"
         self._log.warning("Closed the connection of %s: %s%s", who, reason, more)
+
+    def flush(self) -> None:
+        """Log the count of clients dropped since the last line, if any (a burst that ends
+        would otherwise go uncounted)."""
+        if self._suppressed:
+            n, self._suppressed = self._suppressed, 0
+            self._last = time.monotonic()
+            self._log.warning("Closed the connection of %d more dropped clients since the last message", n)
+
+    def _flush_later(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()  # drops are noted on the server's event loop
+        except RuntimeError:
+            return  # no loop (a test, a script): the next line or `flush()` counts them
+        loop.call_later(max(delay, 0.0) + 0.01, self.flush)
 
 
 class _RateLimitedParserWarnings(logging.Filter):

@@ -526,6 +526,7 @@ def run_forever(
             server.run(sockets=[sock])
     finally:
         sock.close()
+        drops.flush()
 
 
 @contextlib.contextmanager

@@ -138,3 +138,32 @@ def test_browser_safety_decisions():
     assert room.refusal(_scope(host="rebound.evil.example:8501"))[0] == 400
     proxied = BrowserSafety(None, bind_host="0.0.0.0", allow_hosts=["*"])
     assert proxied.refusal(_scope(host="fcn.default.svc.cluster.local")) is None
+
+
+def test_a_burst_of_dropped_clients_is_counted_in_a_line_of_its_own_when_it_ends():
+    import asyncio
+    import logging
+
+    from ee_model_widgets.serving.connections import DropLog
+
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("test.droplog")
+    logger.addHandler(Collect())
+    logger.propagate = False
+    drops = DropLog(logger, interval=0.2)
+
+    async def burst():
+        for i in range(50):  # one line, then 49 within the interval, then nothing
+            drops.note(("127.0.0.1", i), "no complete request headers within 2 s")
+        await asyncio.sleep(0.5)
+
+    asyncio.run(burst())
+    assert len(records) == 2, records
+    assert records[0].startswith("Closed the connection of 127.0.0.1:0: no complete request headers")
+    assert records[1] == "Closed the connection of 49 more dropped clients since the last message"
+    assert drops.total == 50
