@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .fingerprint import image_fingerprint
-from .image import Image
+from .image import Image, ParentView
 from .plan import ReadPlan, plan_of_parents
 
 _INDEXED = re.compile(r"^(.*)_(\d+)$")
@@ -32,7 +32,7 @@ def vector_outputs(band_names: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-class ClassBandImage(Image):
+class ClassBandImage(ParentView):
     """`image` plus one band per vector output: the index of its largest value (the class).
 
     Reads of the added band read the probability bands through the same path (so the map,
@@ -51,14 +51,6 @@ class ClassBandImage(Image):
     @property
     def parent(self) -> Image:
         return self._parent
-
-    @property
-    def grid(self):
-        return self._parent.grid
-
-    @property
-    def projection(self):
-        return self._parent.projection
 
     @property
     def bounds(self):

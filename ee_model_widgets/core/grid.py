@@ -106,41 +106,57 @@ def xyz_grid(z: int, x: int, y: int, size: int = TILE_SIZE) -> Grid:
     return Grid(WEB_MERCATOR, Affine(res, 0, west, 0, -res, north), size, size)
 
 
-# Pixel-coordinate tolerance when snapping (1/1000 px): float noise and sub-millimetre
+# How close (in pixels) a coordinate must be to an integer to count as on the lattice.
+ALIGN_TOL = 1e-6
+# Pixel-coordinate tolerance when snapping a region (1/1000 px): float noise and sub-millimetre
 # curvature of a lon/lat box taken back into a projected CRS do not add a row of pixels.
 _SNAP_EPS = 1e-3
 
 
-def snap_bounds(crs, transform: Affine, bounds: tuple[float, float, float, float]) -> Grid:
-    """The smallest grid on `transform`'s lattice covering `bounds` (in `crs` units).
+def pixel_window(
+    transform: Affine, bounds: tuple[float, float, float, float], pad: int = 0, eps: float = ALIGN_TOL
+) -> tuple[int, int, int, int]:
+    """The pixel window (col0, row0, col1, row1), end exclusive, of `transform` covering `bounds`
+    (west, south, east, north in the lattice CRS), grown by `pad` pixels on each side.
 
-    Works for any invertible affine (also rotated or south-up lattices): the bounds'
-    corners are taken to pixel space and rounded outwards to whole pixels.
+    Works for any invertible affine (also rotated or south-up lattices): the bounds' corners
+    are taken to pixel space and rounded outwards; a bound within `eps` pixels of a pixel edge
+    does not add a pixel. At least one pixel each way.
     """
-    west, south, east, north = bounds
+    w, s, e, n = bounds
     inv = ~transform
-    cols, rows = zip(*(inv @ (x, y) for x, y in ((west, south), (west, north), (east, south), (east, north))))
-    c0 = math.floor(min(cols) + _SNAP_EPS)
-    r0 = math.floor(min(rows) + _SNAP_EPS)
-    c1 = math.ceil(max(cols) - _SNAP_EPS)
-    r1 = math.ceil(max(rows) - _SNAP_EPS)
-    return Grid(crs, transform @ Affine.translation(c0, r0), max(c1 - c0, 1), max(r1 - r0, 1))
+    cols, rows = zip(*(inv @ (x, y) for x, y in ((w, s), (w, n), (e, s), (e, n))))
+    c0 = math.floor(min(cols) + eps) - pad
+    r0 = math.floor(min(rows) + eps) - pad
+    c1 = math.ceil(max(cols) - eps) + pad
+    r1 = math.ceil(max(rows) - eps) + pad
+    return (c0, r0, max(c1, c0 + 1), max(r1, r0 + 1))
 
 
-def lattice_offset(src: Grid, dst: Grid, tol: float = 1e-6) -> tuple[int, int] | None:
-    """(col, row) of `dst`'s origin in `src` if both share one pixel lattice, else None.
+def snap_bounds(crs, transform: Affine, bounds: tuple[float, float, float, float]) -> Grid:
+    """The smallest grid on `transform`'s lattice covering `bounds` (in `crs` units)."""
+    c0, r0, c1, r1 = pixel_window(transform, bounds, eps=_SNAP_EPS)
+    return Grid(crs, transform @ Affine.translation(c0, r0), c1 - c0, r1 - r0)
 
-    Reads on the same lattice are plain array slices: exact values and no warping cost.
+
+def lattice_offset(transform: Affine, crs, grid: Grid) -> tuple[int, int] | None:
+    """(col, row) of `grid`'s origin on the pixel lattice `transform` (in `crs`) if `grid` lies
+    on it (same CRS, pixel size and orientation, whole-pixel offset), else None.
+
+    Reads on the same lattice are plain array slices (exact values, no warping), and a request
+    on a model's lattice needs no resampling of its cells.
     """
-    if src.crs != dst.crs:
+    if as_crs(crs) != grid.crs:
         return None
-    a, b = src.transform, dst.transform
-    # Same pixel size and orientation, relative to the pixel size.
-    size = max(abs(a.a), abs(a.b), abs(a.d), abs(a.e))
-    if any(abs(p - q) > tol * size for p, q in zip((a.a, a.b, a.d, a.e), (b.a, b.b, b.d, b.e))):
+    g = grid.transform
+    size = max(abs(transform.a), abs(transform.b), abs(transform.d), abs(transform.e))
+    if any(
+        not math.isclose(p, q, rel_tol=1e-9, abs_tol=1e-12 * size)
+        for p, q in zip((transform.a, transform.b, transform.d, transform.e), (g.a, g.b, g.d, g.e))
+    ):
         return None
-    col, row = ~a @ (b.c, b.f)
+    col, row = ~transform @ (g.c, g.f)
     ic, ir = round(col), round(row)
-    if abs(col - ic) > tol or abs(row - ir) > tol:
+    if abs(col - ic) > ALIGN_TOL or abs(row - ir) > ALIGN_TOL:
         return None
-    return ic, ir
+    return int(ic), int(ir)

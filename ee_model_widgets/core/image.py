@@ -214,7 +214,22 @@ class Image:
         }
 
 
-class _BandView(Image):
+class ParentView(Image):
+    """An image computed pixel by pixel from one parent image (`_parent`), on the parent's grid
+    and projection: band views, class bands, uncertainty."""
+
+    _parent: Image
+
+    @property
+    def grid(self) -> Grid:
+        return self._parent.grid
+
+    @property
+    def projection(self):
+        return self._parent.projection
+
+
+class _BandView(ParentView):
     """Another image's bands, picked and/or renamed: band `names[i]` reads parent band
     `parent_names[i]` (`select` passes the same list twice, `rename` the new names)."""
 
@@ -228,14 +243,6 @@ class _BandView(Image):
         self.band_types = {
             n: parent.band_types[p] for n, p in self._to_parent.items() if p in parent.band_types
         }
-
-    @property
-    def grid(self) -> Grid:
-        return self._parent.grid
-
-    @property
-    def projection(self):
-        return self._parent.projection
 
     def fingerprint(self) -> str:
         """The parent's fingerprint and the band mapping (for cell-cache keys)."""

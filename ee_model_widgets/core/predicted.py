@@ -36,19 +36,17 @@ from ..errors import InputError, ModelError, TooManyCells
 from .antimeridian import footprints
 from .cache import CellCache, default_cache
 from .fingerprint import image_fingerprint
-from .grid import Grid
+from .grid import Grid, lattice_offset, pixel_window
 from .image import Image, empty_read
 from .plan import ReadPlan
 from .raster import warp_array
 from .tiling import (
     Lattice,
-    aligned_offset,
     extract_cells,
     intersect,
     lattice_for_proj,
     lattice_for_request,
     mask_to_output,
-    pixel_window,
 )
 
 #: The cell budget: the most model cells one grid read may need unless
@@ -206,7 +204,7 @@ class PredictedImage(Image):
         p = self.params
         if p.fix_input_proj:
             lattice = self._native
-            offset = aligned_offset(lattice.out_transform, lattice.crs, grid)
+            offset = lattice_offset(lattice.out_transform, lattice.crs, grid)
         else:
             lattice, offset = lattice_for_request(grid, p.input_tile_size, p.overlap, p.output_tile_size)
         feet = self._footprints(lattice)

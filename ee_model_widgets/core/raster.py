@@ -221,7 +221,7 @@ class ArrayImage(_RasterImage):
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         idx = [self._band_names.index(b) for b in bands]
-        off = lattice_offset(self._grid, grid)
+        off = lattice_offset(self._grid.transform, self._grid.crs, grid)
         if off is not None:
             src = self._data[idx] if idx != list(range(len(self._band_names))) else self._data
             return slice_lattice(src, off[0], off[1], grid)
@@ -340,7 +340,7 @@ class FileImage(_RasterImage):
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         indexes = [self._band_names.index(b) + 1 for b in bands]
         try:
-            off = lattice_offset(self._grid, grid)
+            off = lattice_offset(self._grid.transform, self._grid.crs, grid)
             if off is not None:
                 return self._read_lattice(indexes, off, grid)
             return self._warped_read(grid, indexes, self._resampling_for(bands, resampling))

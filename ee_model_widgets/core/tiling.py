@@ -30,10 +30,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from .grid import Grid, as_crs, crs_key
-
-# How close (in pixels) a coordinate must be to an integer to count as aligned.
-ALIGN_TOL = 1e-6
+from .grid import ALIGN_TOL, Grid, as_crs, crs_key
 
 
 def _snap(v: float) -> float:
@@ -152,41 +149,6 @@ def lattice_for_request(grid: Grid, tile, overlap, out_tile) -> tuple[Lattice, t
     out_t = lin @ Affine.translation(frac[0], frac[1])
     base = out_t @ Affine.scale(out_tile[0] / tile[0], out_tile[1] / tile[1])
     return Lattice(grid.crs, base, tuple(tile), tuple(overlap), tuple(out_tile)), (offset[0], offset[1])
-
-
-def aligned_offset(transform: Affine, crs: CRS, grid: Grid) -> tuple[int, int] | None:
-    """If `grid` lies on the pixel lattice `transform` (same CRS and pixel size, whole-pixel
-    offset), its (col, row) offset on it; else None (the request then needs resampling)."""
-    if as_crs(crs) != grid.crs:
-        return None
-    g = grid.transform
-    lin_ok = all(
-        math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12 * max(abs(transform.a), abs(transform.e)))
-        for a, b in ((transform.a, g.a), (transform.b, g.b), (transform.d, g.d), (transform.e, g.e))
-    )
-    if not lin_ok:
-        return None
-    col, row = ~transform @ (g.c, g.f)
-    rc, rr = round(col), round(row)
-    if abs(col - rc) > ALIGN_TOL or abs(row - rr) > ALIGN_TOL:
-        return None
-    return (int(rc), int(rr))
-
-
-def pixel_window(
-    transform: Affine, bounds: tuple[float, float, float, float], pad: int = 0
-) -> tuple[int, int, int, int]:
-    """The pixel window (col0, row0, col1, row1), end exclusive, of `transform` covering `bounds`
-    (west, south, east, north in the lattice CRS), grown by `pad` pixels on each side."""
-    w, s, e, n = bounds
-    inv = ~transform
-    cols, rows = zip(*(inv @ (x, y) for x, y in ((w, s), (w, n), (e, s), (e, n))))
-    # Tolerate float noise so a bound that lies on a pixel edge does not add a pixel.
-    c0 = math.floor(min(cols) + ALIGN_TOL) - pad
-    r0 = math.floor(min(rows) + ALIGN_TOL) - pad
-    c1 = math.ceil(max(cols) - ALIGN_TOL) + pad
-    r1 = math.ceil(max(rows) - ALIGN_TOL) + pad
-    return (c0, r0, max(c1, c0 + 1), max(r1, r0 + 1))
 
 
 def intersect(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InputError
 from .fingerprint import image_fingerprint
 from .grid import Grid
-from .image import Image
+from .image import Image, ParentView
 
 METHODS = ("entropy", "margin")
 
@@ -36,7 +36,7 @@ def uncertainty(probs: np.ndarray, method: str = "entropy") -> np.ndarray:
     raise InputError(f"Unknown uncertainty method {method!r}: use one of {METHODS}.")
 
 
-class UncertaintyImage(Image):
+class UncertaintyImage(ParentView):
     """One band, "uncertainty", computed from `probabilities`' class bands on every read."""
 
     def __init__(self, probabilities: Image, class_bands: Sequence[str], method: str = "entropy"):
@@ -51,14 +51,6 @@ class UncertaintyImage(Image):
         self._class_bands = list(class_bands)
         self.method = method
         self._band_names = ["uncertainty"]
-
-    @property
-    def grid(self) -> Grid:
-        return self._parent.grid
-
-    @property
-    def projection(self):
-        return self._parent.projection
 
     def fingerprint(self) -> str:
         """The probabilities' fingerprint, the bands and the method (for cache keys)."""

@@ -35,7 +35,7 @@ from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from .grid import Grid, as_crs
+from .grid import Grid, as_crs, pixel_window
 
 #: Side of the target-lattice blocks that are warped independently (256 = one web-map tile).
 BLOCK = 256
@@ -169,10 +169,7 @@ def _source_window(src: Grid, grid: Grid, pad: int) -> tuple[Window, bool] | Non
         ok = False
     if not ok:
         return Window(0, 0, src.width, src.height), False
-    inv = ~src.transform
-    cols, rows = zip(*(inv @ (x, y) for x, y in ((b[0], b[1]), (b[0], b[3]), (b[2], b[1]), (b[2], b[3]))))
-    c0, c1 = math.floor(min(cols)) - pad, math.ceil(max(cols)) + pad
-    r0, r1 = math.floor(min(rows)) - pad, math.ceil(max(rows)) + pad
+    c0, r0, c1, r1 = pixel_window(src.transform, b, pad=pad, eps=0.0)
     if c1 <= 0 or r1 <= 0 or c0 >= src.width or r0 >= src.height:
         return None
     inside = c0 >= 0 and r0 >= 0 and c1 <= src.width and r1 <= src.height

@@ -152,7 +152,7 @@ class XarrayImage(_RasterImage):
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         idx = [self._band_names.index(b) for b in bands]
-        off = lattice_offset(self._grid, grid)
+        off = lattice_offset(self._grid.transform, self._grid.crs, grid)
         if off is not None:
             col, row = off
             c0, r0 = max(col, 0), max(row, 0)

@@ -183,7 +183,7 @@ class SyntheticImage(Image):
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         # `resampling` does not apply: the surface is evaluated exactly at each pixel centre.
         g = self._grid
-        off = lattice_offset(g, grid)
+        off = lattice_offset(g.transform, g.crs, grid)
         if off is not None:
             # Same lattice: integer pixel indices -> bit-identical values for every window.
             cols = np.arange(grid.width, dtype=np.int64) + off[0]

@@ -51,11 +51,11 @@ def test_snap_bounds_on_exact_edges_adds_nothing():
 
 def test_lattice_offset_recognises_shifted_windows_only():
     base = Grid("EPSG:32719", T, 100, 100)
-    assert lattice_offset(base, base.window(-3, 7, 5, 5)) == (-3, 7)
+    assert lattice_offset(base.transform, base.crs, base.window(-3, 7, 5, 5)) == (-3, 7)
     half = Grid("EPSG:32719", T @ Affine.translation(0.5, 0), 5, 5)
-    assert lattice_offset(base, half) is None
-    assert lattice_offset(base, base.scaled(2, 2)) is None
-    assert lattice_offset(base, Grid("EPSG:32720", T, 5, 5)) is None
+    assert lattice_offset(base.transform, base.crs, half) is None
+    assert lattice_offset(base.transform, base.crs, base.scaled(2, 2)) is None
+    assert lattice_offset(base.transform, base.crs, Grid("EPSG:32720", T, 5, 5)) is None
 
 
 def test_window_and_scaled():

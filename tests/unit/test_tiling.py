@@ -6,17 +6,15 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from ee_model_widgets.core.grid import Grid, xyz_grid
+from ee_model_widgets.core.grid import Grid, lattice_offset, pixel_window, xyz_grid
 from ee_model_widgets.core.predicted import _rectangles
 from ee_model_widgets.core.tiling import (
     Lattice,
-    aligned_offset,
     cell_ranges,
     extract_cells,
     lattice_for_proj,
     lattice_for_request,
     mask_to_output,
-    pixel_window,
 )
 from tests.conftest import UTM19S, UTM_TRANSFORM
 
@@ -69,19 +67,19 @@ def test_request_lattice_keeps_sub_pixel_phase_and_scale_change():
     lat, off = lattice_for_request(g, (16, 16), (0, 0), (8, 8))
     # request pixels are output pixels; inputs are sampled 2x finer
     assert lat.out_transform.a == pytest.approx(10) and lat.base.a == pytest.approx(5)
-    assert aligned_offset(lat.out_transform, lat.crs, g) == off
+    assert lattice_offset(lat.out_transform, lat.crs, g) == off
     assert lat.out_transform.c == pytest.approx(5.0)
 
 
-def test_aligned_offset():
+def test_lattice_offset_of_a_model_lattice():
     g = Grid(UTM19S, UTM_TRANSFORM, 10, 10).window(7, -3, 5, 5)
-    assert aligned_offset(UTM_TRANSFORM, UTM19S, g) == (7, -3)
+    assert lattice_offset(UTM_TRANSFORM, UTM19S, g) == (7, -3)
     assert (
-        aligned_offset(UTM_TRANSFORM, UTM19S, Grid(UTM19S, UTM_TRANSFORM @ Affine.translation(0.5, 0), 5, 5))
+        lattice_offset(UTM_TRANSFORM, UTM19S, Grid(UTM19S, UTM_TRANSFORM @ Affine.translation(0.5, 0), 5, 5))
         is None
     )
-    assert aligned_offset(UTM_TRANSFORM, UTM19S, Grid(UTM19S, UTM_TRANSFORM @ Affine.scale(2), 5, 5)) is None
-    assert aligned_offset(UTM_TRANSFORM, "EPSG:32718", Grid(UTM19S, UTM_TRANSFORM, 5, 5)) is None
+    assert lattice_offset(UTM_TRANSFORM, UTM19S, Grid(UTM19S, UTM_TRANSFORM @ Affine.scale(2), 5, 5)) is None
+    assert lattice_offset(UTM_TRANSFORM, "EPSG:32718", Grid(UTM19S, UTM_TRANSFORM, 5, 5)) is None
 
 
 def test_pixel_window_rounds_outwards_and_pads():
