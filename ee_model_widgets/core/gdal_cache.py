@@ -7,8 +7,9 @@ gains nothing there, yet it keeps up to 5% of the RAM of written blocks, so the 
 memory grew with the output (the whole 256 MiB of an 8192² float32 band fit on a 24 GB
 machine). `bounded_block_cache` lowers the limit for as long as any export of the process
 runs (GDAL writes dirty blocks out and drops clean ones when the cache is full) and puts the
-previous limit back when the last one ends. Measured on an 8192² export: the same speed,
-300 MiB less memory.
+previous limit back when the last one ends. Measured on an 8192² export of the demo FCN:
+the export's own memory went from 480-515 to ~300 MiB (what a 2048² one needs), and
+writing plus COG-copying an 8192² band took as long with 32 MiB as with GDAL's default.
 
 The limit is process-wide (GDAL has no per-dataset cache), so reads by other threads during
 an export (the map's source GeoTIFF) share the small cache; it is only ever lowered, never
