@@ -96,6 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
             allow_hosts=args.allow_host,
             header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
+            send_timeout=args.send_timeout,
             keep_alive_timeout=args.keep_alive_timeout,
             max_connections=args.max_connections,
         )
@@ -258,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=60.0,
         help="seconds to send a request body (default 60)",
+    )
+    s.add_argument(
+        "--send-timeout",
+        type=_positive_float,
+        default=60.0,
+        help="seconds a client may read none of its answer before it is closed (default 60)",
     )
     s.add_argument(
         "--keep-alive-timeout",

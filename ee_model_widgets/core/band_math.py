@@ -13,26 +13,16 @@ working); use `a is b` to ask whether two images are the same object.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 
-
-class _Lazy:
-    """A core module imported on first use (the operations subclass Image, which imports this module)."""
-
-    def __init__(self, name: str):
-        self._name = f"{__package__}.{name}"
-
-    def __getattr__(self, attr: str):
-        return getattr(importlib.import_module(self._name), attr)
+from . import masks, ops
+from .expression import evaluate
+from .image import Image, extends
 
 
-ops = _Lazy("ops")
-masks = _Lazy("masks")
-
-
+@extends(Image)
 class BandMath:
-    """Mixed into `Image`: per-pixel operations with Earth Engine's names."""
+    """Added to `Image`: per-pixel operations with Earth Engine's names."""
 
     # ---- arithmetic --------------------------------------------------------------------------
     def add(self, other):
@@ -170,8 +160,6 @@ class BandMath:
         `map` names further images (or numbers) used as variables. Parsed by a small safe
         evaluator (core/expression.py), never by Python's eval.
         """
-        from .expression import evaluate
-
         return evaluate(self, expression, map)
 
     def add_bands(self, src_img, names=None, overwrite: bool = False):
@@ -295,8 +283,6 @@ class BandMath:
 
 def _op(a, b, name: str):
     """`a <name> b` for the Python operators, or NotImplemented for foreign operands."""
-    from .image import Image
-
     for x in (a, b):
         if not isinstance(x, Image) and not ops.is_scalar(x):
             return NotImplemented

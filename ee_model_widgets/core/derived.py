@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .fingerprint import image_fingerprint
 from .grid import Grid
 from .image import Image
 
@@ -79,8 +80,6 @@ class DerivedImage(Image):
 
     def fingerprint(self) -> str:
         """The operation, its parameters, its band wiring and its parents' fingerprints."""
-        from .predicted import image_fingerprint
-
         wiring = ";".join(
             f"{n}<-" + ",".join(f"{i}:{b}" for i, b in inputs) for n, (inputs, _k) in self._outputs.items()
         )

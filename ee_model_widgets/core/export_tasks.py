@@ -107,7 +107,7 @@ def export_tasks(
     ):
         raise InputError(f"block_size must be a positive multiple of {_BLOCK}, got {block_size!r}.")
     if resampling is not None:
-        from .image import resolve_resampling
+        from .resampling import resolve_resampling
 
         resampling = resolve_resampling(resampling)
     grid = grid_for(image, region, proj)
@@ -349,7 +349,7 @@ def _adopt(tmp: str, path: str) -> str:
 
 def _job_id(image, grid, wins, cog, compress, resampling) -> str:
     """What must match for a resumed export to continue an earlier one."""
-    from .predicted import image_fingerprint
+    from .fingerprint import image_fingerprint
 
     h = hashlib.blake2b(digest_size=16)
     for part in (image_fingerprint(image), grid.crs.to_wkt(), tuple(grid.transform), grid.width, grid.height):

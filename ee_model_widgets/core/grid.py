@@ -38,6 +38,12 @@ def as_crs(crs) -> CRS:
         ) from None
 
 
+def crs_key(crs: CRS) -> str:
+    """A canonical string for hashing: the EPSG code when exact, else the WKT."""
+    epsg = crs.to_epsg(confidence_threshold=100)
+    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
+
+
 @dataclass(frozen=True)
 class Grid:
     """`height` x `width` pixels; pixel (row, col) covers `transform @ (col, row)` onwards."""

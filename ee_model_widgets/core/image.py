@@ -26,42 +26,22 @@ CONTRACT (other modules rely on it; keep it stable):
 
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 import numpy as np
 from rasterio.enums import Resampling
 
 from ..errors import InputError
-from .band_math import BandMath
+from .fingerprint import image_fingerprint
 from .grid import Grid, xyz_grid
-
-if TYPE_CHECKING:
-    from .projection import Projection
+from .projection import Projection
+from .region import grid_for, lonlat_bounds, point_grid
+from .resampling import resolve_resampling
 
 #: Largest grid `to_numpy` returns by default (pixels per band); exports stream instead.
 MAX_PIXELS = 100_000_000
-# Resamplings GDAL's warper applies (gauss is for overviews only and refused by warps).
-_WARPABLE = tuple(r for r in Resampling if r.value < 8 and r is not Resampling.gauss)
-
-
-def resolve_resampling(resampling, categorical: bool = False) -> Resampling:
-    """None -> nearest for categorical bands, bilinear otherwise; names -> Resampling."""
-    if resampling is None:
-        return Resampling.nearest if categorical else Resampling.bilinear
-    if isinstance(resampling, Resampling) and resampling in _WARPABLE:
-        return resampling
-    if isinstance(resampling, str):
-        try:
-            r = Resampling[resampling.strip().lower()]
-        except KeyError:
-            r = None
-        if r in _WARPABLE:
-            return r
-    choices = ", ".join(r.name for r in _WARPABLE)
-    raise InputError(f"Unknown resampling {resampling!r}: use one of {choices} (or a rasterio Resampling).")
 
 
 def empty_read(nbands: int, grid: Grid) -> np.ma.MaskedArray:
@@ -70,11 +50,13 @@ def empty_read(nbands: int, grid: Grid) -> np.ma.MaskedArray:
     return np.ma.MaskedArray(np.zeros(shape, np.float32), mask=np.ones(shape, bool))
 
 
-class Image(BandMath):
+class Image:
     """Base class of all images. Subclasses set `_band_names` and implement the hooks.
 
-    Every image also has Earth Engine's band math (`add`, `gt`, `update_mask`, `expression`,
-    operators...: core/band_math.py), lazy like everything else.
+    Written elsewhere, added to this class by `@extends(Image)` when `ee_model_widgets.core` is
+    imported: the constructors and outputs (`open`, `from_array`, `from_xarray`, `export`,
+    `to_xarray`: core/image_io.py) and Earth Engine's band math (`add`, `gt`, `update_mask`,
+    `expression`, operators...: core/band_math.py).
     """
 
     _band_names: list[str]
@@ -83,48 +65,6 @@ class Image(BandMath):
     #: Storage dtype of the bands whose source has one (files, arrays); reads are float32
     #: whatever it is. Exports use it (e.g. uint8 bands go to TFRecord as bytes, as in EE).
     band_types: Mapping[str, np.dtype] = MappingProxyType({})
-
-    # ---- constructors -----------------------------------------------------------------
-    @classmethod
-    def open(
-        cls, path: str | os.PathLike, band_names: Sequence[str] | None = None, categorical=None
-    ) -> Image:
-        """A GeoTIFF/COG (anything GDAL reads) as a lazy image; reads are windowed.
-
-        Band names come from the file's band descriptions, else "B1".."Bn". `categorical`
-        is a list of band names (or True for all) read with nearest resampling by default;
-        bands with a colour table are categorical anyway.
-        """
-        from .raster import FileImage
-
-        return FileImage(path, band_names=band_names, categorical=categorical)
-
-    @classmethod
-    def from_array(
-        cls,
-        arr,
-        transform,
-        crs,
-        band_names: Sequence[str] | None = None,
-        nodata: float | None = None,
-        categorical=None,
-    ) -> Image:
-        """An in-memory (bands, rows, cols) or (rows, cols) array, rasterio order.
-
-        Masked-array masks are kept; pixels equal to `nodata` and NaN pixels are masked.
-        """
-        from .raster import ArrayImage
-
-        return ArrayImage(
-            arr, transform=transform, crs=crs, band_names=band_names, nodata=nodata, categorical=categorical
-        )
-
-    @classmethod
-    def from_xarray(cls, da, band_names: Sequence[str] | None = None, categorical=None) -> Image:
-        """A rioxarray-style DataArray ("band"/"y"/"x" dims with a CRS) as an image."""
-        from .raster import image_from_xarray
-
-        return image_from_xarray(da, band_names=band_names, categorical=categorical)
 
     # ---- what every image is ---------------------------------------------------------
     @property
@@ -139,15 +79,11 @@ class Image(BandMath):
     @property
     def projection(self) -> Projection:
         """The native `Projection` (CRS + native pixel transform), like EE's `projection()`."""
-        from .projection import Projection
-
         return Projection(self.grid.crs, self.grid.transform)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(west, south, east, north) of the full extent, in lon/lat degrees."""
-        from .region import lonlat_bounds
-
         return lonlat_bounds(self.grid)
 
     def __repr__(self) -> str:
@@ -186,14 +122,12 @@ class Image(BandMath):
         """A lazy image with some bands, like EE's `select`: names, regular expressions
         (matching whole names) or 0-based indices, as arguments or a list; a second list
         renames them: `img.select(["B4", "B8"], ["red", "nir"])`, `img.select("B.*")`."""
-        from .ops import select_bands
-
         new_names = None
         if len(selectors) == 2 and all(isinstance(s, (list, tuple)) for s in selectors):
             selectors, new_names = selectors
         elif len(selectors) == 1 and not isinstance(selectors[0], (str, int, np.integer)):
             selectors = selectors[0]
-        return select_bands(self, list(selectors), new_names)
+        return _select_bands(self, list(selectors), new_names)
 
     def rename(self, names: Sequence[str], *more: str) -> Image:
         """The same bands under new names (one per band, unique): a list, or names as arguments."""
@@ -221,8 +155,6 @@ class Image(BandMath):
         `region`: None (full extent), a (west, south, east, north) lon/lat tuple or GeoJSON;
         `proj`: None (native grid) or a `Projection`. Use `export` for very large outputs.
         """
-        from .region import grid_for
-
         grid = grid_for(self, region, proj)
         if max_pixels is not None and grid.width * grid.height > max_pixels:
             raise InputError(
@@ -232,27 +164,8 @@ class Image(BandMath):
             )
         return self.read(grid, resampling=resampling)
 
-    def export(self, path: str | os.PathLike, region=None, proj=None, **kwargs) -> str:
-        """Write a float32 Cloud-Optimized GeoTIFF chunk by chunk, locally or on a dask cluster
-        (`client=`); see `export_geotiff`."""
-        from .export import export_geotiff
-
-        return export_geotiff(self, path, region=region, proj=proj, **kwargs)
-
-    def to_xarray(self, region=None, proj=None, chunks=None, resampling=None):
-        """A lazy dask-backed `xarray.DataArray` (band, y, x) of `region` on `proj`'s lattice.
-
-        Computing a chunk reads only that window (a prediction: its model cells, in one batch);
-        chunks default to whole model cells. Needs `pip install 'ee_model_widgets[cluster]'`.
-        """
-        from .lazy import to_xarray
-
-        return to_xarray(self, region=region, proj=proj, chunks=chunks, resampling=resampling)
-
     def sample(self, lon: float, lat: float, proj=None) -> dict[str, float | None]:
         """Band values of the pixel containing (lon, lat) at native scale (None if masked)."""
-        from .region import point_grid
-
         grid = point_grid(self, lon, lat, proj)
         values = self.read(grid, resampling=Resampling.nearest)
         return {
@@ -286,8 +199,6 @@ class _BandView(Image):
 
     def fingerprint(self) -> str:
         """The parent's fingerprint and the band mapping (for cell-cache keys)."""
-        from .predicted import image_fingerprint
-
         pairs = ",".join(f"{n}<-{self._to_parent[n]}" for n in self._band_names)
         return f"bands({image_fingerprint(self._parent)})[{pairs}]|{sorted(self.categorical_bands)}"
 
@@ -303,3 +214,62 @@ class _BandView(Image):
         if many is None:
             return [self._parent.read(g, parent_bands, resampling) for g in grids]
         return many(grids, parent_bands, resampling)
+
+
+def extends(target: type):
+    """Class decorator: add the decorated class's methods to `target` (here always `Image`).
+
+    `Image`'s band math and its constructors and outputs build subclasses of `Image` or use
+    modules that sit above it (files, exports, xarray). They are written in those modules as
+    `@extends(Image) class ...:` and added when `ee_model_widgets.core` is imported (its
+    `__init__` imports them), so every module imports only modules below it.
+    """
+
+    def add(cls: type) -> type:
+        for name, value in vars(cls).items():
+            if not (callable(value) or isinstance(value, (classmethod, staticmethod, property))):
+                continue  # class bookkeeping (__module__, __doc__, __dict__...)
+            if name in vars(target):
+                raise TypeError(f"{cls.__name__}.{name} would replace {target.__name__}.{name}.")
+            setattr(target, name, value)
+        return cls
+
+    return add
+
+
+def _select_bands(image: Image, selectors: Sequence, new_names: Sequence[str] | None = None) -> Image:
+    """Bands picked by names, regular expressions (whole-name match) or 0-based indices, in
+    selector order (EE's select); `new_names` renames them."""
+    have = image.band_names
+    picked: list[str] = []
+    for s in selectors:
+        if isinstance(s, (int, np.integer)) and not isinstance(s, bool):
+            if not -len(have) <= s < len(have):
+                raise InputError(f"Band index {s} is out of range: this image has {len(have)} bands {have}.")
+            found = [have[s]]
+        elif isinstance(s, str):
+            if s in have:
+                found = [s]
+            else:
+                try:
+                    rx = re.compile(s)
+                except re.error:
+                    rx = None
+                found = [b for b in have if rx is not None and rx.fullmatch(b)]
+            if not found:
+                raise InputError(
+                    f"Unknown band(s) [{s!r}]: no band is named or matches it; this image has bands {have}."
+                )
+        else:
+            raise InputError(f"select takes band names, regular expressions or indices, got {s!r}.")
+        picked.extend(found)
+    if not picked:
+        raise InputError(f"select() needs at least one band; this image has bands {have}.")
+    if len(set(picked)) != len(picked):
+        raise InputError(f"select() picked band(s) twice: {picked}; each band can be selected once.")
+    names = picked if new_names is None else [str(n) for n in new_names]
+    if len(names) != len(picked):
+        raise InputError(f"select() got {len(names)} new names {names} for the {len(picked)} bands {picked}.")
+    if len(set(names)) != len(names):
+        raise InputError(f"select() got duplicate band names {names}: band names must be unique.")
+    return _BandView(image, names, picked)

@@ -59,10 +59,10 @@ def to_xarray(image, region=None, proj=None, chunks=None, resampling=None, name:
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
-    from .image import resolve_resampling
+    from .fingerprint import image_fingerprint
     from .portable import Portable
-    from .predicted import image_fingerprint
     from .region import grid_for
+    from .resampling import resolve_resampling
 
     if resampling is not None:
         resampling = resolve_resampling(resampling)

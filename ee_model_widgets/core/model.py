@@ -32,8 +32,8 @@ from .band_mapping import (  # noqa: F401 - re-exported: `from ee_model_widgets.
     TensorSpec,
 )
 from .model_loaders import DEFAULT_MAX_BATCH_SIZE, ModelLoaders, _as_numpy, _describe_exc
+from .model_spec import ModelSpec
 from .params import EEParams, OutputBand
-from .portable import ModelSpec
 
 #: Tile size used when neither `input_tile_size` nor the model's input shape gives one.
 DEFAULT_TILE_SIZE = 256

@@ -20,8 +20,8 @@ import numpy as np
 from ..errors import InputError, ModelError
 from . import remote
 from .band_mapping import BAND_INPUTS, DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME, TensorSpec
+from .model_spec import ModelSpec
 from .params import EEParams
-from .portable import ModelSpec
 
 DEFAULT_MAX_BATCH_SIZE = 16
 

@@ -27,7 +27,6 @@ projection.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -334,7 +333,7 @@ def add_bands(image: Image, other: Image, names=None, overwrite: bool = False) -
     """
     image, other = as_image(image, "add_bands"), as_image(other, "add_bands")
     if names is not None:
-        other = select_bands(other, names if not isinstance(names, str) else [names])
+        other = other.select(names if isinstance(names, str) else list(names))
     outputs: dict[str, tuple[list[tuple[int, str]], Kernel]] = {
         n: ([(0, n)], _identity) for n in image.band_names
     }
@@ -348,44 +347,3 @@ def add_bands(image: Image, other: Image, names=None, overwrite: bool = False) -
     cat = {n for n in image.band_names if n in image.categorical_bands and n not in other.band_names}
     cat |= set(other.categorical_bands)
     return DerivedImage("add_bands", [image, other], outputs, [bool(overwrite)], sorted(cat), finite=True)
-
-
-def select_bands(image: Image, selectors: Sequence, new_names: Sequence[str] | None = None) -> Image:
-    """Bands picked by names, regular expressions (whole-name match) or 0-based indices, in
-    selector order (EE's select); `new_names` renames them."""
-    image = as_image(image, "select")
-    have = image.band_names
-    picked: list[str] = []
-    for s in selectors:
-        if isinstance(s, (int, np.integer)) and not isinstance(s, bool):
-            if not -len(have) <= s < len(have):
-                raise InputError(f"Band index {s} is out of range: this image has {len(have)} bands {have}.")
-            found = [have[s]]
-        elif isinstance(s, str):
-            if s in have:
-                found = [s]
-            else:
-                try:
-                    rx = re.compile(s)
-                except re.error:
-                    rx = None
-                found = [b for b in have if rx is not None and rx.fullmatch(b)]
-            if not found:
-                raise InputError(
-                    f"Unknown band(s) [{s!r}]: no band is named or matches it; this image has bands {have}."
-                )
-        else:
-            raise InputError(f"select takes band names, regular expressions or indices, got {s!r}.")
-        picked.extend(found)
-    if not picked:
-        raise InputError(f"select() needs at least one band; this image has bands {have}.")
-    if len(set(picked)) != len(picked):
-        raise InputError(f"select() picked band(s) twice: {picked}; each band can be selected once.")
-    names = picked if new_names is None else [str(n) for n in new_names]
-    if len(names) != len(picked):
-        raise InputError(f"select() got {len(names)} new names {names} for the {len(picked)} bands {picked}.")
-    if len(set(names)) != len(names):
-        raise InputError(f"select() got duplicate band names {names}: band names must be unique.")
-    from .image import _BandView
-
-    return _BandView(image, names, picked)

@@ -26,10 +26,10 @@ import pickle
 import tempfile
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ModelError
+from .model_spec import ModelSpec
 
 # Loaded objects per process: models by fingerprint, images by blob token (small LRUs).
 _MODELS: OrderedDict[str, Any] = OrderedDict()
@@ -38,79 +38,44 @@ _LOAD_LOCK = threading.RLock()
 _KEEP = 8
 
 
-@dataclass
-class ModelSpec:
-    """What a worker needs to load a model again: `kind` and `source`, plus constructor options.
+def _load_spec(spec: ModelSpec):
+    """Build the Model this spec describes (without EE parameters: the caller sets them)."""
+    from .model import Model
 
-    kind: "keras" (source: a .keras/.h5 path, a keras.Model, or the bytes of a .keras file),
-    "saved_model" (a directory path), "callable" (a picklable function, e.g. a REST predictor).
-    """
-
-    kind: str
-    source: Any
-    options: dict = field(default_factory=dict)
-
-    def portable(self) -> ModelSpec:
-        """This spec with an in-memory Keras model replaced by the bytes of its .keras file."""
-        if self.kind != "keras" or isinstance(self.source, (str, bytes, os.PathLike)):
-            return self
-        cached = self.options.get("_bytes")
-        if cached is None:
+    opts = spec._public_options()
+    if spec.kind == "keras":
+        if isinstance(spec.source, bytes):
             with tempfile.TemporaryDirectory() as d:
                 p = os.path.join(d, "model.keras")
-                try:
-                    self.source.save(p)
-                except Exception as exc:  # noqa: BLE001 - keras raises many types
-                    raise ModelError(
-                        f"Cannot send Keras model {getattr(self.source, 'name', '?')!r} to the workers: saving it "
-                        f"as .keras failed ({type(exc).__name__}: {exc}). Save it yourself and load it with "
-                        "Model.from_keras('model.keras') so the workers load the file."
-                    ) from None
-                with open(p, "rb") as fh:
-                    cached = fh.read()
-            self.options["_bytes"] = cached  # serialised once per Model, not per export
-        return ModelSpec("keras", cached, self._public_options())
+                with open(p, "wb") as fh:
+                    fh.write(spec.source)
+                return Model.from_keras(p, **opts)
+        path = os.fspath(spec.source)
+        if not os.path.exists(path):
+            raise ModelError(
+                f"This worker cannot see the model file {path}: put it on storage every worker "
+                "mounts, or pass a keras.Model (it is then sent to the workers as bytes)."
+            )
+        return Model.from_keras(path, **opts)
+    if spec.kind == "saved_model":
+        path = os.fspath(spec.source)
+        if not os.path.isdir(path):
+            raise ModelError(
+                f"This worker cannot see the SavedModel directory {path}: put it on storage "
+                "every worker mounts (or serve it and use Model.from_vertex_ai)."
+            )
+        return Model.from_saved_model(path, **opts)
+    if spec.kind == "callable":
+        return Model.from_callable(spec.source, **opts)
+    raise ModelError(f"Unknown model spec kind {spec.kind!r}.")
 
-    def _public_options(self) -> dict:
-        return {k: v for k, v in self.options.items() if not k.startswith("_")}
 
-    def key(self) -> str:
-        """A digest of what this spec loads (the key under which a worker keeps the model)."""
-        key = self.options.get("_key")
-        if key is None:
-            key = self.options["_key"] = token(dumps(self.portable()))
-        return key
-
-    def load(self):
-        """Build the Model this spec describes (without EE parameters: the caller sets them)."""
-        from .model import Model
-
-        opts = self._public_options()
-        if self.kind == "keras":
-            if isinstance(self.source, bytes):
-                with tempfile.TemporaryDirectory() as d:
-                    p = os.path.join(d, "model.keras")
-                    with open(p, "wb") as fh:
-                        fh.write(self.source)
-                    return Model.from_keras(p, **opts)
-            path = os.fspath(self.source)
-            if not os.path.exists(path):
-                raise ModelError(
-                    f"This worker cannot see the model file {path}: put it on storage every worker "
-                    "mounts, or pass a keras.Model (it is then sent to the workers as bytes)."
-                )
-            return Model.from_keras(path, **opts)
-        if self.kind == "saved_model":
-            path = os.fspath(self.source)
-            if not os.path.isdir(path):
-                raise ModelError(
-                    f"This worker cannot see the SavedModel directory {path}: put it on storage "
-                    "every worker mounts (or serve it and use Model.from_vertex_ai)."
-                )
-            return Model.from_saved_model(path, **opts)
-        if self.kind == "callable":
-            return Model.from_callable(self.source, **opts)
-        raise ModelError(f"Unknown model spec kind {self.kind!r}.")
+def _spec_key(spec: ModelSpec) -> str:
+    """A digest of what this spec loads (the key under which a worker keeps the model)."""
+    key = spec.options.get("_key")
+    if key is None:
+        key = spec.options["_key"] = token(dumps(spec.portable()))
+    return key
 
 
 def _remember(store: OrderedDict, key: str, value: Any) -> None:
@@ -128,7 +93,7 @@ def load_model(spec: ModelSpec, params, fingerprint: str, name: str, key: str):
     with _LOAD_LOCK:
         base = _MODELS.get(key)
         if base is None:
-            base = spec.load()
+            base = _load_spec(spec)
             _remember(_MODELS, key, base)
     clone = copy.copy(base)
     clone.params = params  # already completed and checked by the sender
@@ -171,7 +136,7 @@ def dumps(obj: Any) -> bytes:
                         f"Model {o.name!r} cannot be sent to workers: it was not built by a Model.from_* "
                         "constructor, so it does not know how to load itself elsewhere."
                     )
-                return load_model, (spec.portable(), o.params, o.fingerprint, o.name, spec.key())
+                return load_model, (spec.portable(), o.params, o.fingerprint, o.name, _spec_key(spec))
             if isinstance(o, _LOCKS):
                 return (threading.RLock if "RLock" in type(o).__name__ else threading.Lock), ()
             if isinstance(o, threading.local):

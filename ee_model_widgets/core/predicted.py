@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import threading
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +35,7 @@ from rasterio.warp import transform_bounds
 from ..errors import InputError, ModelError
 from .antimeridian import footprints
 from .cache import CellCache, default_cache
+from .fingerprint import image_fingerprint
 from .grid import Grid
 from .image import Image, empty_read
 from .raster import warp_array
@@ -60,35 +59,6 @@ _EMPTY.flags.writeable = False
 _MAX_BLAME_RETRIES = 16
 #: Private cell cache of a streaming (export) view.
 EXPORT_SCRATCH_BYTES = 32 * 1024 * 1024
-
-
-# ---- image identity ------------------------------------------------------------------------
-def image_fingerprint(image: Image) -> str:
-    """A string identifying an image's pixels, for cache keys.
-
-    Uses `image.fingerprint()` if the image has one (band views: their parent's fingerprint
-    and band mapping); files are identified by path, size and modification time; other
-    images by a token stored on the object (so the cache is shared by everything reading
-    that same object).
-    """
-    fp = getattr(image, "fingerprint", None)
-    if callable(fp):
-        fp = fp()
-    if isinstance(fp, str):
-        return fp
-    extra = f"{image.band_names}|{sorted(image.categorical_bands)}"
-    path = getattr(image, "path", None)
-    if isinstance(path, str) and os.path.exists(path):
-        st = os.stat(path)
-        return f"file:{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}:{extra}"
-    token = image.__dict__.get("_emw_token") if hasattr(image, "__dict__") else None
-    if token is None:
-        token = uuid.uuid4().hex
-        try:
-            image._emw_token = token
-        except AttributeError:
-            token = f"id{id(image)}"
-    return f"obj:{token}|{extra}"
 
 
 # ---- in-flight de-duplication ----------------------------------------------------------------
@@ -301,7 +271,7 @@ class PredictedImage(Image):
         """
         names = self._check_bands(bands)
         if resampling is not None:
-            from .image import resolve_resampling
+            from .resampling import resolve_resampling
 
             resampling = resolve_resampling(resampling)
         plans = [self._make_plan(g, names, resampling) for g in grids]

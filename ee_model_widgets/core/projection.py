@@ -13,16 +13,10 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from ..errors import InputError, ProjectionError
-from .grid import Grid, as_crs
+from .grid import Grid, as_crs, crs_key
 
 #: Metres per degree at the equator, the factor Earth Engine uses for geographic CRSs.
 METRES_PER_DEGREE = 111319.49079327357
-
-
-def _crs_key(crs: CRS) -> str:
-    """A canonical string for hashing: the EPSG code when exact, else the WKT."""
-    epsg = crs.to_epsg(confidence_threshold=100)
-    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
 
 
 def _metres_per_unit(crs: CRS) -> float:
@@ -126,7 +120,7 @@ class Projection:
     def _identity(self) -> tuple:
         if self._key is None:
             t = None if self._transform is None else tuple(round(v, 9) for v in self._transform[:6])
-            self._key = (_crs_key(self._crs), t)
+            self._key = (crs_key(self._crs), t)
         return self._key
 
     def __eq__(self, other) -> bool:

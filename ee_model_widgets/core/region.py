@@ -89,6 +89,33 @@ def _geojson_positions(obj: dict) -> list[np.ndarray]:
     raise RegionError(f"Unknown GeoJSON type {kind!r}: a region is {_ACCEPTED}.")
 
 
+def _split_at_antimeridian(parts: list[np.ndarray]) -> tuple[float, float] | None:
+    """(west, east past 180) of a GeoJSON region cut in parts at 180°, else None.
+
+    RFC 7946 (section 3.1.9) asks for geometries that cross the antimeridian to be split
+    there, e.g. a MultiPolygon of 177..180 and -180..-175. Its plain bounds would be the
+    whole world; it is read as 177..185 instead. Only parts that touch +180 and -180
+    separately make a split: one ring spanning -180..180 is the whole world, as written.
+    """
+    spans = [(float(p[:, 0].min()), float(p[:, 0].max())) for p in parts]
+    if any(lo <= -180 and hi >= 180 for lo, hi in spans):
+        return None
+    if not (any(hi >= 180 for _, hi in spans) and any(lo <= -180 for lo, _ in spans)):
+        return None
+    # The parts cover the circle but for gaps; the widest gap is the outside of the region.
+    merged: list[list[float]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    gaps = [(merged[i + 1][0] - merged[i][1], i) for i in range(len(merged) - 1)]
+    if not gaps:
+        return None
+    _, i = max(gaps)
+    return merged[i + 1][0], merged[i][1] + 360.0
+
+
 def region_bounds(region) -> tuple[float, float, float, float]:
     """(west, south, east, north) lon/lat of a bbox tuple or GeoJSON-like region, validated."""
     if hasattr(region, "__geo_interface__"):
@@ -100,7 +127,8 @@ def region_bounds(region) -> tuple[float, float, float, float]:
         xy = np.concatenate(pts)
         if not np.isfinite(xy).all():
             raise RegionError("This GeoJSON region has non-finite (NaN/inf) coordinates.")
-        bounds = (float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max()))
+        w, e = _split_at_antimeridian(pts) or (float(xy[:, 0].min()), float(xy[:, 0].max()))
+        bounds = (w, float(xy[:, 1].min()), e, float(xy[:, 1].max()))
         what = "GeoJSON region"
     elif isinstance(region, (list, tuple)) and len(region) == 4:
         try:

@@ -30,15 +30,10 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from .grid import Grid, as_crs
+from .grid import Grid, as_crs, crs_key
 
 # How close (in pixels) a coordinate must be to an integer to count as aligned.
 ALIGN_TOL = 1e-6
-
-
-def _crs_key(crs: CRS) -> str:
-    epsg = crs.to_epsg(confidence_threshold=100) if hasattr(crs, "to_epsg") else None
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
 
 
 def _snap(v: float) -> float:
@@ -69,7 +64,7 @@ class Lattice:
     @property
     def key(self) -> tuple:
         """Hashable identity for cache keys: CRS + rounded affine + sizes."""
-        return (_crs_key(self.crs), tuple(self.base)[:6], self.tile, self.overlap, self.out_tile)
+        return (crs_key(self.crs), tuple(self.base)[:6], self.tile, self.overlap, self.out_tile)
 
     # ---- geometry ------------------------------------------------------------------------
     @property

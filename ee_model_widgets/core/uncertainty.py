@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InputError
+from .fingerprint import image_fingerprint
 from .grid import Grid
 from .image import Image
 
@@ -61,8 +62,6 @@ class UncertaintyImage(Image):
 
     def fingerprint(self) -> str:
         """The probabilities' fingerprint, the bands and the method (for cache keys)."""
-        from .predicted import image_fingerprint
-
         return f"uncertainty:{self.method}({image_fingerprint(self._parent)})[{','.join(self._class_bands)}]"
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:

@@ -1,4 +1,4 @@
-"""`Image.from_xarray` for lazy (dask-backed or file-backed) DataArrays: read window by window.
+"""`Image.from_xarray`: DataArrays as images; lazy (dask-backed or file-backed) ones are read window by window.
 
 A lazy DataArray is never computed whole: a read asks xarray for the window it needs
 (`isel` + `.values`), so dask computes only the chunks under it. Reads that warp use the
@@ -13,13 +13,16 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from ..errors import InputError
+from ..errors import InputError, ProjectionError
 from .grid import Grid, as_crs, lattice_offset
+from .image import Image, empty_read
 from .raster import (
     _STRIP_PIXELS,
+    ArrayImage,
     _as_transform,
     _band_names,
     _categorical,
@@ -155,8 +158,6 @@ class XarrayImage(_RasterImage):
             c0, r0 = max(col, 0), max(row, 0)
             c1, r1 = min(col + grid.width, self._grid.width), min(row + grid.height, self._grid.height)
             if c1 <= c0 or r1 <= r0:
-                from .image import empty_read
-
                 return empty_read(len(idx), grid)
             return slice_lattice(self._window(idx, r0, r1, c0, c1), col - c0, row - r0, grid)
         return self._warped_read(grid, idx, self._resampling_for(bands, resampling))
@@ -184,3 +185,59 @@ class XarrayImage(_RasterImage):
             for r in range(fr0, fr1, step)
         ]
         return np.concatenate(strips, axis=1)
+
+
+# ---- the constructor ---------------------------------------------------------------------------------
+def image_from_xarray(da, band_names=None, categorical=None) -> Image:
+    """An image from a rioxarray-style DataArray (dims (band,) y, x; CRS via .rio or attrs) or a
+    Dataset (variables as bands): an `ArrayImage` copy of in-memory data, a lazy `XarrayImage`
+    of dask-backed or file-backed data."""
+    da = normalise_dims(as_dataarray(da))
+    dims = tuple(da.dims)
+    if len(dims) not in (2, 3):
+        raise InputError(f"from_xarray needs dims (band, y, x) or (y, x), got {dims}.")
+    crs = transform = nodata = None
+    if hasattr(da, "rio"):  # rioxarray installed and registered its accessor
+        crs, transform, nodata = da.rio.crs, da.rio.transform(), da.rio.nodata
+    if crs is None:
+        ref = da.coords["spatial_ref"].attrs if "spatial_ref" in da.coords else {}
+        crs = da.attrs.get("crs") or ref.get("crs_wkt") or ref.get("spatial_ref")
+    if crs is None:
+        raise ProjectionError(
+            "This DataArray has no CRS: set one with rioxarray (da.rio.write_crs('EPSG:xxxx')) "
+            "or give it a 'crs' attribute."
+        )
+    ydim, xdim = dims[-2], dims[-1]
+    if transform is None:
+        x = np.asarray(da.coords[xdim], dtype=float)
+        y = np.asarray(da.coords[ydim], dtype=float)
+        if len(x) < 2 or len(y) < 2:
+            raise InputError(
+                "from_xarray needs at least 2x2 pixels to infer the pixel size; install rioxarray."
+            )
+        dx, dy = (x[-1] - x[0]) / (len(x) - 1), (y[-1] - y[0]) / (len(y) - 1)
+        # Coordinates are pixel centres: the transform starts half a pixel before.
+        transform = Affine(dx, 0, x[0] - dx / 2, 0, dy, y[0] - dy / 2)
+    if nodata is None:
+        nodata = da.attrs.get("_FillValue", da.attrs.get("nodata"))
+    if band_names is None and len(dims) == 3:
+        coord = da.coords.get(dims[0])
+        values = [] if coord is None else [str(v) for v in np.asarray(coord).tolist()]
+        long_names = da.attrs.get("long_name")
+        if isinstance(long_names, (list, tuple)) and len(long_names) == da.shape[0]:
+            band_names = [str(v) for v in long_names]
+        elif values and not all(v.lstrip("-").isdigit() for v in values):
+            band_names = values
+    check_regular(da)
+    if is_lazy(da):
+        return XarrayImage(
+            da, transform=transform, crs=crs, band_names=band_names, nodata=nodata, categorical=categorical
+        )
+    return ArrayImage(
+        np.asarray(da.values),
+        transform=transform,
+        crs=crs,
+        band_names=band_names,
+        nodata=nodata,
+        categorical=categorical,
+    )

@@ -11,6 +11,9 @@ uvicorn's httptools protocol, minimally:
   of the connection opening (or of the first byte of the next request on a kept-alive one), and
   may not exceed `max_header_bytes` (431) — httptools itself buffers headers without limit;
 - a body deadline: the whole body must arrive within `body_timeout` seconds of the headers;
+- a send deadline: a client that stops reading its answer (the socket's buffers full, uvicorn
+  pausing the write) is closed after `send_timeout` seconds without progress, so a slow reader
+  cannot hold a large answer and a connection for ever;
 - a connection cap: at `max_connections`, a new connection closes the oldest one that is still
   waiting for its headers (an idle keep-alive or half-sent one), so idle clients cannot lock out
   new ones; when every connection is busy with a request, the new one is closed at once.
@@ -38,6 +41,7 @@ class ConnectionLimits:
 
     header_timeout: float = 10.0
     body_timeout: float = 60.0
+    send_timeout: float = 60.0
     keep_alive_timeout: float = 15.0
     max_connections: int = 1024
     max_header_bytes: int = 64 * 1024
@@ -107,10 +111,12 @@ def guarded_protocol(limits: ConnectionLimits, drops: DropLog) -> type[HttpTools
     open_connections: set[HttpToolsProtocol] = set()
     header_reason = f"no complete request headers within {limits.header_timeout:g} s"
     body_reason = f"the request body did not arrive within {limits.body_timeout:g} s"
+    send_reason = f"the client did not read its answer for {limits.send_timeout:g} s"
 
     class GuardedProtocol(HttpToolsProtocol):
         _stage = _HEADERS
         _timer = None
+        _send_timer = None  # apart from _timer: a stalled answer may overlap the next request's stage
         _in_headers = True
         _header_bytes = 0
 
@@ -130,7 +136,18 @@ def guarded_protocol(limits: ConnectionLimits, drops: DropLog) -> type[HttpTools
             open_connections.discard(self)
             waiting.pop(self, None)
             self._cancel()
+            self._cancel_send()
             super().connection_lost(exc)
+
+        # asyncio flow control: the transport's write buffer is full, then drained again
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self._cancel_send()
+            self._send_timer = self.loop.call_later(limits.send_timeout, self._drop_stalled)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            self._cancel_send()
 
         def data_received(self, data: bytes) -> None:
             if self._in_headers or self._stage == _IDLE:
@@ -186,6 +203,15 @@ def guarded_protocol(limits: ConnectionLimits, drops: DropLog) -> type[HttpTools
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+
+        def _cancel_send(self) -> None:
+            if self._send_timer is not None:
+                self._send_timer.cancel()
+                self._send_timer = None
+
+        def _drop_stalled(self) -> None:
+            self._send_timer = None
+            self._drop(send_reason)
 
         def _drop(self, reason: str | None) -> None:
             self._timer = None

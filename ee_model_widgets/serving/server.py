@@ -362,6 +362,7 @@ def is_loopback(host: str) -> bool:
 _LIMIT_FIELDS = (
     "header_timeout",
     "body_timeout",
+    "send_timeout",
     "keep_alive_timeout",
     "max_connections",
     "max_header_bytes",
@@ -439,7 +440,7 @@ def serve(
     Returns at once with a handle whose `.url` is ready for `Model.from_vertex_ai(handle.url, ...)`.
     `port=0` picks a free port. Stop it with `handle.stop()` or a `with` block. `options`:
     `max_instance_elements`, `max_request_elements`, `allow_origins`, `allow_hosts`,
-    `header_timeout`, `body_timeout`, `keep_alive_timeout` (seconds), `max_connections`.
+    `header_timeout`, `body_timeout`, `send_timeout`, `keep_alive_timeout` (seconds), `max_connections`.
     """
     limits = _connection_limits(options)
     drops = DropLog()

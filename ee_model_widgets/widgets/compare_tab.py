@@ -10,7 +10,6 @@ import ipyleaflet
 import ipywidgets as widgets
 
 from ..core.image import Image
-from .controls import ClassBandImage, vector_outputs, with_params
 from .model_tab import ModelEntry
 from .prediction_layer import PredictionLayer
 from .tab_host import help_html
@@ -78,12 +77,9 @@ class CompareTab:
             if reset_overlap:
                 with self._quietly():
                     self.compare_overlap.value = int(base.params.overlap[0])
-            model = with_params(
-                base, fix_input_proj=self.compare_fix.value, overlap=self.compare_overlap.value
+            _model, pred, display = self._predict(
+                base, self.image, fix_input_proj=self.compare_fix.value, overlap=self.compare_overlap.value
             )
-            pred = model.predict_image(self.image)
-            groups = vector_outputs(pred.band_names)
-            display = ClassBandImage(pred, groups) if groups else pred
             vis = self._compare_vis_for(entry, display)
         except Exception as exc:  # noqa: BLE001
             self._set_error(exc, "compare")

@@ -5,13 +5,14 @@ typed bounding box, drawn rectangle).
 from __future__ import annotations
 
 import os
+import re
 from typing import TypeVar
 
 import ipywidgets as widgets
 
 from ..core.image import Image
+from ..core.region import region_bounds
 from ..errors import EEModelWidgetsError, InputError, RegionError
-from .controls import format_bbox, parse_bbox
 from .tab_host import help_html
 
 _Self = TypeVar("_Self")
@@ -27,8 +28,6 @@ REGION_PRESETS = [REGION_IMAGE, REGION_VIEW, REGION_DRAWN, REGION_BBOX]
 
 
 def region_bounds_checked(region) -> tuple[float, float, float, float]:
-    from ..core.region import region_bounds
-
     return region_bounds(region)
 
 
@@ -173,8 +172,6 @@ class DataTab:
         if action != "created" or self.train.labelling:  # a label, handled by the Train tab
             return
         try:
-            from ..core.region import region_bounds
-
             bounds = region_bounds(geo_json)
             self._drawn = bounds
             self.set_region(bounds, REGION_DRAWN)
@@ -184,3 +181,24 @@ class DataTab:
         finally:
             # The region outline shows it; the drawn shape itself would hide later clicks.
             self.draw_control.clear()
+
+
+# ---- the bounding-box text field ----------------------------------------------------------------
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """'west, south, east, north' (commas and/or spaces) -> a validated lon/lat bbox."""
+    parts = [p for p in re.split(r"[,\s;]+", str(text).strip().strip("()[]")) if p]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise RegionError(
+            f"Cannot read {text!r} as a bbox: type four numbers 'west, south, east, north' in lon/lat degrees."
+        ) from None
+    if len(values) != 4:
+        raise RegionError(
+            f"A bbox needs four numbers 'west, south, east, north' (lon/lat degrees), got {len(values)} in {text!r}."
+        )
+    return region_bounds(tuple(values))
+
+
+def format_bbox(bounds) -> str:
+    return ", ".join(f"{v:.6f}" for v in bounds)

@@ -4,14 +4,19 @@ the legend; and how a prediction is first shown (default band and vis params).
 
 from __future__ import annotations
 
+import math
+
 import ipywidgets as widgets
+import numpy as np
 
 from ..core.image import Image
-from ..errors import EEModelWidgetsError
-from .controls import PalettePicker, sample_classes, sample_stretch
+from ..core.region import grid_for
+from ..core.vis import stretch
+from ..errors import EEModelWidgetsError, InputError
 from .data_tab import REGION_IMAGE
 from .legend import legend_png
 from .model_tab import ModelEntry
+from .palette_picker import PalettePicker
 from .threshold import ThresholdControl, class_palette
 
 #: Class colours for integer outputs without a palette of their own (matplotlib tab20).
@@ -226,3 +231,43 @@ class DisplayTab:
                 self.legend.value = png
 
         self._jobs.submit("legend", job, latest_only=True)
+
+
+# ---- the automatic stretch: a sampled read ----------------------------------------------------
+#: Longest side, in pixels, of the read used for automatic min/max.
+STRETCH_SAMPLE_PX = 256
+
+
+def sample_grid(image: Image, region=None, max_px: int = STRETCH_SAMPLE_PX):
+    """The image's grid over `region`, coarsened so its longer side has at most `max_px` pixels."""
+    grid = grid_for(image, region)
+    f = min(1.0, max_px / max(grid.width, grid.height))
+    return grid if f >= 1.0 else grid.scaled(f, f)
+
+
+def sample_stretch(image: Image, band: str, region=None, percent=(2, 98)) -> tuple[float, float]:
+    """(min, max) of `band` at the given percentiles of a sampled read over `region`."""
+    data = image.read(sample_grid(image, region), [band])
+    if np.ma.getmaskarray(data).all():
+        raise InputError(
+            f"Band {band!r} has no valid pixel in the region: pick another region or band for the stretch."
+        )
+    lo, hi = stretch(data, percent)
+    return _nice(lo[0]), _nice(hi[0])
+
+
+def sample_classes(image: Image, band: str, region=None) -> tuple[int, int]:
+    """Smallest and largest class value of an integer band in a sampled read (for a class legend)."""
+    data = image.read(sample_grid(image, region), [band], resampling="nearest")
+    valid = np.ma.compressed(data)
+    if valid.size == 0:
+        return 0, 0
+    return int(np.floor(valid.min())), int(np.ceil(valid.max()))
+
+
+def _nice(v: float) -> float:
+    """Round a stretch bound to 3 significant digits (readable in the min/max fields)."""
+    if v == 0 or not math.isfinite(v):
+        return float(v)
+    digits = 3 - int(math.floor(math.log10(abs(v)))) - 1
+    return float(round(v, digits))

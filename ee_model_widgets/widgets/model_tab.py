@@ -5,6 +5,7 @@ from a path or an endpoint; `ModelEntry` is a model in the picker.
 from __future__ import annotations
 
 import html
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -234,3 +235,56 @@ class ModelTab:
             self.add_model(self._unique_name(name), model)
 
         self._submit("load", f"Loading {spec}", job)
+
+
+def with_params(
+    model, *, fix_input_proj: bool | None = None, tile: int | None = None, overlap: int | None = None
+):
+    """`model` with other EE parameters; shares the loaded model (and its call lock and stats).
+
+    `tile`/`overlap` are square sizes in pixels (per-edge overlap, EE's API reading). When
+    the model's output tile differs from its input tile (e.g. 256 -> 128), the ratio is kept.
+    The model's own checks run again (e.g. a fixed input shape), so a bad size raises here.
+    """
+    p = model.params
+    changes: dict = {}
+    if fix_input_proj is not None and bool(fix_input_proj) != p.fix_input_proj:
+        changes["fix_input_proj"] = bool(fix_input_proj)
+    cur_tile = p.input_tile_size
+    new_tile = cur_tile
+    if tile is not None and (cur_tile is None or (int(tile), int(tile)) != tuple(cur_tile)):
+        t = int(tile)
+        if t < 1:
+            raise InputError(f"Input tile size must be a positive number of pixels, got {tile}.")
+        new_tile = (t, t)
+        changes["input_tile_size"] = new_tile
+        if cur_tile is not None and p.output_tile_size is not None:
+            rx = p.output_tile_size[0] / cur_tile[0]
+            ry = p.output_tile_size[1] / cur_tile[1]
+            ox, oy = t * rx, t * ry
+            if not (float(ox).is_integer() and float(oy).is_integer()):
+                raise InputError(
+                    f"Model {model.name!r} turns {list(cur_tile)} px input tiles into {list(p.output_tile_size)} px "
+                    f"outputs: the input tile size must keep that ratio whole, {t} px does not "
+                    f"(try {int(math.ceil(t * rx) / rx)})."
+                )
+            changes["output_tile_size"] = (int(ox), int(oy))
+    if overlap is not None and (int(overlap), int(overlap)) != tuple(p.overlap):
+        o = int(overlap)
+        if o < 0:
+            raise InputError(f"Overlap must be 0 or more pixels per edge, got {overlap}.")
+        changes["overlap"] = (o, o)
+        changes["overlap_as_given"] = (o, o)
+        changes["overlap_mode"] = "per_edge"
+    if not changes:
+        return model
+    new_params = p.replace(**changes)
+    tile_now = new_params.input_tile_size
+    if tile_now is not None and (
+        new_params.overlap[0] >= tile_now[0] or new_params.overlap[1] >= tile_now[1]
+    ):
+        raise InputError(
+            f"Overlap {list(new_params.overlap)} px per edge must be smaller than the input tile size "
+            f"{list(tile_now)}: lower the overlap or raise the tile size."
+        )
+    return model.replace(**changes)

@@ -28,15 +28,11 @@ from typing import Any
 import ipyleaflet
 import ipywidgets as widgets
 
+from ..core.class_band import ClassBandImage, vector_outputs
 from ..core.image import Image
 from ..errors import EEModelWidgetsError, InputError
 from .comm_routing import route_to_live_subshells
 from .compare_tab import CompareTab
-from .controls import (
-    ClassBandImage,
-    vector_outputs,
-    with_params,
-)
 from .data_tab import (  # noqa: F401 - the region presets are public (tests, scripts)
     REGION_BBOX,
     REGION_DRAWN,
@@ -52,7 +48,7 @@ from .exporter import Exporter, export_with_progress
 from .inspector import Inspector
 from .jobs import Jobs
 from .map import Map, zoom_for_bounds
-from .model_tab import DEMO_ORDER, ModelEntry, ModelTab, _normalise_models, load_model  # noqa: F401
+from .model_tab import DEMO_ORDER, ModelEntry, ModelTab, _normalise_models, load_model, with_params  # noqa: F401
 from .prediction_layer import PredictionLayer
 from .threshold import class_palette
 from .train_tab import TrainTab
@@ -401,6 +397,15 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
         msg = f"Loading model {name}" + (" (the first model also loads TensorFlow)" if first else "")
         self._submit("apply", msg if first else f"Predicting with {name}", self._apply, gen, latest_only=True)
 
+    def _predict(self, base, image: Image, *, fix_input_proj: bool, overlap: int, tile: int | None = None):
+        """The one apply chain (the map's model and the Compare tab's): `base` with these
+        settings, its prediction of `image`, and what the map shows of it (a class band added
+        per vector output). Returns (model, prediction, display image)."""
+        model = with_params(base, fix_input_proj=fix_input_proj, tile=tile, overlap=overlap)
+        pred = model.predict_image(image)
+        groups = vector_outputs(pred.band_names)
+        return model, pred, (ClassBandImage(pred, groups) if groups else pred)
+
     def _apply(self, gen: int) -> None:
         name = self.model_picker.value
         image_name = self.image_picker.value
@@ -418,15 +423,13 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
                 with self._quietly():
                     self.tile_size.value = int(tile[0]) if tile else 256
                     self.overlap.value = int(base.params.overlap[0])
-            model = with_params(
+            model, pred, display = self._predict(
                 base,
+                image,
                 fix_input_proj=self.fix_input_proj.value,
                 tile=self.tile_size.value,
                 overlap=self.overlap.value,
             )
-            pred = model.predict_image(image)
-            groups = vector_outputs(pred.band_names)
-            display = ClassBandImage(pred, groups) if groups else pred
             stats_error = None
             try:
                 band, vis, categorical = self._default_band_vis(entry, display, model_changed, image_changed)

@@ -218,6 +218,31 @@ def test_503_until_retries_run_out():
         assert count["n"] == 3
 
 
+def test_retries_wait_the_servers_retry_after_then_an_exponential_backoff():
+    arrivals = []
+
+    async def handler(body, n):
+        arrivals.append(time.monotonic())
+        if n == 1:
+            return Response(json.dumps({"error": "busy"}), status_code=503, headers={"Retry-After": "1"})
+        if n == 2:  # not seconds nor an HTTP date: the backoff applies, the call does not fail
+            return Response(
+                json.dumps({"error": "bad gateway"}), status_code=502, headers={"Retry-After": "soon"}
+            )
+        if n == 3:
+            return Response(json.dumps({"error": "timeout"}), status_code=504)
+        return echo_predictions(body)
+
+    with scripted_server(handler) as (url, count):
+        p = predictor(url, backoff=0.2, max_retries=3)
+        np.testing.assert_array_equal(p({"array": X}), X)
+    assert count["n"] == 4 and p.stats["retries"] == 3
+    gaps = np.diff(arrivals)
+    # Retry-After: 1 s; then 0.2 * 2 and 0.2 * 4 s (urllib3 retries at once only after a first failure
+    # that gave no Retry-After)
+    assert gaps[0] >= 0.95 and gaps[1] >= 0.4 and gaps[2] >= 0.8, gaps
+
+
 def test_500_carries_the_server_error_text():
     async def handler(body, n):
         return Response(json.dumps({"error": "Input to reshape is a tensor with 9 values"}), status_code=500)

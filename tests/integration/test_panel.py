@@ -20,8 +20,9 @@ from rasterio.warp import transform as warp_points
 
 import ee_model_widgets as emw
 from ee_model_widgets import demo
+from ee_model_widgets.core.class_band import ClassBandImage
 from ee_model_widgets.core.vis import render
-from ee_model_widgets.widgets.controls import ClassBandImage, parse_bbox
+from ee_model_widgets.widgets.data_tab import parse_bbox
 from ee_model_widgets.widgets.headless import HeadlessView
 from ee_model_widgets.widgets.panel import REGION_BBOX, REGION_DRAWN, REGION_GIVEN, REGION_IMAGE, REGION_VIEW
 

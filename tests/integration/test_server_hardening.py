@@ -2,9 +2,10 @@
 
 Shape bombs (a few bytes declaring a huge tensor) get a 413 at once and cost the server no
 memory (RSS read from /proc); idle half-sent connections are closed by the header deadline
-while normal clients keep being answered; web pages (foreign Host, cross-origin Origin,
-text/plain bodies) are refused; deep JSON is a 400; error texts carry no paths; the bearer
-scheme is case-insensitive; SIGTERM drains and exits 0.
+while normal clients keep being answered; a client that stops reading its answer is closed at
+the send deadline; web pages (foreign Host, cross-origin Origin, text/plain bodies) are
+refused; deep JSON is a 400; error texts carry no paths; the bearer scheme is
+case-insensitive; SIGTERM drains and exits 0.
 """
 
 from __future__ import annotations
@@ -417,6 +418,45 @@ def test_connection_cap_body_deadline_and_header_size():
     assert "the request body did not arrive within 2 s" in err and "Traceback" not in err
     assert "disconnected before sending the whole body" in err
     assert 1 <= err.count("Invalid HTTP request received.") < 30
+
+
+def test_a_client_that_stops_reading_its_answer_is_closed_at_the_send_deadline():
+    s = Served(demo.model_path("ndvi"), "--port", "0", "--send-timeout", "2", "--log-level", "warning")
+    try:
+        url = s.wait_for(r"model URL : (http://127\.0\.0\.1:\d+/v1/models/ndvi)")[1]
+        s.wait_for("Press Ctrl-C to stop")
+        addr = ("127.0.0.1", int(url.split(":")[2].split("/")[0]))
+        body, _ = tile_body(np.random.default_rng(7), n=4, size=1024)  # a ~22 MB answer
+        payload = json.dumps(body).encode()
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        c.settimeout(30)
+        c.connect(addr)
+        c.sendall(
+            b"POST /v1/models/ndvi:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+        )
+        deadline = time.monotonic() + 60  # the client reads nothing meanwhile
+        while "did not read its answer for 2 s" not in s.stderr_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "did not read its answer for 2 s" in s.stderr_text(), s.stderr_text()[-2000:]
+        got = 0
+        try:
+            while chunk := c.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        c.close()
+        assert got < 20_000_000, f"the whole answer ({got} bytes) arrived: the connection was not closed"
+        # the server goes on answering others
+        body, expected = tile_body(np.random.default_rng(8))
+        r = httpx.post(url + ":predict", json=body, timeout=60)
+        assert r.status_code == 200
+        np.testing.assert_allclose(codec.decode_batch(r.json()["predictions"]), expected, rtol=1e-6)
+    finally:
+        s.proc.kill()
+        s.proc.wait(30)
+    assert "Traceback" not in s.stderr_text()
 
 
 def test_sigterm_drains_and_exits_0_with_server_stopped(plain):

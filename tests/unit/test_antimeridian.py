@@ -22,6 +22,7 @@ from pyproj import Transformer
 
 import ee_model_widgets as emw
 from ee_model_widgets.core.grid import MERCATOR_HALF_WORLD
+from ee_model_widgets.core.region import region_bounds
 from ee_model_widgets.errors import ProjectionError, RegionError
 from ee_model_widgets.widgets.headless import HeadlessView
 
@@ -175,6 +176,30 @@ def test_a_crs_cut_at_180_that_cannot_be_unwrapped_says_so(scene, tmp_path):
     with pytest.raises(ProjectionError, match="antimeridian"):
         scene.export(tmp_path / "x.tif", proj=emw.Projection("EPSG:8857").at_scale(1000), progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_geojson_region_split_at_180_reads_both_sides(scene):
+    # RFC 7946 splits a crossing polygon at the antimeridian: 178..180 and -180..-178.
+    split = {
+        "type": "MultiPolygon",
+        "coordinates": [
+            [[[178, -18], [180, -18], [180, -16], [178, -16], [178, -18]]],
+            [[[-180, -18], [-178, -18], [-178, -16], [-180, -16], [-180, -18]]],
+        ],
+    }
+    arr = scene.to_numpy(region=split, proj=emw.Projection("EPSG:4326", LATTICE))
+    assert arr.shape == (1, 200, 400)  # 4° wide, not the whole world
+    lon, lat = centres(Affine(0.01, 0, 178, 0, -0.01, -16), 400, 200)
+    west, east = check(arr[0], lon, lat)
+    assert west > 35_000 and east > 35_000
+
+
+def test_a_ring_spanning_the_whole_world_stays_the_whole_world():
+    world = {
+        "type": "Polygon",
+        "coordinates": [[[-180, -60], [180, -60], [180, 60], [-180, 60], [-180, -60]]],
+    }
+    assert region_bounds(world) == (-180, -60, 180, 60)
 
 
 def test_a_region_written_west_greater_than_east_explains_the_crossing_form(scene):

@@ -380,3 +380,32 @@ def test_from_xarray_plain_coords_and_crs_attribute():
     assert img.band_names == ["red", "nir"]
     assert img.grid == Grid("EPSG:32719", UTM_TRANSFORM, 4, 3)
     np.testing.assert_array_equal(img.to_numpy().data, da.values)
+
+
+def test_image_has_its_io_and_band_math_whichever_core_module_is_imported_first():
+    """`Image.open`, `export`, band math... are added from the modules above core/image.py when
+    `ee_model_widgets.core` loads: importing only core/image.py in a fresh process gives them too."""
+    import subprocess
+    import sys
+
+    code = (
+        "from ee_model_widgets.core.image import Image\n"
+        "names = ['open', 'from_array', 'from_xarray', 'export', 'to_xarray', 'add', 'update_mask',\n"
+        "         'expression', 'normalizedDifference', '__add__', '__eq__', '__bool__']\n"
+        "print(sorted(n for n in names if n not in vars(Image)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_extends_refuses_to_replace_a_method_of_image():
+    from ee_model_widgets.core.image import extends
+
+    with pytest.raises(TypeError, match="would replace Image.read"):
+
+        @extends(Image)
+        class _Clash:
+            def read(self, grid, bands=None, resampling=None):
+                return None
+
+    assert Image.read.__qualname__ == "Image.read"
