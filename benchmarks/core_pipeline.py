@@ -88,7 +88,7 @@ def source_image():
 
 def cell_inputs(pred, grids) -> dict[str, np.ndarray]:
     """The exact model inputs the pipeline builds for these grids (read outside any timing)."""
-    plans = [pred._make_plan(g, pred.band_names, None) for g in grids]
+    plans = pred.plan(grids).detail
     wanted = {}
     for pl in plans:
         i0, j0, i1, j1 = pl.cells
@@ -99,7 +99,9 @@ def cell_inputs(pred, grids) -> dict[str, np.ndarray]:
     for lattice, (i, j) in wanted.values():
         a = pred.source.read(lattice.input_grid(i, j), list(pred._plan_in.bands))
         batch.append(np.ma.filled(a, 0).transpose(1, 2, 0))
-    return pred.model.build_inputs(pred._plan_in, np.stack(batch).astype(np.float32))
+    # Each input contiguous: the raw call at its best (TensorFlow copies strided arrays first).
+    inputs = pred.model.build_inputs(pred._plan_in, np.stack(batch).astype(np.float32))
+    return {k: np.ascontiguousarray(v) for k, v in inputs.items()}
 
 
 def timed_source(img):

@@ -23,6 +23,16 @@ class RegionError(InputError):
     """A region that is empty, malformed or outside the image."""
 
 
+class TooManyCells(InputError):
+    """A read that would need more model cells than its budget allows (e.g. a zoomed-out map
+    tile of a fixInputProj model). The map layer draws it as a "zoom in" tile."""
+
+    def __init__(self, message: str, cells: int, limit: int):
+        super().__init__(message)
+        self.cells = cells
+        self.limit = limit
+
+
 class ImageReadError(EEModelWidgetsError, OSError):
     """An image file that is missing, corrupt or unreadable."""
 

@@ -7,6 +7,8 @@
 //   view -> kernel  {type: 'tile_sync', sync, ids}          which of these do you still hold?
 //   view -> kernel  {type: 'tile_report', resent, lost}     what this view had to ask again / gave up on
 //   kernel -> view  {type: 'tile_response', id, status}     buffers[0] = PNG bytes
+//   kernel -> view  {type: 'tile_response', id, status, kind: 'data', bands, rows, cols, style}
+//                                                           buffers[0] = float32 values
 //   kernel -> view  {type: 'tile_sync', sync, held}         the ids still queued or rendering
 //   kernel -> view  {type: 'redraw'}                        drop every tile, ask again
 // Request ids carry a per-view random prefix: replies reach every view of the model (a map
@@ -18,11 +20,20 @@
 // MAX_RESENDS times. What happens is said on the map (a notice in its corner) and reported to the
 // kernel, whose counts feed the panel's status line.
 //
+// Every tile is a <canvas>. A PNG reply (a plain KernelTileLayer's tiles, "zoom in" and error
+// tiles) is decoded into it. A data reply (a PredictionLayer's) holds the values of the bands its
+// vis params show: the view keeps them and colours them with the layer's `_style` trait (the vis
+// params compiled in Python, colour.ts), and when `_style` changes it recolours every loaded tile
+// from the values it holds, without asking the kernel. A tile names the style version whose bands
+// it holds: one newer than the view's waits for that style; one older, for other bands, is
+// asked for again.
+//
 // Zoom changes need nothing special: Leaflet unloads the pending tiles of a zoom it leaves, and
 // their `tileunload` cancels them in the kernel.
 import { LeafletRasterLayerModel, LeafletRasterLayerView } from 'jupyter-leaflet';
 import L from 'leaflet';
 
+import { IStyle, colour, parseStyle, valuesOf } from './colour';
 import { MODULE_NAME, MODULE_VERSION } from './version';
 
 const SYNC_EVERY_MS = 1000; // how often unanswered requests are looked at
@@ -31,8 +42,16 @@ const SILENT_MS = 4000; // no answer to a sync for this long: say that the kerne
 const MAX_RESENDS = 3; // a request the kernel lost this often is given up (an error tile)
 const NOTICE_MS = 8000; // how long "asked again" stays on the map after the last resend
 
+// What a tile canvas carries besides its pixels.
+interface ITile extends HTMLCanvasElement {
+  _emwRequest?: string;
+  _emwCoords?: L.Coords;
+  _emwData?: { values: Float32Array; bands: number[]; rows: number; cols: number; style: number };
+  _emwDone?: (err?: Error) => void; // Leaflet's done(), called once: the tile is loaded
+}
+
 interface IPending {
-  img: HTMLImageElement;
+  img: ITile;
   done: L.DoneCallback;
   coords: L.Coords;
   tries: number; // request_timeout expiries
@@ -52,18 +71,25 @@ export class EEKernelTileLayerModel extends LeafletRasterLayerModel {
       _model_module_version: MODULE_VERSION,
       _view_module_version: MODULE_VERSION,
       request_timeout: 60,
+      _style: {},
     };
   }
 }
 
-// An SVG "error" tile drawn in the browser, for requests the kernel never answered.
-function errorTileUrl(text: string): string {
-  const svg =
-    `<svg xmlns="http://www.w3.org/2000/svg" width="256" height="256">` +
-    `<rect x="1" y="1" width="254" height="254" fill="rgba(200,0,0,0.15)" stroke="#c00" stroke-width="2"/>` +
-    `<text x="128" y="128" font-family="sans-serif" font-size="14" fill="#900" text-anchor="middle">${text}</text>` +
-    `</svg>`;
-  return 'data:image/svg+xml;charset=utf-8,' + encodeURIComponent(svg);
+// The "error" tile drawn in the browser, for requests the kernel never answered.
+function drawErrorTile(tile: ITile, text: string): void {
+  tile.width = tile.height = 256;
+  const ctx = tile.getContext('2d') as CanvasRenderingContext2D;
+  ctx.clearRect(0, 0, 256, 256);
+  ctx.fillStyle = 'rgba(200,0,0,0.15)';
+  ctx.fillRect(1, 1, 254, 254);
+  ctx.strokeStyle = '#c00';
+  ctx.lineWidth = 2;
+  ctx.strokeRect(1, 1, 254, 254);
+  ctx.fillStyle = '#900';
+  ctx.font = '14px sans-serif';
+  ctx.textAlign = 'center';
+  ctx.fillText(text, 128, 128);
 }
 
 export class EEKernelTileLayerView extends LeafletRasterLayerView {
@@ -76,7 +102,9 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
   private silentSince = 0; // when the oldest unanswered sync was sent (0: none)
   private lastResendAt = 0;
   private resentShown = 0; // requests asked again since the notice last went away
-  private lostTiles = new Set<HTMLImageElement>(); // error tiles of requests given up, still shown
+  private lostTiles = new Set<ITile>(); // error tiles of requests given up, still shown
+  private dataTiles = new Set<ITile>(); // loaded tiles that hold values (coloured with `style`)
+  private style: IStyle | null = null;
   private notice: L.Control | null = null;
   private noticeDiv: HTMLDivElement | null = null;
   private noticeTimer = 0;
@@ -86,11 +114,20 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     const view = this;
     const Grid = L.GridLayer.extend({
       createTile(coords: L.Coords, done: L.DoneCallback): HTMLElement {
-        const img = document.createElement('img');
-        img.alt = '';
-        img.setAttribute('role', 'presentation');
-        view.request(img, coords, done);
-        return img;
+        const tile = document.createElement('canvas') as ITile;
+        const size = this.getTileSize();
+        tile.width = size.x;
+        tile.height = size.y;
+        tile.setAttribute('role', 'presentation');
+        let loaded = false;
+        tile._emwDone = (err?: Error) => {
+          if (!loaded) {
+            loaded = true; // recoloured or re-sent later: no second fade-in
+            done(err, tile);
+          }
+        };
+        view.request(tile, coords, done);
+        return tile;
       },
       // Leaflet checks the map's wrapping, not noWrap, for x: without this a noWrap layer asks
       // for tiles left and right of the world (x < 0 or x >= 2^z), which have nothing to show.
@@ -102,15 +139,20 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
       },
     });
     this.obj = new (Grid as any)({ noWrap: true, ...this.get_options() });
-    this.obj.on('tileunload', (e: any) => this.onTileUnload(e.tile as HTMLImageElement));
+    this.obj.on('tileunload', (e: any) => this.onTileUnload(e.tile as ITile));
     this.obj.on('remove', () => this.showNotice('', ''));
+    this.style = parseStyle(this.model.get('_style'));
     this.model.on('msg:custom', this.onCustom, this);
+    this.model.on('change:_style', this.onStyle, this);
   }
 
-  private request(img: HTMLImageElement, coords: L.Coords, done: L.DoneCallback, tries = 0): void {
+  private request(img: ITile, coords: L.Coords, done: L.DoneCallback, tries = 0): void {
     const id = `${this.prefix}-${this.counter++}`;
-    (img as any)._emwRequest = id;
-    img.dataset.status = 'pending';
+    img._emwRequest = id;
+    img._emwCoords = coords;
+    if (!img.classList.contains('leaflet-tile-loaded')) {
+      img.dataset.status = 'pending';
+    }
     img.dataset.zxy = `${coords.z}/${coords.x}/${coords.y}`; // lets tests and users find a tile
     const timeoutMs = 1000 * (this.model.get('request_timeout') ?? 60);
     const timer = window.setTimeout(() => this.onTimeout(id), timeoutMs);
@@ -220,12 +262,22 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     this.pending.delete(id);
     p.img.dataset.status = 'error';
     this.lostTiles.add(p.img);
-    p.img.onload = () => p.done(undefined, p.img);
-    p.img.src = errorTileUrl(text);
+    this.dataTiles.delete(p.img);
+    drawErrorTile(p.img, text);
+    this.finish(p, undefined);
   }
 
-  private onTileUnload(img: HTMLImageElement): void {
-    const id = (img as any)._emwRequest as string | undefined;
+  private finish(p: IPending, err: Error | undefined): void {
+    if (p.img._emwDone) {
+      p.img._emwDone(err);
+    } else {
+      p.done(err, p.img);
+    }
+  }
+
+  private onTileUnload(img: ITile): void {
+    this.dataTiles.delete(img);
+    const id = img._emwRequest;
     if (id !== undefined) {
       const p = this.pending.get(id);
       if (p) {
@@ -236,9 +288,6 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     }
     if (this.lostTiles.delete(img)) {
       this.updateNotice();
-    }
-    if (img.src && img.src.startsWith('blob:')) {
-      URL.revokeObjectURL(img.src);
     }
   }
 
@@ -304,6 +353,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     if (content.type === 'redraw') {
       this.cancelAll();
       this.lostTiles.clear();
+      this.dataTiles.clear();
       this.obj.redraw();
       this.updateNotice();
       return;
@@ -324,24 +374,96 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     const buf = buffers && buffers[0];
     if (!buf) {
       p.img.dataset.status = 'error';
-      p.done(new Error('tile reply without image data'), p.img);
+      this.finish(p, new Error('tile reply without image data'));
       return;
     }
+    if (content.kind === 'data') {
+      this.onData(p, content, buf);
+      return;
+    }
+    this.dataTiles.delete(p.img);
     // Copy into a fresh Uint8Array: in JupyterLab buffers arrive as DataViews over a larger
     // ArrayBuffer, and TS 5.9's Blob typing rejects ArrayBufferLike views.
     const view = buf instanceof DataView ? buf : new DataView(buf);
     const bytes = new Uint8Array(view.byteLength);
     bytes.set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength));
-    const url = URL.createObjectURL(new Blob([bytes], { type: 'image/png' }));
-    p.img.onload = () => {
-      p.img.dataset.status = content.status ?? 'ok';
-      p.done(undefined, p.img);
-    };
-    p.img.onerror = () => {
+    createImageBitmap(new Blob([bytes], { type: 'image/png' })).then(
+      bitmap => {
+        if (p.img._emwRequest !== content.id) {
+          return; // asked again meanwhile (unloaded, or a newer reply is on its way)
+        }
+        p.img.width = bitmap.width;
+        p.img.height = bitmap.height;
+        const ctx = p.img.getContext('2d') as CanvasRenderingContext2D;
+        ctx.clearRect(0, 0, bitmap.width, bitmap.height);
+        ctx.drawImage(bitmap, 0, 0);
+        bitmap.close();
+        p.img.dataset.status = content.status ?? 'ok';
+        this.finish(p, undefined);
+      },
+      () => {
+        p.img.dataset.status = 'error';
+        this.finish(p, new Error('the kernel sent an image the browser cannot decode'));
+      }
+    );
+  }
+
+  // ---- data tiles: coloured here, recoloured when the style changes ---------------------------
+  private onData(p: IPending, content: any, buf: ArrayBuffer | DataView): void {
+    const { bands, rows, cols } = content;
+    const values = valuesOf(buf, bands * rows * cols);
+    const positions: number[] = Array.isArray(content.positions) ? content.positions : [];
+    if (!values) {
       p.img.dataset.status = 'error';
-      p.done(new Error('the kernel sent an image the browser cannot decode'), p.img);
-    };
-    p.img.src = url;
+      this.finish(p, new Error('tile reply with a data buffer of the wrong size'));
+      return;
+    }
+    p.img._emwData = { values, bands: positions, rows, cols, style: content.style };
+    p.img.dataset.status = content.status ?? 'ok';
+    this.dataTiles.add(p.img);
+    this.draw(p.img);
+  }
+
+  // Colour a data tile with the view's style, or wait for the style its data were made for, or
+  // ask again when the style has moved on to other bands.
+  private draw(tile: ITile): void {
+    const data = tile._emwData;
+    if (!data) {
+      return;
+    }
+    const style = this.style;
+    if (!style || style.bands.join(',') !== data.bands.join(',')) {
+      const asking = tile._emwRequest !== undefined && this.pending.has(tile._emwRequest);
+      if (style && data.style < style.version && !asking && tile._emwCoords && tile._emwDone) {
+        this.request(tile, tile._emwCoords, tile._emwDone as L.DoneCallback);
+      }
+      return; // otherwise its style is on its way (onStyle draws it)
+    }
+    if (tile.width !== data.cols || tile.height !== data.rows) {
+      tile.width = data.cols;
+      tile.height = data.rows;
+    }
+    const ctx = tile.getContext('2d') as CanvasRenderingContext2D;
+    const image = ctx.createImageData(data.cols, data.rows);
+    colour(data.values, data.rows * data.cols, style, image.data);
+    ctx.putImageData(image, 0, 0);
+    tile.dataset.style = String(style.version);
+    if (tile._emwDone) {
+      tile._emwDone(undefined);
+    }
+  }
+
+  private onStyle(): void {
+    this.style = parseStyle(this.model.get('_style'));
+    const started = performance.now();
+    for (const tile of [...this.dataTiles]) {
+      this.draw(tile);
+    }
+    // How long the recolouring took here (read by benchmarks/browser_layer.py).
+    const container = this.obj.getContainer ? this.obj.getContainer() : null;
+    if (container) {
+      container.dataset.restyleMs = (performance.now() - started).toFixed(2);
+    }
   }
 
   private cancelAll(): void {
@@ -361,6 +483,8 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     window.clearTimeout(this.noticeTimer);
     this.showNotice('', '');
     this.model.off('msg:custom', this.onCustom, this);
+    this.model.off('change:_style', this.onStyle, this);
+    this.dataTiles.clear();
     super.remove();
   }
 }

@@ -176,6 +176,18 @@ class BandMapping:
             out[name] = arr
         return out
 
+    def predict_cells(self, plan: InputPlan, slots: Sequence[OutputSlot], cells: np.ndarray) -> np.ndarray:
+        """The one entry of predictions into the model: cell data (N, h, w, C) (masked pixels 0)
+        -> the model's inputs -> one batched call -> (N, bands, outy, outx) float32 cores."""
+        return self.output_cells(slots, self.predict_batch(self.build_inputs(plan, cells)), len(cells))
+
+    def probe(self, plan: InputPlan) -> dict[str, np.ndarray]:
+        """One call on a zero cell, to learn the model's output names and per-pixel shapes."""
+        mx, my = self.params.model_input_size
+        zeros = np.zeros((1, my, mx, len(plan.bands)), np.float32)
+        with np.errstate(all="ignore"):  # e.g. 0/0 in an index model: only shapes matter here
+            return self.predict_batch(self.build_inputs(plan, zeros))
+
     def output_slots(self, probe: Callable[[], dict[str, np.ndarray]] | None = None) -> list[OutputSlot]:
         """The declared outputs and their band names.
 

@@ -22,11 +22,9 @@ def cell_layout(image, grid: Grid) -> tuple[int, int, int, int] | None:
     for images that are not predictions, or when `grid` is not on the output lattice (a
     reprojected read: its pixels are resampled from cells anyway).
     """
-    make_plan = getattr(image, "_make_plan", None)  # PredictedImage's planner (no I/O)
-    if make_plan is None:
-        return None
-    plan = make_plan(grid, image.band_names, None)
-    if plan.offset is None:
+    detail = image.plan([grid]).detail  # a prediction's cells of `grid` (no I/O)
+    plan = detail[0] if detail else None
+    if plan is None or plan.offset is None:
         return None
     ux, uy = plan.lattice.out_tile
     return ux, uy, (-plan.offset[0]) % ux, (-plan.offset[1]) % uy

@@ -13,6 +13,7 @@ import numpy as np
 
 from .fingerprint import image_fingerprint
 from .image import Image
+from .plan import ReadPlan, plan_of_parents
 
 _INDEXED = re.compile(r"^(.*)_(\d+)$")
 
@@ -35,7 +36,7 @@ class ClassBandImage(Image):
     """`image` plus one band per vector output: the index of its largest value (the class).
 
     Reads of the added band read the probability bands through the same path (so the map,
-    the inspector and the cache agree); `read_many`, `cell_count` and `model` pass through so
+    the inspector and the cache agree); plans (`plan`/`read_plan`) and `model` pass through so
     the prediction layer still batches tiles and guards zoomed-out reads.
     """
 
@@ -62,10 +63,6 @@ class ClassBandImage(Image):
     @property
     def bounds(self):
         return self._parent.bounds
-
-    def cell_count(self, grid) -> int:
-        count = getattr(self._parent, "cell_count", None)
-        return count(grid) if count is not None else 0
 
     def _parent_bands(self, bands: list[str]) -> list[str]:
         need: list[str] = []
@@ -95,15 +92,13 @@ class ClassBandImage(Image):
         need = self._parent_bands(bands)
         return self._combine(self._parent.read(grid, need, resampling), need, bands)
 
-    def read_many(self, grids, bands=None, resampling=None) -> list[np.ma.MaskedArray]:
-        names = self._check_bands(bands)
-        need = self._parent_bands(names)
-        many = getattr(self._parent, "read_many", None)
-        if many is None:
-            parts = [self._parent.read(g, need, resampling) for g in grids]
-        else:
-            parts = many(grids, need, resampling)
-        return [self._combine(p, need, names) for p in parts]
+    def _plan(self, grids, bands: list[str], resampling, max_cells) -> ReadPlan:
+        parent = self._parent.plan(grids, self._parent_bands(bands), resampling, max_cells)
+        return plan_of_parents(grids, bands, resampling, [parent])
+
+    def _read_plan(self, plan: ReadPlan) -> list[np.ma.MaskedArray]:
+        need = self._parent_bands(list(plan.bands))
+        return [self._combine(p, need, list(plan.bands)) for p in self._parent.read_plan(plan.parents[0])]
 
     def fingerprint(self) -> str:
         return f"classes({image_fingerprint(self._parent)})"

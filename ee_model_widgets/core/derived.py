@@ -25,6 +25,7 @@ from ..errors import InputError
 from .fingerprint import image_fingerprint
 from .grid import Grid
 from .image import Image
+from .plan import ReadPlan, plan_of_parents
 
 # A kernel takes the values and masks of its inputs (2-D, masked pixels hold 0) and returns
 # (values, mask) of one output band; non-finite values are masked afterwards.
@@ -114,7 +115,7 @@ class DerivedImage(Image):
         """Write a GeoTIFF window by window (see `Image.export`), reading predictions in streaming mode."""
         return Image.export(self.streaming(), path, region, proj, **kwargs)
 
-    # ---- the map layer's hooks: batched reads and the zoomed-out guard ---------------------
+    # ---- the model under it -----------------------------------------------------------------
     @property
     def model(self):
         """The model of a prediction this image is computed from (fixInputProj ones first), or None."""
@@ -123,15 +124,6 @@ class DerivedImage(Image):
             if getattr(getattr(m, "params", None), "fix_input_proj", False):
                 return m
         return found[0] if found else None
-
-    def cell_count(self, grid: Grid) -> int:
-        """Model cells reading `grid` needs, summed over the predictions this image uses."""
-        total = 0
-        for p in self._distinct_parents():
-            count = getattr(p, "cell_count", None)
-            if count is not None:
-                total += count(grid)
-        return total
 
     # ---- the read path ----------------------------------------------------------------------
     def _distinct_parents(self) -> list[Image]:
@@ -157,23 +149,27 @@ class DerivedImage(Image):
         }
         return self._combine(grid, bands, need, reads)
 
-    def read_many(self, grids: Sequence[Grid], bands=None, resampling=None) -> list[np.ma.MaskedArray]:
-        """Several grids at once: each parent reads them in one batch (one model call for a
-        prediction), then the kernels run per grid."""
-        names = self._check_bands(bands)
+    def _plan(self, grids: list[Grid], bands: list[str], resampling, max_cells: int | None) -> ReadPlan:
+        """Each parent plans the grids once (a prediction: its cells and budget), in
+        `_distinct_parents` order, only the parents these bands read."""
+        need = self._needs(bands)
+        parents = [
+            p.plan(grids, need[id(p)], resampling, max_cells)
+            for p in self._distinct_parents()
+            if id(p) in need
+        ]
+        return plan_of_parents(grids, bands, resampling, parents)
+
+    def _read_plan(self, plan: ReadPlan) -> list[np.ma.MaskedArray]:
+        """Each parent reads the plan's grids in one batch (one model call for a prediction),
+        then the kernels run per grid."""
+        names = list(plan.bands)
         need = self._needs(names)
-        per_parent: dict[int, list[np.ma.MaskedArray]] = {}
-        for p in self._distinct_parents():
-            if id(p) not in need:
-                continue
-            many = getattr(p, "read_many", None)
-            if many is not None:
-                per_parent[id(p)] = many(grids, need[id(p)], resampling)
-            else:
-                per_parent[id(p)] = [p.read(g, need[id(p)], resampling) for g in grids]
+        readers = [p for p in self._distinct_parents() if id(p) in need]
+        per_parent = {id(p): p.read_plan(pp) for p, pp in zip(readers, plan.parents)}
         return [
             self._combine(g, names, need, {k: v[n] for k, v in per_parent.items()})
-            for n, g in enumerate(grids)
+            for n, g in enumerate(plan.grids)
         ]
 
     def _combine(

@@ -36,6 +36,7 @@ from rasterio.enums import Resampling
 from ..errors import InputError
 from .fingerprint import image_fingerprint
 from .grid import Grid, xyz_grid
+from .plan import ReadPlan, plan_of_parents
 from .projection import Projection
 from .region import grid_for, lonlat_bounds, point_grid
 from .resampling import resolve_resampling
@@ -102,6 +103,45 @@ class Image:
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         raise NotImplementedError
+
+    # ---- planned reads: a batch of grids, planned once -----------------------------------
+    def plan(
+        self,
+        grids: Sequence[Grid],
+        bands: Sequence[str] | None = None,
+        resampling=None,
+        max_cells: int | None = None,
+    ) -> ReadPlan:
+        """What reading `bands` of `grids` needs (model cells, refusals), without I/O; read it
+        with `read_plan`. `max_cells`: a tighter cell budget per grid where zooming out multiplies
+        the work (a map tile of a fixInputProj model); see `PredictedImage`."""
+        names = self._check_bands(bands)
+        if resampling is not None:
+            resampling = resolve_resampling(resampling)
+        return self._plan(list(grids), names, resampling, max_cells)
+
+    def _plan(self, grids: list[Grid], bands: list[str], resampling, max_cells: int | None) -> ReadPlan:
+        n = len(grids)
+        return ReadPlan(tuple(grids), tuple(bands), resampling, (0,) * n, (None,) * n)
+
+    def read_plan(self, plan: ReadPlan) -> list[np.ma.MaskedArray]:
+        """Read a plan made by `plan`: one array per grid (raises its `TooManyCells` if it has one)."""
+        plan.check()
+        out = self._read_plan(plan)
+        for g, a in zip(plan.grids, out):
+            assert a.shape == (len(plan.bands), g.height, g.width), (a.shape, g)
+        return out
+
+    def _read_plan(self, plan: ReadPlan) -> list[np.ma.MaskedArray]:
+        return [self._read(g, list(plan.bands), plan.resampling) for g in plan.grids]
+
+    def read_many(self, grids: Sequence[Grid], bands=None, resampling=None) -> list[np.ma.MaskedArray]:
+        """Several grids in one planned pass (a prediction: one batched model call for all of them)."""
+        return self.read_plan(self.plan(grids, bands, resampling))
+
+    def cell_count(self, grid: Grid) -> int:
+        """How many model cells reading `grid` needs (cached or not); no I/O."""
+        return self.plan([grid]).cells[0]
 
     def _check_bands(self, bands: Sequence[str] | None) -> list[str]:
         if bands is None:
@@ -205,15 +245,14 @@ class _BandView(Image):
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         return self._parent.read(grid, [self._to_parent[b] for b in bands], resampling)
 
-    def read_many(self, grids: Sequence[Grid], bands=None, resampling=None) -> list[np.ma.MaskedArray]:
-        """Several grids in one pass of the parent's `read_many` when it has one (a prediction
-        then makes one batched model call for all of them, e.g. a map viewport of `pred.select(...)`)."""
-        names = self._check_bands(bands)
-        parent_bands = [self._to_parent[b] for b in names]
-        many = getattr(self._parent, "read_many", None)
-        if many is None:
-            return [self._parent.read(g, parent_bands, resampling) for g in grids]
-        return many(grids, parent_bands, resampling)
+    def _plan(self, grids: list[Grid], bands: list[str], resampling, max_cells: int | None) -> ReadPlan:
+        parent = self._parent.plan(grids, [self._to_parent[b] for b in bands], resampling, max_cells)
+        return plan_of_parents(grids, bands, resampling, [parent])
+
+    def _read_plan(self, plan: ReadPlan) -> list[np.ma.MaskedArray]:
+        """One planned pass of the parent (a prediction: one batched model call for all the grids,
+        e.g. a map viewport of `pred.select(...)`)."""
+        return self._parent.read_plan(plan.parents[0])
 
 
 def extends(target: type):

@@ -1,7 +1,8 @@
 """`PredictedImage`: a model applied to an image, lazily, cell by cell (EE's `predictImage`).
 
-Reading a grid from a predicted image:
-1. plan the model cells covering it on a fixed lattice (`tiling`): with
+Reading a grid from a predicted image (`plan`, then `read_plan`; `read` and `read_many` do both):
+1. plan the model cells covering it on a fixed lattice (`tiling`), and refuse it with
+   `TooManyCells` when they exceed the cell budget: with
    `fix_input_proj=True` the lattice is the model's `proj` (default: the source image's
    native grid), with False it is the request grid's own CRS and pixel size anchored at the
    CRS origin;
@@ -9,7 +10,7 @@ Reading a grid from a predicted image:
    missing cell is computed once, whoever asks first);
 3. read the inputs of the missing ones, one `image.read` per contiguous block of cells,
    each cell with its overlap; cut them into a batch and make one model call
-   (`Model.predict_batch`, split only by `max_batch_size`);
+   (`Model.predict_cells`, split only by `max_batch_size`);
 4. crop the overlap, apply the masks (an output pixel is valid only where every input
    pixel under it was), store the cells in the cache;
 5. assemble the cells: a plain copy when the request lies on the output lattice, else the
@@ -25,19 +26,19 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
 from rasterio.warp import transform_bounds
 
-from ..errors import InputError, ModelError
+from ..errors import InputError, ModelError, TooManyCells
 from .antimeridian import footprints
 from .cache import CellCache, default_cache
 from .fingerprint import image_fingerprint
 from .grid import Grid
 from .image import Image, empty_read
+from .plan import ReadPlan
 from .raster import warp_array
 from .tiling import (
     Lattice,
@@ -50,7 +51,8 @@ from .tiling import (
     pixel_window,
 )
 
-#: The most model cells one read may need unless `predict_image(max_cells=...)` says otherwise.
+#: The cell budget: the most model cells one grid read may need unless
+#: `predict_image(max_cells=...)` says otherwise (a map layer may ask for less per tile).
 DEFAULT_MAX_CELLS = 4096
 # Cached marker for a cell whose core has no valid input pixel (all masked, no model call).
 _EMPTY = np.zeros(0, np.float32)
@@ -241,47 +243,47 @@ class PredictedImage(Image):
         pad = 1 if name in ("nearest", "bilinear", "mode") else 3
         return pixel_window(lattice.out_transform, bounds, pad=pad)
 
-    def cell_count(self, grid: Grid) -> int:
-        """How many model cells reading `grid` needs (cached or not); cheap, no I/O.
+    def _plan(self, grids: list[Grid], bands: list[str], resampling, max_cells: int | None) -> ReadPlan:
+        """One `_Plan` per grid, each checked against the cell budget: `self.max_cells`, or
+        `max_cells` if smaller where the cells are the model's native ones (fix_input_proj: a
+        zoomed-out grid needs ever more of them); on the request's own lattice a map tile needs
+        the same cells at every zoom, so only `self.max_cells` applies there."""
+        parts = tuple(self._make_plan(g, bands, resampling) for g in grids)
+        native = self.params.fix_input_proj and max_cells is not None and max_cells < self.max_cells
+        limit = max_cells if native else self.max_cells
+        refusals = tuple(
+            self._too_many(pl.count, limit, native) if pl.count > limit else None for pl in parts
+        )
+        return ReadPlan(
+            tuple(grids), tuple(bands), resampling, tuple(pl.count for pl in parts), refusals, parts
+        )
 
-        The map layer uses it to refuse zoomed-out tiles before doing any work.
-        """
-        return self._make_plan(grid, self.band_names, None).count
-
-    def _check_budget(self, plans: Sequence[_Plan]) -> None:
-        total = sum(pl.count for pl in plans)
-        if total > self.max_cells:
-            p = self.params
-            where = "zoom in" if p.fix_input_proj else "read a smaller area"
-            raise InputError(
-                f"This read needs {total:,} model cells of {p.input_tile_size[0]}x{p.input_tile_size[1]} px "
-                f"(limit max_cells={self.max_cells:,}): {where}, read a smaller region or a coarser proj, "
-                "or pass predict_image(..., max_cells=N)."
+    def _too_many(self, count: int, limit: int, per_tile: bool) -> TooManyCells:
+        p = self.params
+        size = f"{p.input_tile_size[0]}x{p.input_tile_size[1]} px"
+        if per_tile:
+            msg = (
+                f"This map tile needs {count:,} model cells of {size} at the model's native scale (fixInputProj; "
+                f"limit {limit:,} per tile): zoom in, or raise the layer's max_cells_per_tile."
             )
+        else:
+            where = "zoom in" if p.fix_input_proj else "read a smaller area"
+            msg = (
+                f"This read needs {count:,} model cells of {size} (limit max_cells={limit:,}): {where}, read a "
+                "smaller region or a coarser proj, or pass predict_image(..., max_cells=N)."
+            )
+        return TooManyCells(msg, count, limit)
 
     # ---- the read path ---------------------------------------------------------------------
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
-        return self._read_plans([self._make_plan(grid, bands, resampling)])[0]
+        return self.read_plan(self._plan([grid], bands, resampling, None))[0]
 
-    def read_many(self, grids: Sequence[Grid], bands=None, resampling=None) -> list[np.ma.MaskedArray]:
-        """Read several grids with one batched pass over the union of their missing cells.
-
-        The map layer coalesces concurrent tile requests through this: N tiles cost one
-        model call (split only by `max_batch_size`) instead of N.
-        """
-        names = self._check_bands(bands)
-        if resampling is not None:
-            from .resampling import resolve_resampling
-
-            resampling = resolve_resampling(resampling)
-        plans = [self._make_plan(g, names, resampling) for g in grids]
-        out = self._read_plans(plans)
-        for g, a in zip(grids, out):
-            assert a.shape == (len(names), g.height, g.width)
-        return out
+    def _read_plan(self, plan: ReadPlan) -> list[np.ma.MaskedArray]:
+        """All grids of the plan with one batched pass over the union of their missing cells:
+        the map layer's tiles of one batch cost one model call (split only by `max_batch_size`)."""
+        return self._read_plans(list(plan.detail))
 
     def _read_plans(self, plans: list[_Plan]) -> list[np.ma.MaskedArray]:
-        self._check_budget(plans)
         wanted: dict[tuple, tuple[Lattice, tuple[int, int]]] = {}
         for pl in plans:
             if pl.cells is None:
@@ -401,13 +403,17 @@ class PredictedImage(Image):
                     inputs.append(batch)
                     valids.append(core)
                 elif any_valid.any():
-                    inputs.append(batch[any_valid])
+                    inputs.append(batch.transpose(3, 0, 1, 2)[:, any_valid].transpose(1, 2, 3, 0))
                     valids.append(core[any_valid])
                 order.extend((*ids[k], lattice) for k in np.flatnonzero(any_valid))
         if not order:
             return results
-        # No extra copy for the common case of one block of cells
-        stacked = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
+        # No extra copy for the common case of one block of cells; several are joined band by
+        # band, keeping each band's cells contiguous (see `extract_cells`)
+        if len(inputs) == 1:
+            stacked = inputs[0]
+        else:
+            stacked = np.concatenate([a.transpose(3, 0, 1, 2) for a in inputs], axis=1).transpose(1, 2, 3, 0)
         valid = valids[0] if len(valids) == 1 else np.concatenate(valids)
         del inputs, valids
         out = self._run_model(stacked, order)
@@ -423,17 +429,13 @@ class PredictedImage(Image):
         """One batched model call; on failure find (and name) the cell that raised."""
         n = stacked.shape[0]
         try:
-            raw = self.model.predict_batch(self.model.build_inputs(self._plan_in, stacked))
-            return self.model.output_cells(self._slots, raw, n)
+            return self.model.predict_cells(self._plan_in, self._slots, stacked)
         except ModelError as first:
             blame, exc = None, first
             if n > 1:
                 for k in range(min(n, _MAX_BLAME_RETRIES)):
                     try:
-                        raw = self.model.predict_batch(
-                            self.model.build_inputs(self._plan_in, stacked[k : k + 1])
-                        )
-                        self.model.output_cells(self._slots, raw, 1)
+                        self.model.predict_cells(self._plan_in, self._slots, stacked[k : k + 1])
                     except ModelError as one:
                         blame, exc = k, one
                         break
@@ -468,10 +470,7 @@ class PredictedImage(Image):
 
     def _probe(self) -> dict[str, np.ndarray]:
         """One call on a zero cell, to learn a model's output names and per-pixel shapes."""
-        mx, my = self.params.model_input_size
-        zeros = np.zeros((1, my, mx, len(self._plan_in.bands)), np.float32)
-        with np.errstate(all="ignore"):  # e.g. 0/0 in an index model: only shapes matter here
-            return self.model.predict_batch(self.model.build_inputs(self._plan_in, zeros))
+        return self.model.probe(self._plan_in)
 
     # ---- assembly ------------------------------------------------------------------------------
     def _assemble(self, pl: _Plan, values: dict[tuple, np.ndarray]) -> np.ma.MaskedArray:

@@ -173,8 +173,7 @@ class _RasterImage(Image):
                         values[i] = v
                 if all(v.size == 0 for v in values):
                     return None
-                nan = np.full((BLOCK, BLOCK), np.nan, np.float32)
-                return np.stack([v if v.size else nan for v in values])
+                return [v if v.size else None for v in values]
 
             _assemble(grid, t0, col, row, out, pos, block)
         return _masked(out)

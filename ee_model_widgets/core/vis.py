@@ -13,6 +13,7 @@ import io
 import re
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -118,7 +119,8 @@ def _per_band(value, n: int, what: str, default: float) -> np.ndarray:
     return vals
 
 
-def _pick_bands(data: np.ma.MaskedArray, vis: dict, band_names: Sequence[str] | None) -> np.ma.MaskedArray:
+def _band_indices(n: int, vis: dict, band_names: Sequence[str] | None) -> list[int]:
+    """Which of the `n` bands the vis params show (1 or 3 of them), by position."""
     bands = vis.get("bands")
     if isinstance(bands, str):
         bands = [b.strip() for b in bands.split(",")]
@@ -132,23 +134,22 @@ def _pick_bands(data: np.ma.MaskedArray, vis: dict, band_names: Sequence[str] | 
             unknown = [b for b in bands if b not in names]
             if unknown:
                 raise InputError(f"vis param 'bands' names unknown band(s) {unknown}: the bands are {names}.")
-            return data[[names.index(b) for b in bands]]
-        if data.shape[0] != len(bands):
+            return [names.index(b) for b in bands]
+        if n != len(bands):
             raise InputError(
-                f"vis param 'bands' is {bands} but the array has {data.shape[0]} bands and no band_names: "
+                f"vis param 'bands' is {bands} but the array has {n} bands and no band_names: "
                 "pass band_names= to render()."
             )
-        return data
-    n = data.shape[0]
+        return list(range(n))
     if has_palette:
         if n != 1:
             raise InputError(
                 f"A palette colours a single band, but there are {n} bands"
                 f"{' ' + str(list(band_names)) if band_names is not None else ''}: add 'bands': [name]."
             )
-        return data
+        return [0]
     # Earth Engine's default: one band as grey, else the first three as RGB.
-    return data[:1] if n < 3 else data[:3]
+    return [0] if n < 3 else [0, 1, 2]
 
 
 def _validate(vis: dict) -> None:
@@ -162,6 +163,150 @@ def _validate(vis: dict) -> None:
 
 
 # ---- rendering ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VisStyle:
+    """Vis params compiled for an image's bands: everything needed to colour its values.
+
+    The browser colours tiles from the same numbers (`browser_style`, js/colour.ts), so a
+    restyle needs no kernel work and the map stays pixel-identical to `render`.
+    """
+
+    bands: tuple[int, ...]  # positions of the shown bands (1 or 3)
+    kind: str  # "palette" (LUT ramp), "grey", "rgb" or "categorical"
+    lo: tuple[float, ...] = ()
+    hi: tuple[float, ...] = ()
+    gamma: tuple[float, ...] = ()
+    alpha: int = 255  # grey/rgb: opacity as a level of 255
+    #: palette: (LUT_STEPS + 1, 4) uint8 ramp; categorical: (classes, 4) uint8 colours
+    table: np.ndarray | None = field(default=None, compare=False)
+    class_min: float = 0.0  # categorical list: the class value of the first colour
+    class_values: tuple[float, ...] | None = None  # categorical dict: the class of each table row
+
+    def colour(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """uint8 RGBA (rows, cols, 4) of the shown bands' float `values` (bands, rows, cols)."""
+        if self.kind == "categorical":
+            return self._colour_classes(values[0], mask)
+        n = values.shape[0]
+        lo, hi, gamma = (np.asarray(t, dtype=np.float64) for t in (self.lo, self.hi, self.gamma))
+        # Stretch to 0..1, clip, then gamma: out = v ** (1 / gamma), as Earth Engine does. In the
+        # values' own float type (float32 for predictions): float64 doubled the cost of a map tile.
+        v = values.astype(values.dtype, copy=True)
+        v -= lo.astype(v.dtype)[:, None, None]
+        v *= (1.0 / (hi - lo)).astype(v.dtype)[:, None, None]
+        v[:, mask] = 0.0  # masked/NaN pixels end transparent; 0 keeps the lookups below in range
+        np.clip(v, 0.0, 1.0, out=v)
+        for b in range(n):
+            if gamma[b] != 1.0:
+                # The power in float64, rounded back: what the browser's Math.pow does too.
+                v[b] = (v[b].astype(np.float64) ** (1.0 / gamma[b])).astype(v.dtype)
+        if self.kind == "palette":
+            rgba = self.table[_lut_index(v[0])]
+        else:
+            grey = (np.rint(v * 255)).astype(np.uint8)
+            rgb = np.moveaxis(grey if n == 3 else np.repeat(grey[:1], 3, axis=0), 0, -1)
+            alpha = np.full(rgb.shape[:2] + (1,), self.alpha, np.uint8)
+            rgba = np.concatenate([rgb, alpha], axis=-1)
+        rgba[mask] = 0
+        return rgba
+
+    def _colour_classes(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Class value k -> its colour exactly; classes without a colour are transparent."""
+        out = np.zeros(values.shape + (4,), dtype=np.uint8)
+        classes = np.rint(np.nan_to_num(values, nan=-1e30))
+        if self.class_values is not None:  # {class value: colour}
+            for row, k in enumerate(self.class_values):
+                out[classes == k] = self.table[row]
+        else:
+            idx = classes - self.class_min
+            ok = (idx >= 0) & (idx < len(self.table))
+            out[ok] = self.table[idx[ok].astype(np.int64)]
+        out[mask] = 0
+        return out
+
+    def browser_style(self) -> dict:
+        """The style as the browser's colouring (js/colour.ts) takes it; tables as raw bytes."""
+        style = {
+            "kind": self.kind,
+            "bands": list(self.bands),
+            "lo": list(self.lo),
+            "hi": list(self.hi),
+            "gamma": list(self.gamma),
+            "alpha": self.alpha,
+            "class_min": self.class_min,
+            "class_values": None if self.class_values is None else list(self.class_values),
+        }
+        if self.table is not None:
+            style["table"] = np.ascontiguousarray(self.table, dtype=np.uint8).tobytes()
+        return style
+
+    @classmethod
+    def from_browser_style(cls, style: dict) -> VisStyle:
+        """Back from `browser_style()` (a table as bytes or a buffer), e.g. for a headless view."""
+        table = style.get("table")
+        values = style.get("class_values")
+        return cls(
+            bands=tuple(style["bands"]),
+            kind=style["kind"],
+            lo=tuple(style["lo"]),
+            hi=tuple(style["hi"]),
+            gamma=tuple(style["gamma"]),
+            alpha=int(style["alpha"]),
+            table=None if table is None else np.frombuffer(bytes(table), dtype=np.uint8).reshape(-1, 4),
+            class_min=float(style["class_min"]),
+            class_values=None if values is None else tuple(float(v) for v in values),
+        )
+
+
+def vis_style(vis_params: dict | None, n_bands: int, band_names: Sequence[str] | None = None) -> VisStyle:
+    """Compile EE vis params for an image of `n_bands` bands; raises InputError if they are invalid."""
+    vis = dict(vis_params or {})
+    _validate(vis)
+    bands = tuple(_band_indices(n_bands, vis, band_names))
+    n = len(bands)
+    opacity = float(vis.get("opacity", 1.0))
+    if not 0 <= opacity <= 1:
+        raise InputError(f"vis param 'opacity' must be between 0 and 1, got {opacity}.")
+    if vis.get("categorical"):
+        return _categorical_style(bands, vis, opacity)
+    lo = _per_band(vis.get("min"), n, "min", 0.0)
+    hi = _per_band(vis.get("max"), n, "max", 1.0)
+    if np.any(lo >= hi):
+        raise InputError(f"vis param 'min' {lo.tolist()} must be below 'max' {hi.tolist()} for every band.")
+    gamma = _per_band(vis.get("gamma"), n, "gamma", 1.0)
+    if np.any(gamma <= 0):
+        raise InputError(f"vis param 'gamma' must be positive, got {gamma.tolist()}.")
+    palette = vis.get("palette")
+    if palette is not None and n != 1:
+        raise InputError(f"A palette colours a single band, got {n}: set 'bands' to one band.")
+    common = dict(bands=bands, lo=tuple(lo.tolist()), hi=tuple(hi.tolist()), gamma=tuple(gamma.tolist()))
+    if palette is not None:
+        return VisStyle(kind="palette", table=_palette_lut(_palette_key(palette), opacity), **common)
+    return VisStyle(kind="rgb" if n == 3 else "grey", alpha=round(255 * opacity), **common)
+
+
+def _categorical_style(bands: tuple[int, ...], vis: dict, opacity: float) -> VisStyle:
+    palette = vis.get("palette")
+    if palette is None:
+        raise InputError("categorical vis params need a 'palette' with one colour per class.")
+    if isinstance(palette, dict):  # {class value: colour}; a later equal key wins, as assignment does
+        by_value = {float(k): parse_color(c) for k, c in palette.items()}
+        values, colours = (
+            tuple(by_value),
+            np.asarray(list(by_value.values()), dtype=np.float64).reshape(-1, 4),
+        )
+    else:
+        values, colours = None, parse_palette(palette).copy()
+    colours[:, 3] *= opacity
+    table = np.rint(colours * 255).astype(np.uint8)
+    return VisStyle(
+        bands=bands,
+        kind="categorical",
+        table=table,
+        class_min=float(vis.get("min", 0) or 0),
+        class_values=values,
+    )
+
+
 def render(masked, vis_params: dict | None = None, band_names: Sequence[str] | None = None) -> np.ndarray:
     """uint8 RGBA (rows, cols, 4) of a (bands, rows, cols) (masked) array with EE visParams."""
     vis = dict(vis_params or {})
@@ -174,48 +319,9 @@ def render(masked, vis_params: dict | None = None, band_names: Sequence[str] | N
         data = data[np.newaxis]
     if data.ndim != 3:
         raise InputError(f"render needs a (bands, rows, cols) or (rows, cols) array, got shape {data.shape}.")
-    data = _pick_bands(data, vis, band_names)
-    mask = np.ma.getmaskarray(data).any(axis=0)
-    values = np.ma.getdata(data)
-    opacity = float(vis.get("opacity", 1.0))
-    if not 0 <= opacity <= 1:
-        raise InputError(f"vis param 'opacity' must be between 0 and 1, got {opacity}.")
-    n = values.shape[0]
-
-    if vis.get("categorical"):
-        rgba = _render_categorical(values[0], vis)
-        rgba[..., 3] *= opacity
-        rgba[mask] = 0.0
-        return np.rint(rgba * 255).astype(np.uint8)
-    lo = _per_band(vis.get("min"), n, "min", 0.0)
-    hi = _per_band(vis.get("max"), n, "max", 1.0)
-    if np.any(lo >= hi):
-        raise InputError(f"vis param 'min' {lo.tolist()} must be below 'max' {hi.tolist()} for every band.")
-    gamma = _per_band(vis.get("gamma"), n, "gamma", 1.0)
-    if np.any(gamma <= 0):
-        raise InputError(f"vis param 'gamma' must be positive, got {gamma.tolist()}.")
-    palette = vis.get("palette")
-    if palette is not None and n != 1:
-        raise InputError(f"A palette colours a single band, got {n}: set 'bands' to one band.")
-    # Stretch to 0..1, clip, then gamma: out = v ** (1 / gamma), as Earth Engine does. In the
-    # values' own float type (float32 for predictions): float64 doubled the cost of a map tile.
-    v = values.astype(values.dtype, copy=True)
-    v -= lo.astype(v.dtype)[:, None, None]
-    v *= (1.0 / (hi - lo)).astype(v.dtype)[:, None, None]
-    v[:, mask] = 0.0  # masked/NaN pixels end transparent; 0 keeps the lookups below in range
-    np.clip(v, 0.0, 1.0, out=v)
-    for b in range(n):
-        if gamma[b] != 1.0:
-            v[b] **= 1.0 / gamma[b]
-    if palette is not None:
-        rgba = _palette_lut(_palette_key(palette), opacity)[_lut_index(v[0])]
-    else:
-        grey = (np.rint(v * 255)).astype(np.uint8)
-        rgb = np.moveaxis(grey if n == 3 else np.repeat(grey[:1], 3, axis=0), 0, -1)
-        alpha = np.full(rgb.shape[:2] + (1,), round(255 * opacity), np.uint8)
-        rgba = np.concatenate([rgb, alpha], axis=-1)
-    rgba[mask] = 0
-    return rgba
+    style = vis_style(vis, data.shape[0], band_names)
+    data = data[list(style.bands)]
+    return style.colour(np.ma.getdata(data), np.ma.getmaskarray(data).any(axis=0))
 
 
 # A palette ramp is looked up in a table of LUT_STEPS + 1 colours instead of interpolated per
@@ -243,7 +349,9 @@ def _palette_lut(palette_key, opacity: float) -> np.ndarray:
     """(LUT_STEPS + 1, 4) uint8 RGBA: the palette ramp sampled evenly over 0..1, alpha x opacity."""
     ramp = _ramp(np.linspace(0.0, 1.0, LUT_STEPS + 1), parse_palette(palette_key))
     ramp[:, 3] *= opacity
-    return np.rint(ramp * 255).astype(np.uint8)
+    lut = np.rint(ramp * 255).astype(np.uint8)
+    lut.flags.writeable = False  # shared by every style that uses it
+    return lut
 
 
 def _ramp(v: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -251,25 +359,6 @@ def _ramp(v: np.ndarray, palette: np.ndarray) -> np.ndarray:
     pos = v * (len(palette) - 1)
     xp = np.arange(len(palette))
     return np.stack([np.interp(pos, xp, palette[:, c]) for c in range(4)], axis=-1)
-
-
-def _render_categorical(values: np.ndarray, vis: dict) -> np.ndarray:
-    """Class value k -> palette[k - min] exactly; classes without a colour are transparent."""
-    palette = vis.get("palette")
-    if palette is None:
-        raise InputError("categorical vis params need a 'palette' with one colour per class.")
-    out = np.zeros(values.shape + (4,), dtype=np.float64)
-    classes = np.rint(np.nan_to_num(values, nan=-1e30))
-    if isinstance(palette, dict):  # {class value: colour}
-        for k, colour in palette.items():
-            out[classes == float(k)] = parse_color(colour)
-        return out
-    colours = parse_palette(palette)
-    lo = float(vis.get("min", 0) or 0)
-    idx = classes - lo
-    ok = (idx >= 0) & (idx < len(colours))
-    out[ok] = colours[idx[ok].astype(np.int64)]
-    return out
 
 
 def stretch(masked, percent: tuple[float, float] = (2, 98)) -> tuple[list[float], list[float]]:

@@ -285,7 +285,9 @@ def _assemble(
 ) -> None:
     """Fill `out[pos]` (NaN-initialised) from the canonical blocks `grid` touches.
 
-    `block(bx, by)` returns (len(pos), BLOCK, BLOCK) float32 or None when all masked.
+    `block(bx, by)` returns (len(pos), BLOCK, BLOCK) float32, or a list of one (BLOCK, BLOCK)
+    array or None (all masked) per band, or None when all masked: cached blocks are copied
+    straight into `out`, not stacked (and NaN-filled) first.
     """
     h, w = grid.height, grid.width
     for by in range(row // BLOCK, (row + h - 1) // BLOCK + 1):
@@ -293,10 +295,13 @@ def _assemble(
         for bx in range(col // BLOCK, (col + w - 1) // BLOCK + 1):
             c0, c1 = max(bx * BLOCK, col), min((bx + 1) * BLOCK, col + w)
             values = block(bx, by)
-            if values is not None:
-                out[pos, r0 - row : r1 - row, c0 - col : c1 - col] = values[
-                    :, r0 - by * BLOCK : r1 - by * BLOCK, c0 - bx * BLOCK : c1 - bx * BLOCK
-                ]
+            if values is None:
+                continue
+            for k, v in zip(pos, values):
+                if v is not None:
+                    out[k, r0 - row : r1 - row, c0 - col : c1 - col] = v[
+                        r0 - by * BLOCK : r1 - by * BLOCK, c0 - bx * BLOCK : c1 - bx * BLOCK
+                    ]
 
 
 def warp_array(

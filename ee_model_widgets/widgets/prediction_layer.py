@@ -1,11 +1,15 @@
 """`PredictionLayer`: any `Image` (usually a model's prediction) streamed onto an ipyleaflet map.
 
 Built on `KernelTileLayer`: the scheduler hands over the tile requests that arrived together
-and this layer reads them with ONE `read_many` call, so a viewport costs a few batched model
-calls. Tile arrays (predictions, not PNGs) are cached, so a new palette, min/max or band
-choice re-renders without running the model again. With `fix_input_proj=True`, a tile that
-would need more than `max_cells_per_tile` native model cells is answered with a "zoom in"
-tile instead of a flood of work (Earth Engine's zoom-out trap).
+Built on `KernelTileLayer`: the scheduler hands over the tile requests that arrived together
+and this layer plans them once (`Image.plan`) and reads that plan (`Image.read_plan`), so a
+viewport costs a few batched model calls. Tiles go to the browser as data (float32 values of
+the shown bands, `TileData`) with the vis params compiled once per style (`_style`): the
+browser colours them (js/colour.ts), so a new palette or min/max recolours the loaded tiles
+with no kernel work at all. Tile arrays are also cached here, so a new band choice is answered
+without running the model again. With `fix_input_proj=True`, a tile whose plan needs more than
+`max_cells_per_tile` native model cells is refused (`TooManyCells`) and answered with a "zoom
+in" tile instead of a flood of work (Earth Engine's zoom-out trap).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from traitlets import Bool, Dict, Int, List, Unicode, observe
 
 from ..core.cache import CellCache
 from ..core.grid import xyz_grid
-from ..core.vis import message_tile, render, to_png
+from ..core.vis import VisStyle, message_tile, vis_style
+from ..errors import InputError, TooManyCells
 from .scheduler import CANCELLED, TileRequest
 from .tile_layer import KernelTileLayer
+from .tile_payload import TileData
 
 # Predicted tile arrays kept per layer: 256 MiB is ~1000 single-band float32 tiles.
 TILE_CACHE_BYTES = 256 * 1024 * 1024
@@ -30,11 +36,15 @@ class PredictionLayer(KernelTileLayer):
     """Show `image` on a map with Earth Engine `vis_params` (bands, min, max, palette, gamma, opacity)."""
 
     vis_params = Dict()
+    #: The vis params compiled for the image (`VisStyle.browser_style`, plus a `version`): what
+    #: the browser colours tiles with. Empty while the vis params are invalid (error tiles).
+    _style = Dict().tag(sync=True)
     cache_hits = Int(0).tag(sync=True)
     tiles_zoom_in = Int(0).tag(sync=True)
     #: A one-line human status, e.g. why some tiles say "zoom in".
     status = Unicode("").tag(sync=True)
-    #: With fix_input_proj, a map tile needing more native cells than this gets a "zoom in" tile.
+    #: With fix_input_proj, a map tile needing more native cells than this gets a "zoom in" tile
+    #: (the tile's cell budget, passed to `Image.plan`; the image's own `max_cells` still applies).
     max_cells_per_tile = Int(64)
     # [[south, west], [north, east]]: Leaflet asks for no tile outside the image.
     bounds = List().tag(sync=True, o=True)
@@ -46,8 +56,12 @@ class PredictionLayer(KernelTileLayer):
         self._tile_cache = CellCache(kwargs.pop("tile_cache_bytes", TILE_CACHE_BYTES))
         self._counts_lock = threading.Lock()  # worker threads update the counter traits
         self._image = image
+        # (compiled vis params or why they are invalid, style version): one tuple, read atomically
+        self._styled: tuple[VisStyle | Exception, int] = (InputError("no vis params yet"), 0)
         super().__init__(name=name or getattr(image, "name", "") or "prediction", **kwargs)
         self.vis_params = dict(vis_params or {})
+        if not self._styled[1]:  # empty vis params: no change event, compile EE's defaults
+            self._compile_style()
         self._set_bounds()
 
     # ---- what is shown ---------------------------------------------------------------
@@ -64,6 +78,7 @@ class PredictionLayer(KernelTileLayer):
         self._image = image
         self.scheduler.restart()
         self._set_bounds()
+        self._compile_style()
         self.refresh()
 
     def _set_bounds(self) -> None:
@@ -76,8 +91,30 @@ class PredictionLayer(KernelTileLayer):
 
     @observe("vis_params")
     def _vis_changed(self, change) -> None:
-        if change["old"] != change["new"]:
-            self.redraw()  # re-rendered from cached predictions
+        if change["old"] == change["new"]:
+            return
+        old = self._styled[0]
+        new = self._compile_style()
+        if not (isinstance(old, VisStyle) and isinstance(new, VisStyle) and old.bands == new.bands):
+            # Other bands (or error tiles to replace, or to show): the tiles' data change, so
+            # they are asked for again, answered from the cached predictions.
+            self.redraw()
+        # Otherwise the browser recolours the tiles it holds from the new _style: no request.
+
+    def _compile_style(self) -> VisStyle | Exception:
+        """Compile the vis params for the image and publish them to the browser."""
+        image = self._image
+        try:
+            style: VisStyle | Exception = vis_style(self.vis_params, len(image.band_names), image.band_names)
+        except InputError as exc:  # every tile says so (an error tile), as a bad render did
+            style = exc
+        version = self._styled[1] + 1
+        browser = style.browser_style() if isinstance(style, VisStyle) else {}
+        # Published before workers can use it, so no tile arrives ahead of its style (the
+        # browser also waits for a newer style a tile names, in case a hold_sync delays it).
+        self._style = {**browser, "version": version} if browser else {}
+        self._styled = (style, version)
+        return style
 
     def refresh(self) -> None:
         """Forget the cached tile arrays of this layer and draw every tile again."""
@@ -86,9 +123,10 @@ class PredictionLayer(KernelTileLayer):
         self.redraw()
 
     # ---- rendering ---------------------------------------------------------------------
-    def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | BaseException]:
-        image, cache, vis = self._image, self._tile_cache, dict(self.vis_params)
-        results: dict[str, bytes | BaseException] = {}
+    def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | TileData | BaseException]:
+        image, cache = self._image, self._tile_cache
+        style, version = self._styled
+        results: dict[str, bytes | TileData | BaseException] = {}
         arrays: dict[str, np.ma.MaskedArray] = {}
         todo: list[TileRequest] = []
         for r in requests:
@@ -107,12 +145,12 @@ class PredictionLayer(KernelTileLayer):
                 grids[r.id] = xyz_grid(r.z, r.x, r.y)
             except Exception as exc:  # noqa: BLE001 - one bad request fails alone, not its batch
                 results[r.id] = exc
-        todo = [r for r in todo if r.id in grids]
-        refused = self._refuse_zoomed_out(image, todo, grids, results)
         for r in todo:
-            if r.cancelled:  # unloaded after the scheduler handed it over: skip the model call
+            if (
+                r.id in grids and r.cancelled
+            ):  # unloaded after the scheduler handed it over: skip the model call
                 results[r.id] = CANCELLED
-        todo = [r for r in todo if r.id not in refused and not r.cancelled]
+        todo = [r for r in todo if r.id in grids and not r.cancelled]
         if todo:
             arrays.update(self._read(image, todo, grids, results))
             for r in todo:
@@ -120,53 +158,56 @@ class PredictionLayer(KernelTileLayer):
                     cache.put((r.z, r.x, r.y), arrays[r.id].filled(np.nan).astype(np.float32))
 
         for rid, arr in arrays.items():
-            try:
-                results[rid] = to_png(render(arr, vis, band_names=image.band_names))
-            except Exception as exc:  # noqa: BLE001 - bad vis params: every tile says so
-                results[rid] = exc
+            if isinstance(style, Exception):  # bad vis params: every tile says so
+                results[rid] = style
+                continue
+            # The browser colours the shown bands (NaN where masked) with the style `version`.
+            values = np.ma.filled(arr[list(style.bands)].astype(np.float32), np.nan)
+            results[rid] = TileData(values, version, style.bands)
         return [results[r.id] for r in requests]
 
-    def _refuse_zoomed_out(self, image, todo, grids, results) -> set[str]:
-        """Answer tiles that would need too many native model cells with a 'zoom in' tile."""
-        count = getattr(image, "cell_count", None)
-        params = getattr(getattr(image, "model", None), "params", None)
-        if count is None or not getattr(params, "fix_input_proj", False):
-            return set()
-        refused, failed = set(), set()
+    def _read(self, image, todo, grids, results) -> dict[str, np.ma.MaskedArray]:
+        """One plan and one batched read for all tiles; if that fails, tile by tile so good tiles still come."""
+        try:
+            return self._read_planned(image, todo, grids, results)
+        except Exception as exc:  # noqa: BLE001 - isolate the failing tiles below
+            if len(todo) == 1:
+                results[todo[0].id] = exc
+                return {}
+        out = {}
         for r in todo:
-            try:
-                n = count(grids[r.id])
-            except Exception as exc:  # noqa: BLE001 - this tile's error tile, not its batch's
-                results[r.id] = exc
-                failed.add(r.id)
+            if r.id in results:  # refused ("zoom in") by the batch's plan already
                 continue
-            if n > self.max_cells_per_tile:
-                refused.add(r.id)
-                results[r.id] = message_tile(
-                    f"Zoom in to see predictions.\nThis tile needs {n} model cells at the model's "
-                    f"native scale (limit {self.max_cells_per_tile})."
-                )
+            try:
+                out.update(self._read_planned(image, [r], grids, results))
+            except Exception as exc:  # noqa: BLE001 - shown as this tile's error tile
+                results[r.id] = exc
+        return out
+
+    def _read_planned(self, image, todo, grids, results) -> dict[str, np.ma.MaskedArray]:
+        """Plan the tiles once: refused ones (`TooManyCells`) get a "zoom in" tile, the others
+        are read with that same plan."""
+        plan = image.plan([grids[r.id] for r in todo], max_cells=self.max_cells_per_tile)
+        keep = [i for i, refusal in enumerate(plan.refusals) if refusal is None]
+        refused = [(todo[i], plan.refusals[i]) for i in range(len(todo)) if plan.refusals[i] is not None]
+        for r, refusal in refused:
+            results[r.id] = self._zoom_in_tile(refusal)
         if refused:
             with self._counts_lock:
                 self.tiles_zoom_in += len(refused)
             self.status = (
-                f"Some tiles need more than {self.max_cells_per_tile} native model cells "
+                f"Some tiles need more than {refused[0][1].limit} native model cells "
                 "(fixInputProj): zoom in to see predictions there."
             )
-        return refused | failed
+        if not keep:
+            return {}
+        if len(keep) < len(todo):
+            plan = plan.subset(keep)
+        return dict(zip([todo[i].id for i in keep], image.read_plan(plan)))
 
-    def _read(self, image, todo, grids, results) -> dict[str, np.ma.MaskedArray]:
-        """One batched read for all tiles; if it fails, tile by tile so good tiles still come."""
-        read_many = getattr(image, "read_many", None)
-        if read_many is not None and len(todo) > 1:
-            try:
-                return dict(zip([r.id for r in todo], read_many([grids[r.id] for r in todo])))
-            except Exception:  # noqa: BLE001 - isolate the failing tiles below
-                pass
-        out = {}
-        for r in todo:
-            try:
-                out[r.id] = image.read(grids[r.id])
-            except Exception as exc:  # noqa: BLE001 - shown as this tile's error tile
-                results[r.id] = exc
-        return out
+    @staticmethod
+    def _zoom_in_tile(refusal: TooManyCells) -> bytes:
+        return message_tile(
+            f"Zoom in to see predictions.\nThis tile needs {refusal.cells} model cells at the model's "
+            f"native scale (limit {refusal.limit})."
+        )

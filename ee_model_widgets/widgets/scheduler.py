@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, ModelError
+from .tile_payload import PNG_SIGNATURE, is_tile  # noqa: F401 - PNG_SIGNATURE: still importable from here
 
 log = logging.getLogger(__name__)
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -303,7 +302,14 @@ class TileScheduler:
             return self.batch_size  # latency-bound: fewer tiles would not finish much sooner
         recent = timings[-4:]  # react within a few batches when the machine gets busy
         seconds_per_tile = sum(s for _, s in recent) / sum(n for n, _ in recent)
-        return max(1, min(self.batch_size, int(self.batch_seconds / seconds_per_tile)))
+        size = max(1, min(self.batch_size, int(self.batch_seconds / seconds_per_tile)))
+        if size == 1 and all(n == 1 for n, _ in timings):
+            # Only single tiles seen (e.g. after a first call that traced the model): the fit
+            # cannot tell a per-call cost from a per-tile one, and single tiles would be all it
+            # ever sees. Two tiles let it tell; without this, one slow first call locked the
+            # layer into one model call per tile.
+            return min(2, self.batch_size)
+        return size
 
     def _measured(self, seconds: float, tiles: int) -> None:
         with self._lock:
@@ -351,8 +357,7 @@ class TileScheduler:
                 if result is CANCELLED or isinstance(result, Refusal):
                     outcome = "cancelled"
                 else:
-                    ok = isinstance(result, (bytes, bytearray)) and bytes(result[:8]) == PNG_SIGNATURE
-                    outcome = "done" if ok else "failed"
+                    outcome = "done" if is_tile(result) else "failed"
                     self._done_times.append(time.monotonic())
                 if running:
                     self._running.pop(request.id, None)

@@ -11,6 +11,9 @@ Messages (`type` of a custom widget message):
   browser -> kernel  tile_sync {sync, ids}        which of these requests do you still hold?
   browser -> kernel  tile_report {resent, lost}   requests the browser had to send again / gave up on
   kernel -> browser  tile_response {id, status}   buffers[0] = the PNG (an error tile if status is 'error')
+  kernel -> browser  tile_response {id, status, kind: 'data', bands, rows, cols, style}
+                                                  buffers[0] = float32 values the browser colours
+                                                  (PredictionLayer; see tile_payload.py)
   kernel -> browser  tile_sync {sync, held}       the ids of `ids` that are queued or rendering
   kernel -> browser  redraw                       drop every tile and ask again
 A request the kernel neither holds nor answered was lost on the way (in either direction): the
@@ -30,7 +33,8 @@ from traitlets import Float, Int, Unicode, observe
 
 from .._version import EXTENSION_VERSION
 from .comm_routing import route_comm
-from .scheduler import CANCELLED, PNG_SIGNATURE, Refusal, TileRequest, TileScheduler
+from .scheduler import CANCELLED, Refusal, TileRequest, TileScheduler
+from .tile_payload import TileData, is_tile
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +118,8 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
             self.scheduler.batch_timeout = change["new"]
 
     # ---- rendering (overridden by PredictionLayer to batch model calls) --------------
-    def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | BaseException]:
-        results: list[bytes | BaseException] = []
+    def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | TileData | BaseException]:
+        results: list[bytes | TileData | BaseException] = []
         for r in requests:
             if r.cancelled:  # the browser unloaded it while earlier tiles of the batch rendered
                 results.append(CANCELLED)
@@ -162,7 +166,7 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("ignoring a malformed %r message (%s): %r", kind, exc, content)
 
-    def _reply(self, request: TileRequest, result: bytes | BaseException | Refusal) -> None:
+    def _reply(self, request: TileRequest, result: bytes | TileData | BaseException | Refusal) -> None:
         status = "ok"
         if isinstance(result, Refusal):
             # Dropped unrendered: the browser gets a notice tile and stops waiting for it.
@@ -174,7 +178,11 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
         if isinstance(result, BaseException):
             status = "error"
             message = f"tile {request.z}/{request.x}/{request.y}: {type(result).__name__}: {result}"
-        elif not isinstance(result, (bytes, bytearray)) or bytes(result[:8]) != PNG_SIGNATURE:
+        elif isinstance(result, TileData):
+            content = {"type": "tile_response", "id": request.id, "status": status, **result.content()}
+            self.send(content, buffers=[result.buffer()])
+            return
+        elif not is_tile(result):
             status = "error"
             message = (
                 f"tile {request.z}/{request.x}/{request.y}: tile_fn returned {type(result).__name__}, "

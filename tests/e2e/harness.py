@@ -23,7 +23,8 @@ import nbformat
 import numpy as np
 from PIL import Image as PILImage
 
-TILE_SELECTOR = ".ee-model-tile img.leaflet-tile-loaded"
+#: A kernel tile the browser has drawn (every tile of our layers is a <canvas>, see js/tile_layer.ts).
+TILE_SELECTOR = ".ee-model-tile .leaflet-tile.leaflet-tile-loaded"
 
 
 def find_chromium() -> str:
@@ -229,7 +230,7 @@ class NotebookPage:
         return self.page.evaluate(
             """() => {
                 const out = [];
-                for (const img of document.querySelectorAll('.ee-model-tile img.leaflet-tile-loaded')) {
+                for (const img of document.querySelectorAll('.ee-model-tile .leaflet-tile.leaflet-tile-loaded')) {
                     const map = img.closest('.leaflet-container').getBoundingClientRect();
                     const r = img.getBoundingClientRect();
                     if (r.left >= map.left && r.top >= map.top && r.right <= map.right && r.bottom <= map.bottom)
@@ -241,7 +242,7 @@ class NotebookPage:
 
     def tile_pixels(self, zxy: str) -> np.ndarray:
         """RGB pixels of tile z/x/y as the browser shows them (a screenshot of its 256x256 box)."""
-        box = self.page.locator(f'.ee-model-tile img[data-zxy="{zxy}"]').first.bounding_box()
+        box = self.page.locator(f'.ee-model-tile .leaflet-tile[data-zxy="{zxy}"]').first.bounding_box()
         # The map may sit at a fractional page offset; tiles are snapped to device pixels.
         clip = {"x": round(box["x"]), "y": round(box["y"]), "width": 256, "height": 256}
         png = self.page.screenshot(clip=clip)
@@ -261,29 +262,35 @@ def png_rgb(png: bytes, background=(255, 255, 255)) -> np.ndarray:
 #: CSS class of the layer that shows a model's prediction (the panel's input-scene layer has another).
 PREDICTION = "emw-prediction"
 
-_KERNEL_TILES_JS = """async ([cls, skipMarked]) => {
+_KERNEL_TILES_JS = """([cls, skipMarked]) => {
     const out = {};
-    for (const img of document.querySelectorAll(`.${cls} img.leaflet-tile-loaded`)) {
+    for (const tile of document.querySelectorAll(`.${cls} canvas.leaflet-tile-loaded`)) {
         // 'ok' is the kernel's own verdict; error tiles (the kernel's or the browser's) say 'error'.
-        if (img.dataset.status !== 'ok' || !img.src.startsWith('blob:')) continue;
-        if (skipMarked && img.dataset.emwOld) continue;
-        try {
-            const b = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
-            let s = '';
-            for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
-            out[img.dataset.zxy] = btoa(s);
-        } catch (e) { /* unloaded (and its blob revoked) meanwhile */ }
+        if (tile.dataset.status !== 'ok') continue;
+        if (skipMarked && tile.dataset.emwOld) continue;
+        const b = tile.getContext('2d').getImageData(0, 0, tile.width, tile.height).data;
+        let s = '';
+        for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
+        out[tile.dataset.zxy] = [tile.width, tile.height, tile.dataset.style || '', btoa(s)];
     }
     return out;
 }"""
 
 
-def kernel_tiles(page, cls: str = PREDICTION, skip_marked: bool = False) -> dict[str, bytes]:
-    """The PNG bytes the kernel sent for each loaded tile of layer `.cls`, by z/x/y."""
+def kernel_tiles(
+    page, cls: str = PREDICTION, skip_marked: bool = False, style: str | None = None
+) -> dict[str, np.ndarray]:
+    """The RGBA pixels of each loaded kernel tile of layer `.cls` as its canvas holds them, by z/x/y.
+
+    With `style`, only data tiles coloured with that style version (`_style['version']`)."""
     import base64
 
     found = page.evaluate(_KERNEL_TILES_JS, [cls, skip_marked])
-    return {zxy: base64.b64decode(b64) for zxy, b64 in found.items()}
+    return {
+        zxy: np.frombuffer(base64.b64decode(b64), np.uint8).reshape(h, w, 4)
+        for zxy, (w, h, version, b64) in found.items()
+        if style is None or version == str(style)
+    }
 
 
 def mark_tiles_old(page) -> None:
@@ -293,11 +300,8 @@ def mark_tiles_old(page) -> None:
     )
 
 
-def drawn_fraction(png: bytes) -> float:
-    """Fraction of a tile's pixels that are drawn (not transparent); 0 for a blank tile or not a PNG."""
-    if not png.startswith(b"\x89PNG\r\n\x1a\n"):
-        return 0.0
-    rgba = np.asarray(PILImage.open(io.BytesIO(png)).convert("RGBA"))
+def drawn_fraction(rgba: np.ndarray) -> float:
+    """Fraction of a tile's pixels that are drawn (not transparent); 0 for a blank tile."""
     return float((rgba[..., 3] > 0).mean())
 
 
@@ -306,7 +310,7 @@ def layer_diagnosis(page, cls: str = PREDICTION) -> str:
     return page.evaluate(
         """(cls) => {
             const st = {};
-            for (const i of document.querySelectorAll(`.${cls} img`)) st[i.dataset.status] = (st[i.dataset.status] || 0) + 1;
+            for (const i of document.querySelectorAll(`.${cls} .leaflet-tile`)) st[i.dataset.status] = (st[i.dataset.status] || 0) + 1;
             const notice = [...document.querySelectorAll('.emw-tile-notice')].map(n => n.innerText).join(' | ');
             const status = [...document.querySelectorAll('.emw-status')].map(n => n.innerText).join(' | ');
             return `tiles by status ${JSON.stringify(st)}; layer notice: ${notice || '-'}; status line: ${status || '-'}`;
@@ -317,16 +321,16 @@ def layer_diagnosis(page, cls: str = PREDICTION) -> str:
 
 def wait_prediction_tiles(
     page, n: int, timeout: float = 20, cls: str = PREDICTION, skip_marked: bool = False
-) -> dict[str, bytes]:
-    """Wait until `n` tiles of the prediction layer show a kernel PNG with drawn pixels; return them all.
+) -> dict[str, np.ndarray]:
+    """Wait until `n` tiles of the prediction layer show drawn kernel pixels; return them all (RGBA).
 
     Counts only tiles of layer `.cls` (not the input image's layer), answered by the kernel
-    with status 'ok' (not an error tile), whose PNG is not blank.
+    with status 'ok' (not an error tile), whose canvas is not blank.
     """
     end = time.monotonic() + timeout
     while True:
         tiles = kernel_tiles(page, cls, skip_marked)
-        good = {zxy: png for zxy, png in tiles.items() if drawn_fraction(png) >= 0.05}
+        good = {zxy: rgba for zxy, rgba in tiles.items() if drawn_fraction(rgba) >= 0.05}
         if len(good) >= n:
             return good
         if time.monotonic() > end:

@@ -149,7 +149,7 @@ def kernel_pngs(nb: ClassicNotebook, zxys: list[str]) -> dict[str, np.ndarray]:
 def settled(page, timeout: float = 120) -> None:
     page.wait_for_function(
         f"""() => {{
-            const imgs = [...document.querySelectorAll('.{PRED} img')];
+            const imgs = [...document.querySelectorAll('.{PRED} .leaflet-tile')];
             return imgs.length > 0 && imgs.every(i => i.dataset.status && i.dataset.status !== 'pending')
                 && imgs.filter(i => i.classList.contains('leaflet-tile-loaded') && i.dataset.status === 'ok').length >= 2;
         }}""",
@@ -197,7 +197,7 @@ def test_quickstart_shows_predictions_from_the_nbextension_in_classic_notebook(c
         zxys = page.evaluate(
             f"""() => {{
                 const out = [];
-                for (const img of document.querySelectorAll('.{PRED} img.leaflet-tile-loaded')) {{
+                for (const img of document.querySelectorAll('.{PRED} .leaflet-tile.leaflet-tile-loaded')) {{
                     if (img.dataset.status !== 'ok') continue;
                     const map = img.closest('.leaflet-container').getBoundingClientRect();
                     const r = img.getBoundingClientRect();
@@ -290,7 +290,7 @@ def test_classic_comm_gives_one_answer_per_tile_and_cancels_stale_ones(classic_s
         nb = ClassicNotebook(page, classic_server, path.name)
         page.evaluate(SPY)
         nb.run_all()
-        page.wait_for_selector(".ee-model-tile img.leaflet-tile-loaded", timeout=60_000)
+        page.wait_for_selector(".ee-model-tile .leaflet-tile.leaflet-tile-loaded", timeout=60_000)
         comm_id = nb.run_code("print(layer.model_id)").strip().splitlines()[-1]
 
         box = page.locator(".leaflet-container").first.bounding_box()
@@ -304,7 +304,7 @@ def test_classic_comm_gives_one_answer_per_tile_and_cancels_stale_ones(classic_s
         page.wait_for_function(
             """() => {
                 const map = document.querySelector('.leaflet-container').getBoundingClientRect();
-                const imgs = [...document.querySelectorAll('.ee-model-tile .leaflet-tile-container img')].filter(img => {
+                const imgs = [...document.querySelectorAll('.ee-model-tile .leaflet-tile-container .leaflet-tile')].filter(img => {
                     const r = img.getBoundingClientRect();
                     return r.right > map.left && r.left < map.right && r.bottom > map.top && r.top < map.bottom
                         && getComputedStyle(img.parentElement).visibility !== 'hidden';

@@ -36,7 +36,7 @@ def test_lost_tile_requests_are_noticed_said_and_sent_again(lab_server, page):
     while "Unknown subshell_id" not in lab_server.log() and time.monotonic() < deadline:
         page.wait_for_timeout(500)
     assert lab_server.log().count("Unknown subshell_id") > 0
-    assert not page.locator(".emw-prediction img.leaflet-tile-loaded[data-status='ok']").count()
+    assert not page.locator(".emw-prediction .leaflet-tile.leaflet-tile-loaded[data-status='ok']").count()
 
     # The kernel can hear the layer again: the layer finds out which requests were lost and resends them.
     # (30 s: well before the 60 s request_timeout, so the tiles came from the resends.)

@@ -45,7 +45,7 @@ def settled(page, cls: str = PRED, timeout: float = 90) -> None:
     """Wait until every tile of layer `.cls` has an answer (none pending) and some are drawn."""
     page.wait_for_function(
         f"""() => {{
-            const imgs = [...document.querySelectorAll('.{cls} img')];
+            const imgs = [...document.querySelectorAll('.{cls} .leaflet-tile')];
             return imgs.length > 0 && imgs.every(i => i.dataset.status && i.dataset.status !== 'pending')
                 && imgs.some(i => i.classList.contains('leaflet-tile-loaded'));
         }}""",
@@ -59,7 +59,7 @@ def visible_tiles(page, cls: str = PRED) -> list[str]:
     return page.evaluate(
         f"""() => {{
             const out = [];
-            for (const img of document.querySelectorAll('.{cls} img.leaflet-tile-loaded')) {{
+            for (const img of document.querySelectorAll('.{cls} .leaflet-tile.leaflet-tile-loaded')) {{
                 if (img.dataset.status !== 'ok') continue;
                 const map = img.closest('.leaflet-container').getBoundingClientRect();
                 const r = img.getBoundingClientRect();
@@ -73,7 +73,7 @@ def visible_tiles(page, cls: str = PRED) -> list[str]:
 
 def shown(page, zxy: str, cls: str = PRED) -> tuple[np.ndarray, np.ndarray]:
     """(RGB pixels of the tile's box as displayed, mask of pixels not covered by a map control)."""
-    box = page.locator(f'.{cls} img[data-zxy="{zxy}"]').first.bounding_box()
+    box = page.locator(f'.{cls} .leaflet-tile[data-zxy="{zxy}"]').first.bounding_box()
     x0, y0 = round(box["x"]), round(box["y"])
     # What is drawn over the tiles is not the tile: the region outline, the inspected point and the
     # split handle are hidden for the shot (they cross the tiles once a region is drawn mid-map).
@@ -435,8 +435,8 @@ def test_compare_splits_the_map(explorer):
     settled(page, "emw-compare")
     settled(page, PRED)
     to_view(page)
-    # Left of the divider the map shows the prediction layer's kernel PNGs, right of it the compare
-    # layer's: checked pixel by pixel on the screen, where each PNG is opaque and nothing covers it.
+    # Left of the divider the map shows the prediction layer's tiles, right of it the compare
+    # layer's: checked pixel by pixel on the screen, where each tile is opaque and nothing covers it.
     divider = page.locator(".leaflet-sbs-divider").first.bounding_box()
     split_x = divider["x"] + divider["width"] / 2
     pngs = {"left": kernel_tiles(page, PRED), "right": kernel_tiles(page, "emw-compare")}
@@ -446,10 +446,10 @@ def test_compare_splits_the_map(explorer):
         if zxy not in pngs["left"] or zxy not in pngs["right"]:
             continue
         rgb, free = shown(page, zxy)
-        x0 = round(page.locator(f'.{PRED} img[data-zxy="{zxy}"]').first.bounding_box()["x"])
+        x0 = round(page.locator(f'.{PRED} .leaflet-tile[data-zxy="{zxy}"]').first.bounding_box()["x"])
         cols = x0 + np.arange(256)
         sides = {"left": cols < split_x - 4, "right": cols > split_x + 4}
-        rgbas = {k: np.asarray(PILImage.open(io.BytesIO(v[zxy])).convert("RGBA")) for k, v in pngs.items()}
+        rgbas = {k: v[zxy] for k, v in pngs.items()}
         for side, rgba in rgbas.items():
             mask = (rgba[..., 3] == 255) & free & sides[side][None, :]
             if mask.sum() < 2000:

@@ -168,7 +168,7 @@ def test_label_train_see_retrain_compare(explorer):
     page.wait_for_selector(".leaflet-sbs-divider", timeout=30_000)
     settled(page, "emw-compare")
     compare_ok = page.evaluate(
-        "() => [...document.querySelectorAll('.emw-compare img')].filter(i => i.dataset.status === 'ok').length"
+        "() => [...document.querySelectorAll('.emw-compare .leaflet-tile')].filter(i => i.dataset.status === 'ok').length"
     )
     assert compare_ok >= 1
     left = kernel(

@@ -59,18 +59,23 @@ def test_a_tile_the_kernel_never_answers_is_asked_again_then_shown_as_an_error(l
     nb.run_all()
     # 1.5 s, one retry, 1.5 s more: then the browser draws its own error tile.
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.ee-model-tile img')].some(i => i.dataset.status === 'error')",
+        "() => [...document.querySelectorAll('.ee-model-tile .leaflet-tile')].some(i => i.dataset.status === 'error')",
         timeout=20_000,
     )
     # The world tile is the only tile (none is asked for left or right of the world), and it is
     # the browser's own error tile: the kernel's 45 s batch_timeout comes far later.
     tiles = page.evaluate(
-        "() => [...document.querySelectorAll('.ee-model-tile img')].map(i => i.dataset.zxy)"
+        "() => [...document.querySelectorAll('.ee-model-tile .leaflet-tile')].map(i => i.dataset.zxy)"
     )
     assert tiles == ["0/0/0"], tiles
-    img = page.locator(".ee-model-tile img[data-zxy='0/0/0']")
+    img = page.locator(".ee-model-tile .leaflet-tile[data-zxy='0/0/0']")
     assert img.get_attribute("data-status") == "error"
-    assert img.get_attribute("src").startswith("data:image/svg+xml")
+    # Its canvas shows the red frame the browser draws for a request it gave up on.
+    frame = page.evaluate(
+        "() => Array.from(document.querySelector(\".ee-model-tile .leaflet-tile[data-zxy='0/0/0']\")"
+        ".getContext('2d').getImageData(1, 128, 1, 1).data)"
+    )
+    assert frame[0] > 150 and frame[1] < 60 and frame[3] > 200, frame
     assert "leaflet-tile-loaded" in img.get_attribute("class")
     # The world tile of zoom 0 was asked for twice (the retry) before the browser gave up; the
     # kernel answered no tile with an error of its own.

@@ -22,7 +22,7 @@ from ee_model_widgets.core.model import Model
 from ee_model_widgets.core.projection import Projection
 from ee_model_widgets.core.raster import warp_array
 from ee_model_widgets.core.tiling import lattice_for_request
-from ee_model_widgets.errors import InputError, ModelError
+from ee_model_widgets.errors import InputError, ModelError, TooManyCells
 from tests.conftest import UTM19S, UTM_TRANSFORM
 from tests.helpers import run_in_threads
 
@@ -473,6 +473,31 @@ def test_cell_count_and_max_cells_guard():
     assert model.stats.calls == calls
     out = pred.read(img.grid.window(1000, 1000, 16, 16))
     assert out.mask.all()
+
+
+def test_too_many_cells_is_typed_and_names_the_fix():
+    _, img = scene(64, 64, bands=("red", "nir"))
+    model = Model.from_callable(
+        ndvi_fn, input_tile_size=8, fix_input_proj=True, output_bands={"ndvi": {"type": "float"}}
+    )
+    pred = model.predict_image(img, cache=None, max_cells=10)
+    with pytest.raises(TooManyCells) as info:
+        pred.read(img.grid)
+    err = info.value
+    assert isinstance(err, InputError) and (err.cells, err.limit) == (64, 10)
+    assert "zoom in" in str(err) and "predict_image(..., max_cells=N)" in str(err)
+    # A map tile's tighter budget (fixInputProj: native cells) is refused in the plan, with its own fix.
+    plan = pred.plan([img.grid, img.grid.window(0, 0, 16, 16)], max_cells=2)
+    assert plan.cells == (64, 4)
+    refusal, small = plan.refusals
+    assert isinstance(refusal, TooManyCells) and small is not None and small.limit == 2
+    assert "zoom in" in str(refusal) and "max_cells_per_tile" in str(refusal)
+    calls = model.stats.calls
+    with pytest.raises(TooManyCells):
+        pred.read_plan(plan)
+    (ok,) = pred.read_plan(pred.plan([img.grid.window(0, 0, 16, 16)], max_cells=4))
+    assert ok.shape == (1, 16, 16) and not ok.mask.all()
+    assert model.stats.calls > calls
 
 
 def test_model_that_raises_names_its_message_and_the_cell():

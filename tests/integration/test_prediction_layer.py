@@ -106,22 +106,48 @@ def test_tiles_that_arrive_together_share_one_model_call(scene, make_layer):
     assert model.stats.instances == 64
 
 
-def test_new_palette_rerenders_from_cache_without_model_calls(scene, make_layer):
+def test_new_palette_recolours_loaded_tiles_without_any_kernel_request(scene, make_layer):
     model = diff_model()
     pred = model.predict_image(scene, cache=None)
     layer, view = make_layer(pred)
     tiles = center_tiles(scene, 14)
     first = view.fetch(tiles)
-    calls = model.stats.calls
-    assert calls > 0
+    before = first[0].rgba.copy()
+    calls, answered = model.stats.calls, len(view.messages("tile_response"))
+    assert calls > 0 and all(r.kind == "data" for r in first)
     layer.vis_params = {"min": -1, "max": 1, "palette": ["000000", "ff0000"]}
-    assert len(view.messages("redraw")) == 1
-    second = view.fetch(tiles)
+    # Only the style travels: no redraw, no tile re-sent, no model call; the view recolours
+    # the tiles it holds, and they show the new palette exactly as render() draws it.
+    assert view.messages("redraw") == [] and len(view.messages("tile_response")) == answered
     assert model.stats.calls == calls
-    assert layer.cache_hits == len(tiles)
-    assert not np.array_equal(decode(first[0].png), decode(second[0].png))
+    assert view.style["kind"] == "palette" and len(view.style["table"]) == 4097 * 4
+    after = first[0].rgba
+    assert not np.array_equal(before, after)
     expected = render(pred.tile(*tiles[0]), layer.vis_params, band_names=pred.band_names)
-    assert np.array_equal(decode(second[0].png), expected)
+    assert np.array_equal(after, expected)
+    assert (after[..., 0] > 0).mean() > 0.2 and (after[..., 1] == 0).all()  # black..red, not blank
+
+
+def test_new_bands_are_asked_for_again_and_served_from_cache(scene, make_layer):
+    pred = scene  # any image: two bands, red and nir
+    layer, view = make_layer(pred, vis_params={"bands": ["red"], "min": 0, "max": 1})
+    tiles = center_tiles(scene, 14)
+    first = view.fetch(tiles)
+    assert first[0].values.shape == (1, 256, 256)  # only the shown band is sent
+    layer.vis_params = {"bands": ["nir"], "min": 0, "max": 1, "palette": "magma"}
+    assert len(view.messages("redraw")) == 1  # other data: the browser asks again
+    second = view.fetch(tiles)
+    assert layer.cache_hits == len(tiles)  # not read again
+    expected = render(pred.tile(*tiles[0]), layer.vis_params, band_names=pred.band_names)
+    assert np.array_equal(second[0].rgba, expected)
+    # Invalid vis params: every tile says why (an error tile), and a fix brings data back.
+    layer.vis_params = {"bands": ["nir"], "palette": "no-such-map"}
+    (bad,) = view.fetch(tiles[:1])
+    assert bad.status == "error" and bad.kind == "png" and "no-such-map" in layer.last_error
+    assert layer._style == {}
+    layer.vis_params = {"bands": ["nir"], "min": 0, "max": 1}
+    (good,) = view.fetch(tiles[:1])
+    assert good.kind == "data" and view.style["kind"] == "grey"
 
 
 def test_a_failing_model_gives_error_tiles_and_last_error(scene, make_layer):
@@ -138,6 +164,37 @@ def test_a_failing_model_gives_error_tiles_and_last_error(scene, make_layer):
     # Swapping in a working model in place: the same layer serves good tiles again.
     layer.image = diff_model().predict_image(scene)
     assert all(r.status == "ok" for r in view.fetch(center_tiles(scene, 14)))
+
+
+def test_each_tile_is_planned_once_and_the_read_reuses_the_plan(scene, make_layer, monkeypatch):
+    """One plan per tile serves both the zoom-out decision and the read (issue 16.3)."""
+    from ee_model_widgets.core.predicted import PredictedImage
+
+    planned = []
+    make_plan = PredictedImage._make_plan
+
+    def counting(self, grid, bands, resampling):
+        planned.append(grid)
+        return make_plan(self, grid, bands, resampling)
+
+    monkeypatch.setattr(PredictedImage, "_make_plan", counting)
+    model = diff_model(fix_input_proj=True)
+    pred = model.predict_image(scene, cache=None)
+    layer, view = make_layer(pred, max_cells_per_tile=64, batch_size=4)
+    tiles = center_tiles(scene, 16)
+    replies = view.fetch(tiles)
+    assert all(r.status == "ok" for r in replies)
+    assert model.stats.calls > 0 and layer.tiles_zoom_in == 0
+    # Each tile's grid planned exactly once (before: once for the zoom-out check, once to read).
+    assert sorted(planned, key=repr) == sorted((xyz_grid(*t) for t in tiles), key=repr)
+    # Reading a plan plans nothing again, and gives what a plain read gives.
+    grids = [xyz_grid(*t) for t in tiles]
+    plan = pred.plan(grids)
+    planned.clear()
+    arrays = pred.read_plan(plan)
+    assert planned == []
+    for g, a in zip(grids, arrays):
+        np.testing.assert_array_equal(a.filled(np.nan), pred.read(g).filled(np.nan))
 
 
 def test_fix_input_proj_zoomed_out_answers_zoom_in_without_model_calls(scene, make_layer):

@@ -250,6 +250,29 @@ def test_a_fixed_round_trip_longer_than_the_budget_keeps_full_batches():
     assert sum(sizes) == 40
 
 
+def test_single_tiles_seen_alone_do_not_lock_the_batches_at_one_tile():
+    # The first tiles of a map arrive one at a time and the first call is slow (the model is
+    # traced): 0.2 s per batch, all of it fixed. Seen on single tiles only, that looked like
+    # 0.2 s per tile, so every later batch had one tile (one model call per tile). A burst
+    # now tries two tiles, the fit sees the cost is per batch, and the batches fill up.
+    rec = SlowRenderer(fixed=0.2)
+    sched = TileScheduler(rec.render_many, rec.reply, workers=1, batch_size=8, batch_seconds=0.1, linger=0.05)
+    for i in range(3):
+        rec.expected = i + 1
+        rec.all_replied.clear()
+        sched.submit(TileRequest(f"alone{i}", 6, i, 1))
+        assert rec.all_replied.wait(10)
+    rec.expected = 3 + 24
+    rec.all_replied.clear()
+    for i in range(24):
+        sched.submit(TileRequest(f"t{i}", 6, i, 0))
+    assert rec.all_replied.wait(30)
+    sched.close()
+    sizes = [len(b) for b in rec.batches]
+    assert sizes[:4] == [1, 1, 1, 2]
+    assert sizes[4:6] == [8, 8] and sum(sizes) == 27
+
+
 def test_fast_tiles_get_full_batches_after_the_first():
     assert _batch_sizes_after_a_burst(SlowRenderer()) == [2, 8, 8, 6]
 

@@ -192,3 +192,30 @@ def test_palette_colours_are_within_one_level_of_exact_interpolation(palette, dt
 def test_an_invalid_palette_is_an_input_error_not_a_cache_type_error(palette):
     with pytest.raises(InputError, match="(?i)palette|colour"):
         render(np.zeros((1, 2, 2)), {"palette": palette})
+
+
+@pytest.mark.parametrize(
+    "vis",
+    [
+        {"bands": ["b"], "min": -1, "max": 2, "palette": "viridis", "gamma": 1.5},
+        {"bands": ["c", "a", "b"], "min": [0, -1, 0], "max": [1, 1, 3], "opacity": 0.5},
+        {"bands": ["a"], "categorical": True, "min": 1, "palette": ["red", "00ff00", "#00f"]},
+        {"bands": ["a"], "categorical": True, "palette": {0: "red", 2: "blue", 3: "lime"}},
+    ],
+)
+def test_the_style_sent_to_the_browser_colours_as_render_does(vis):
+    # What the layer syncs to the browser (tables as bytes) comes back as the same colouring.
+    from ee_model_widgets.core.vis import VisStyle, vis_style
+
+    rng = np.random.default_rng(1)
+    data = rng.normal(1, 1, (3, 40, 50)).astype(np.float32)
+    data[0] = np.rint(data[0])  # class values in band "a"
+    data[:, :5] = np.nan
+    names = ["a", "b", "c"]
+    style = vis_style(vis, 3, names)
+    back = VisStyle.from_browser_style(style.browser_style())
+    shown = data[list(back.bands)]
+    rgba = back.colour(shown, ~np.isfinite(shown).all(axis=0))
+    expected = render(data, vis, band_names=names)
+    assert np.array_equal(rgba, expected)
+    assert expected[5:, :, 3].any() and not expected[:5].any()  # drawn, masked rows transparent

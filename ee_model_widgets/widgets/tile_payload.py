@@ -1,0 +1,42 @@
+"""What a tile reply carries: a PNG, or the values the browser colours itself.
+
+A `PredictionLayer` answers with `TileData` (float32 values of the bands its vis params
+show, NaN where masked) and the browser colours them with the layer's compiled style
+(js/colour.ts), so a palette or min/max change recolours the loaded tiles without asking the
+kernel. Message tiles ("zoom in", errors) and a plain `KernelTileLayer`'s `tile_fn` stay PNGs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class TileData:
+    """A tile's values: float32 (bands, rows, cols), NaN where masked, made for style `version`."""
+
+    values: np.ndarray
+    version: int  # the style whose bands these are (the browser waits for, or asks again after, a newer one)
+    positions: tuple[int, ...]  # which of the image's bands they are (the style's `bands`)
+
+    def content(self) -> dict:
+        """The reply fields that describe the buffer (little-endian float32, band-major)."""
+        bands, rows, cols = self.values.shape
+        return {
+            "kind": "data", "bands": bands, "rows": rows, "cols": cols,
+            "style": self.version, "positions": list(self.positions),
+        }  # fmt: skip
+
+    def buffer(self) -> bytes:
+        return np.ascontiguousarray(self.values, dtype="<f4").tobytes()
+
+
+def is_tile(result: object) -> bool:
+    """True for a tile the browser can show as is: data to colour, or PNG bytes."""
+    if isinstance(result, TileData):
+        return True
+    return isinstance(result, (bytes, bytearray)) and bytes(result[:8]) == PNG_SIGNATURE
