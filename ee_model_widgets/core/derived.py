@@ -24,11 +24,13 @@ import numpy as np
 from ..errors import InputError
 from .fingerprint import image_fingerprint
 from .grid import Grid
-from .image import Image
+from .image import Image, _BandView
 from .plan import ReadPlan, plan_of_parents
 
-# A kernel takes the values and masks of its inputs (2-D, masked pixels hold 0) and returns
-# (values, mask) of one output band; non-finite values are masked afterwards.
+# A kernel takes the values and masks of its inputs (2-D float32; a masked pixel's value is
+# undefined, 0 at a source, anything after another kernel, so a kernel must not let it into an
+# unmasked output) and returns (values, mask) of one output band; non-finite values are masked
+# afterwards.
 Kernel = Callable[[list[np.ndarray], list[np.ndarray], Grid], tuple[np.ndarray, np.ndarray]]
 # Fingerprints longer than this are hashed (deep expression trees make long strings).
 _MAX_FINGERPRINT = 256
@@ -126,77 +128,118 @@ class DerivedImage(Image):
         return found[0] if found else None
 
     # ---- the read path ----------------------------------------------------------------------
-    def _distinct_parents(self) -> list[Image]:
-        seen: dict[int, Image] = {}
-        for p in self.parents:
-            seen.setdefault(id(p), p)
-        return list(seen.values())
-
-    def _needs(self, bands: list[str]) -> dict[int, list[str]]:
-        """Parent bands each distinct parent (by id) must read for these output bands."""
-        need: dict[int, list[str]] = {}
-        for b in bands:
-            for i, pb in self._outputs[b][0]:
-                lst = need.setdefault(id(self.parents[i]), [])
-                if pb not in lst:
-                    lst.append(pb)
-        return need
+    # A chain of operations (`pred.gt(0.5).self_mask()`, an expression tree) is read as ONE
+    # fused evaluation: the sources at its leaves (predictions, rasters...) are each read once
+    # for the window, with the union of the bands the whole tree needs, and every kernel then
+    # runs on 2-D band arrays. Intermediate images are never stacked, zeroed or masked as
+    # (bands, rows, cols) arrays, so a derived tile costs its source's read plus its kernels.
+    def _fuse(self, bands: list[str]) -> _Fused:
+        """The sources to read (by id: image, bands) and the kernel steps, inputs first."""
+        leaves: dict[int, tuple[Image, list[str]]] = {}
+        steps: list[tuple[tuple[int, str], DerivedImage, str, list[tuple[int, str]]]] = []
+        done: set[tuple[int, str]] = set()
+        stack: list[tuple[Image, str, bool]] = [(self, b, False) for b in reversed(bands)]
+        while stack:  # iterative depth-first walk: deep expression trees need no recursion
+            node, name, expanded = stack.pop()
+            node, name = _through_views(node, name)
+            key = (id(node), name)
+            if key in done:
+                continue
+            if not isinstance(node, DerivedImage):
+                leaves.setdefault(id(node), (node, []))[1].append(name)
+                done.add(key)
+            elif expanded:
+                inputs = [_key(*_through_views(node.parents[i], pb)) for i, pb in node._outputs[name][0]]
+                steps.append((key, node, name, inputs))
+                done.add(key)
+            else:
+                stack.append((node, name, True))
+                stack.extend((node.parents[i], pb, False) for i, pb in reversed(node._outputs[name][0]))
+        return _Fused(leaves, steps, [(id(self), b) for b in bands])
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
-        need = self._needs(bands)
-        reads = {
-            id(p): p.read(grid, need[id(p)], resampling) for p in self._distinct_parents() if id(p) in need
-        }
-        return self._combine(grid, bands, need, reads)
+        fused = self._fuse(bands)
+        reads = {lid: leaf.read(grid, names, resampling) for lid, (leaf, names) in fused.leaves.items()}
+        return fused.evaluate(grid, reads)
 
     def _plan(self, grids: list[Grid], bands: list[str], resampling, max_cells: int | None) -> ReadPlan:
-        """Each parent plans the grids once (a prediction: its cells and budget), in
-        `_distinct_parents` order, only the parents these bands read."""
-        need = self._needs(bands)
-        parents = [
-            p.plan(grids, need[id(p)], resampling, max_cells)
-            for p in self._distinct_parents()
-            if id(p) in need
-        ]
-        return plan_of_parents(grids, bands, resampling, parents)
+        """Each source under the operation tree plans the grids once (a prediction: its cells
+        and budget) for all the bands the tree reads from it; its `parents` are those plans."""
+        fused = self._fuse(bands)
+        sources = [leaf.plan(grids, names, resampling, max_cells) for leaf, names in fused.leaves.values()]
+        return plan_of_parents(grids, bands, resampling, sources)
 
     def _read_plan(self, plan: ReadPlan) -> list[np.ma.MaskedArray]:
-        """Each parent reads the plan's grids in one batch (one model call for a prediction),
+        """Each source reads the plan's grids in one batch (one model call for a prediction),
         then the kernels run per grid."""
-        names = list(plan.bands)
-        need = self._needs(names)
-        readers = [p for p in self._distinct_parents() if id(p) in need]
-        per_parent = {id(p): p.read_plan(pp) for p, pp in zip(readers, plan.parents)}
-        return [
-            self._combine(g, names, need, {k: v[n] for k, v in per_parent.items()})
-            for n, g in enumerate(plan.grids)
-        ]
+        fused = self._fuse(list(plan.bands))  # the same walk as `_plan`: sources in the same order
+        per_leaf = {
+            lid: leaf.read_plan(pp) for (lid, (leaf, _)), pp in zip(fused.leaves.items(), plan.parents)
+        }
+        return [fused.evaluate(g, {k: v[n] for k, v in per_leaf.items()}) for n, g in enumerate(plan.grids)]
 
-    def _combine(
-        self, grid: Grid, bands: list[str], need: dict[int, list[str]], reads: dict[int, np.ma.MaskedArray]
-    ) -> np.ma.MaskedArray:
-        out = np.empty((len(bands), grid.height, grid.width), np.float32)
-        mask = np.empty(out.shape, bool)
-        cache: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
 
-        def band(i: int, name: str) -> tuple[np.ndarray, np.ndarray]:
-            key = (id(self.parents[i]), name)
-            if key not in cache:
-                data = reads[key[0]]
-                k = need[key[0]].index(name)
-                cache[key] = (np.ma.getdata(data)[k], np.ma.getmaskarray(data)[k])
-            return cache[key]
+def _through_views(node: Image, name: str) -> tuple[Image, str]:
+    """The image and band a `select`/`rename` view reads (views are read through, so two
+    views of one prediction share its single read)."""
+    while isinstance(node, _BandView):
+        node, name = node._parent, node._to_parent[name]
+    return node, name
 
+
+def _key(node: Image, name: str) -> tuple[int, str]:
+    return id(node), name
+
+
+class _Fused:
+    """One fused read of a derived image: source reads, then kernel steps in dependency order."""
+
+    def __init__(self, leaves, steps, outputs):
+        self.leaves = leaves
+        self.steps = steps
+        self.outputs = outputs
+
+    def evaluate(self, grid: Grid, reads: dict[int, np.ma.MaskedArray]) -> np.ma.MaskedArray:
+        """The output bands on `grid` from the sources' reads of it."""
+        shape = (grid.height, grid.width)
+        bands: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+        for lid, (_leaf, names) in self.leaves.items():
+            data, masks = np.ma.getdata(reads[lid]), np.ma.getmaskarray(reads[lid])
+            if data.dtype != np.float32:  # the Image.read contract, enforced for the kernels
+                data = data.astype(np.float32)
+            for k, name in enumerate(names):
+                bands[(lid, name)] = (data[k], masks[k])
         with np.errstate(all="ignore"):  # 0/0, log(-1)...: handled by the kernels and the finite check
-            for k, b in enumerate(bands):
-                inputs, kernel = self._outputs[b]
-                pairs = [band(i, name) for i, name in inputs]
-                values, m = kernel([v for v, _ in pairs], [mm for _, mm in pairs], grid)
-                out[k] = values  # casts booleans and float64 to float32 in place
-                mask[k] = m
-                if not self._finite:
-                    mask[k] |= ~np.isfinite(out[k])
-        np.copyto(out, 0, where=mask)
+            for key, node, name, inputs in self.steps:
+                pairs = [bands[k] for k in inputs]
+                values, m = node._outputs[name][1]([v for v, _ in pairs], [mm for _, mm in pairs], grid)
+                values = np.asarray(values)
+                if values.dtype != np.float32:  # booleans, float64: float32 as every read returns
+                    values = values.astype(np.float32)
+                if values.shape != shape:  # a kernel may answer a constant
+                    values = np.broadcast_to(values, shape)
+                m = np.asarray(m, bool)
+                if m.shape != shape:
+                    m = np.broadcast_to(m, shape)
+                if not node._finite:
+                    m = m | ~np.isfinite(values)
+                bands[key] = (values, m)
+        out = np.empty((len(self.outputs), *shape), np.float32)
+        mask = np.empty(out.shape, bool)
+        for k, key in enumerate(self.outputs):
+            values, m = bands[key]
+            mask[k] = m
+            # Masked pixels hold 0 (the Image.read contract). Bands with no or only masked
+            # pixels are common on a map (beyond the image's edge, after self_mask); otherwise
+            # the bits are AND-ed with 0 (masked) or all ones (kept), which is exact for any
+            # value (NaN too) and twice as fast as a masked copy on speckled masks.
+            if not m.any():
+                out[k] = values
+            elif m.all():
+                out[k] = 0
+            else:
+                keep = np.subtract(m, 1, dtype=np.uint32)  # 0 where masked, 0xFFFFFFFF elsewhere
+                np.bitwise_and(values.view(np.uint32), keep, out=out[k].view(np.uint32))
         return np.ma.MaskedArray(out, mask=mask)
 
 

@@ -6,8 +6,8 @@ and this layer plans them once (`Image.plan`) and reads that plan (`Image.read_p
 viewport costs a few batched model calls. Tiles go to the browser as data (float32 values of
 the shown bands, `TileData`) with the vis params compiled once per style (`_style`): the
 browser colours them (js/colour.ts), so a new palette or min/max recolours the loaded tiles
-with no kernel work at all. Tile arrays are also cached here, so a new band choice is answered
-without running the model again. With `fix_input_proj=True`, a tile whose plan needs more than
+with no kernel work at all. Only the shown bands are read, and their tile arrays are cached
+here; a new band choice is read again from the prediction's cached cells, without a model call. With `fix_input_proj=True`, a tile whose plan needs more than
 `max_cells_per_tile` native model cells is refused (`TooManyCells`) and answered with a "zoom
 in" tile instead of a flood of work (Earth Engine's zoom-out trap).
 """
@@ -126,18 +126,25 @@ class PredictionLayer(KernelTileLayer):
     def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | TileData | BaseException]:
         image, cache = self._image, self._tile_cache
         style, version = self._styled
+        if isinstance(style, Exception):  # bad vis params: every tile says so, no model work
+            return [style for _ in requests]
+        # Only the bands the style shows are read (a prediction's cells hold all its bands, so
+        # other bands later cost an assembly from the cell cache, never a model call).
+        shown = sorted(set(style.bands))
+        names = [image.band_names[i] for i in shown]
+        order = None if list(style.bands) == shown else [shown.index(i) for i in style.bands]
         results: dict[str, bytes | TileData | BaseException] = {}
-        arrays: dict[str, np.ma.MaskedArray] = {}
+        values: dict[str, np.ndarray] = {}  # float32 (bands, rows, cols), NaN where masked
         todo: list[TileRequest] = []
         for r in requests:
-            cached = cache.get((r.z, r.x, r.y))
+            cached = cache.get((r.z, r.x, r.y, tuple(shown)))
             if cached is not None:
-                arrays[r.id] = np.ma.masked_invalid(cached, copy=False)
+                values[r.id] = cached
             else:
                 todo.append(r)
-        if arrays:
+        if values:
             with self._counts_lock:
-                self.cache_hits += len(arrays)
+                self.cache_hits += len(values)
 
         grids = {}
         for r in todo:
@@ -152,24 +159,21 @@ class PredictionLayer(KernelTileLayer):
                 results[r.id] = CANCELLED
         todo = [r for r in todo if r.id in grids and not r.cancelled]
         if todo:
-            arrays.update(self._read(image, todo, grids, results))
+            for rid, arr in self._read(image, todo, grids, names, results).items():
+                values[rid] = np.ma.filled(arr.astype(np.float32, copy=False), np.nan)
             for r in todo:
-                if r.id in arrays:
-                    cache.put((r.z, r.x, r.y), arrays[r.id].filled(np.nan).astype(np.float32))
+                if r.id in values:
+                    cache.put((r.z, r.x, r.y, tuple(shown)), values[r.id])
 
-        for rid, arr in arrays.items():
-            if isinstance(style, Exception):  # bad vis params: every tile says so
-                results[rid] = style
-                continue
-            # The browser colours the shown bands (NaN where masked) with the style `version`.
-            values = np.ma.filled(arr[list(style.bands)].astype(np.float32), np.nan)
-            results[rid] = TileData(values, version, style.bands)
+        for rid, v in values.items():
+            # The browser colours these bands (NaN where masked) with the style `version`.
+            results[rid] = TileData(v if order is None else v[order], version, style.bands)
         return [results[r.id] for r in requests]
 
-    def _read(self, image, todo, grids, results) -> dict[str, np.ma.MaskedArray]:
+    def _read(self, image, todo, grids, bands, results) -> dict[str, np.ma.MaskedArray]:
         """One plan and one batched read for all tiles; if that fails, tile by tile so good tiles still come."""
         try:
-            return self._read_planned(image, todo, grids, results)
+            return self._read_planned(image, todo, grids, bands, results)
         except Exception as exc:  # noqa: BLE001 - isolate the failing tiles below
             if len(todo) == 1:
                 results[todo[0].id] = exc
@@ -179,15 +183,15 @@ class PredictionLayer(KernelTileLayer):
             if r.id in results:  # refused ("zoom in") by the batch's plan already
                 continue
             try:
-                out.update(self._read_planned(image, [r], grids, results))
+                out.update(self._read_planned(image, [r], grids, bands, results))
             except Exception as exc:  # noqa: BLE001 - shown as this tile's error tile
                 results[r.id] = exc
         return out
 
-    def _read_planned(self, image, todo, grids, results) -> dict[str, np.ma.MaskedArray]:
+    def _read_planned(self, image, todo, grids, bands, results) -> dict[str, np.ma.MaskedArray]:
         """Plan the tiles once: refused ones (`TooManyCells`) get a "zoom in" tile, the others
         are read with that same plan."""
-        plan = image.plan([grids[r.id] for r in todo], max_cells=self.max_cells_per_tile)
+        plan = image.plan([grids[r.id] for r in todo], bands, max_cells=self.max_cells_per_tile)
         keep = [i for i, refusal in enumerate(plan.refusals) if refusal is None]
         refused = [(todo[i], plan.refusals[i]) for i in range(len(todo)) if plan.refusals[i] is not None]
         for r, refusal in refused:

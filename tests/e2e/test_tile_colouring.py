@@ -92,10 +92,12 @@ def test_browser_colouring_is_pixel_identical_to_render(lab_server, page, app):
     nb = NotebookPage(page, lab_server, "colouring.ipynb")
     nb.run_all()
     wait_prediction_tiles(page, 4, timeout=60, cls=CLS)
-    # The arrays the kernel sent (its tile cache holds every band, NaN where masked).
+    # Every band of the tiles the kernel serves (the layer reads the shown ones), NaN where masked.
     nb.run_code(
+        "from ee_model_widgets.core.grid import xyz_grid\n"
         "for (z, x, y) in [(Z, X0 + i, Y0 + j) for i in (0, 1) for j in (0, 1)]:\n"
-        "    np.save(f'sent_{z}_{x}_{y}.npy', layer._tile_cache.get((z, x, y)))\n"
+        "    a = layer.image.read(xyz_grid(z, x, y))\n"
+        "    np.save(f'sent_{z}_{x}_{y}.npy', np.ma.filled(a.astype(np.float32), np.nan))\n"
         "print('saved')"
     )
     sent = {}

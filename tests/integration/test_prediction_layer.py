@@ -128,24 +128,34 @@ def test_new_palette_recolours_loaded_tiles_without_any_kernel_request(scene, ma
     assert (after[..., 0] > 0).mean() > 0.2 and (after[..., 1] == 0).all()  # black..red, not blank
 
 
-def test_new_bands_are_asked_for_again_and_served_from_cache(scene, make_layer):
-    pred = scene  # any image: two bands, red and nir
-    layer, view = make_layer(pred, vis_params={"bands": ["red"], "min": 0, "max": 1})
+def test_new_bands_are_asked_for_again_and_served_from_the_cells_without_a_model_call(scene, make_layer):
+    model = emw.Model.from_callable(
+        lambda inputs: {"red2": inputs["array"][..., 0:1] * 2, "nir2": inputs["array"][..., 1:2] * 2},
+        input_tile_size=[64, 64],
+        output_bands={"red2": {"type": "float"}, "nir2": {"type": "float"}},
+    )
+    pred = model.predict_image(scene)  # its cells are cached with both bands
+    layer, view = make_layer(pred, vis_params={"bands": ["red2"], "min": 0, "max": 2})
     tiles = center_tiles(scene, 14)
     first = view.fetch(tiles)
-    assert first[0].values.shape == (1, 256, 256)  # only the shown band is sent
-    layer.vis_params = {"bands": ["nir"], "min": 0, "max": 1, "palette": "magma"}
+    assert first[0].values.shape == (1, 256, 256)  # only the shown band is read and sent
+    calls = model.stats.calls
+    layer.vis_params = {"bands": ["nir2"], "min": 0, "max": 2, "palette": "magma"}
     assert len(view.messages("redraw")) == 1  # other data: the browser asks again
     second = view.fetch(tiles)
-    assert layer.cache_hits == len(tiles)  # not read again
-    expected = render(pred.tile(*tiles[0]), layer.vis_params, band_names=pred.band_names)
+    assert model.stats.calls == calls  # assembled from the cached cells, the model not run again
+    expected = render(scene.tile(*tiles[0]) * 2, layer.vis_params, band_names=["red2", "nir2"])
     assert np.array_equal(second[0].rgba, expected)
+    assert (expected[..., 3] > 0).mean() > 0.5  # a blank tile would fail
+    layer.vis_params = {"bands": ["red2"], "min": 0, "max": 2}
+    view.fetch(tiles)
+    assert layer.cache_hits == len(tiles)  # back to the first band: the layer's own tile cache
     # Invalid vis params: every tile says why (an error tile), and a fix brings data back.
-    layer.vis_params = {"bands": ["nir"], "palette": "no-such-map"}
+    layer.vis_params = {"bands": ["nir2"], "palette": "no-such-map"}
     (bad,) = view.fetch(tiles[:1])
     assert bad.status == "error" and bad.kind == "png" and "no-such-map" in layer.last_error
     assert layer._style == {}
-    layer.vis_params = {"bands": ["nir"], "min": 0, "max": 1}
+    layer.vis_params = {"bands": ["nir2"], "min": 0, "max": 2}
     (good,) = view.fetch(tiles[:1])
     assert good.kind == "data" and view.style["kind"] == "grey"
 

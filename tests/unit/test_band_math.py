@@ -407,3 +407,66 @@ def test_a_window_of_a_derived_image_reads_only_that_window_and_the_bands_it_nee
     out = nd.read(window)
     assert out.shape == (1, 6, 8)
     assert src.grids == [(window, ("nir", "red"))]  # one read, that window, two bands
+
+
+def _tiles_over(img, z):
+    import math
+
+    w, s, e, n = lonlat_bounds(img.grid)
+
+    def row(lat):
+        return int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2**z)
+
+    cols = range(int((w + 180) / 360 * 2**z), int((e + 180) / 360 * 2**z) + 1)
+    return [xyz_grid(z, x, y) for y in range(row(n), row(s) + 1) for x in cols]
+
+
+def test_map_tiles_of_derived_images_of_a_cached_prediction_read_its_window_once_and_fuse_the_chain(
+    monkeypatch,
+):
+    src = image(masked(3, seed=31, shape=(96, 128), frac=0.1, low=0.0, high=1.0), ["red", "green", "nir"])
+    model = emw.Model.from_callable(
+        lambda b: {"p": b["array"][..., 0:1], "q": b["array"][..., 2:3]}, input_tile_size=16
+    )
+    pred = model.predict_image(src)
+    grids = _tiles_over(src, 16)
+    assert len(grids) >= 4
+    ref = pred.read_many(grids)  # the map showed `pred`: its cells are cached
+    calls = model.stats.calls
+    assert calls > 0
+
+    reads, assembled = [], []
+    read_plan, assemble = pred.read_plan, pred._assemble
+    monkeypatch.setattr(pred, "read_plan", lambda plan: reads.append(list(plan.bands)) or read_plan(plan))
+    monkeypatch.setattr(pred, "_assemble", lambda *a: assembled.append(1) or assemble(*a))
+    above = pred.gt(0.5)
+
+    def intermediate_read(*_a, **_k):
+        raise AssertionError("the intermediate image gt(0.5) was planned or read as an image of its own")
+
+    for name in ("read", "_read", "read_many", "plan", "_plan", "read_plan", "_read_plan"):
+        monkeypatch.setattr(above, name, intermediate_read)
+    likely = above.self_mask()
+    got = likely.read_many(grids)
+    # One batched read of the prediction (both bands), one assembly of cached cells per tile,
+    # no model call, and the chain gt -> self_mask computed without reading gt as an image.
+    assert reads == [["p", "q"]]
+    assert len(assembled) == len(grids)
+    assert model.stats.calls == calls
+    for g, p in zip(got, ref):
+        want = ~p.mask & (p.data > 0.5)
+        np.testing.assert_array_equal(~g.mask, want)
+        np.testing.assert_array_equal(g.data, np.where(want, 1.0, 0.0))
+    assert sum(int((~g.mask).sum()) for g in got) > 100
+
+    # An expression's b('p') and b('q') are two select() views of the prediction: still one read.
+    reads.clear(), assembled.clear()
+    both = pred.expression("b('p') > 0.5 && b('q') < 0.5")
+    got = both.read_many(grids)
+    assert len(reads) == 1 and sorted(reads[0]) == ["p", "q"]
+    assert len(assembled) == len(grids)
+    for g, p in zip(got, ref):
+        mask = p.mask[0] | p.mask[1]
+        np.testing.assert_array_equal(g.mask[0], mask)
+        np.testing.assert_array_equal(g.data[0][~mask], ((p.data[0] > 0.5) & (p.data[1] < 0.5))[~mask])
+    assert model.stats.calls == calls
