@@ -44,6 +44,7 @@ from rasterio.windows import Window
 
 from ..errors import EEModelWidgetsError, ExportError, InputError
 from .chunks import chunk_edges, windows
+from .gdal_cache import bounded_block_cache
 from .lazy import read_chunk
 from .output_file import (
     _FULL_BYTES,
@@ -143,32 +144,36 @@ def export_tasks(
     todo = [(k, w) for k, w in enumerate(wins) if k not in done]
     finished = False
     try:
-        if tmp is None:
-            tmp = _create_temp(path)
-            mode = "w"
-        else:
-            mode = "r+"
-        with rasterio.open(tmp, mode, **(profile if mode == "w" else {})) as dst:
-            if mode == "w":
-                for i, name in enumerate(bands):
-                    dst.set_band_description(i + 1, name)
-            for k, block in _results(image, grid, todo, client, resampling, cancel, threads):
-                col, row, w, h = wins[k]
-                dst.write(block, window=Window(col, row, w, h))
-                done.add(k)
-                bar.update(1)
-                if on_progress is not None:
-                    on_progress(len(done), len(wins))
-            if not cog and overviews:
-                factors = [2**k for k in range(1, 1 + int(math.log2(max(grid.width, grid.height) / _BLOCK)))]
-                if factors:
-                    dst.build_overviews(factors, Resampling.average)
-        if cog:
-            with output_file(path) as out:
-                _to_cog(tmp, out, compress)
-            _remove(tmp)
-        else:
-            os.replace(tmp, path)
+        # GDAL's block cache held small: written blocks are not kept (see gdal_cache.py).
+        with bounded_block_cache():
+            if tmp is None:
+                tmp = _create_temp(path)
+                mode = "w"
+            else:
+                mode = "r+"
+            with rasterio.open(tmp, mode, **(profile if mode == "w" else {})) as dst:
+                if mode == "w":
+                    for i, name in enumerate(bands):
+                        dst.set_band_description(i + 1, name)
+                for k, block in _results(image, grid, todo, client, resampling, cancel, threads):
+                    col, row, w, h = wins[k]
+                    dst.write(block, window=Window(col, row, w, h))
+                    done.add(k)
+                    bar.update(1)
+                    if on_progress is not None:
+                        on_progress(len(done), len(wins))
+                if not cog and overviews:
+                    factors = [
+                        2**k for k in range(1, 1 + int(math.log2(max(grid.width, grid.height) / _BLOCK)))
+                    ]
+                    if factors:
+                        dst.build_overviews(factors, Resampling.average)
+            if cog:
+                with output_file(path) as out:
+                    _to_cog(tmp, out, compress)
+                _remove(tmp)
+            else:
+                os.replace(tmp, path)
         finished = True
         _remove(side)
     except BaseException as exc:
@@ -277,7 +282,8 @@ def _remote_chunk(blob, key, grid, window, resampling):
 
     image = load_image(blob, key)
     col, row, w, h = window
-    return read_chunk(image, grid, col, row, w, h, resampling)
+    with bounded_block_cache():  # input windows are read about once: the worker stays flat
+        return read_chunk(image, grid, col, row, w, h, resampling)
 
 
 # ---- files -------------------------------------------------------------------------------------
