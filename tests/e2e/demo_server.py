@@ -39,26 +39,39 @@ class DemoServer:
 
     def stop(self) -> None:
         """Stop the server and everything it started (its own process group)."""
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-        except ProcessLookupError:
-            pass
+        stop_group(self.process)
 
 
-def start_demo(tmp: Path, app: str = "lab", timeout: float = 120) -> DemoServer:
-    """`make serve-demo` (JupyterLab) or the same command for Notebook 7, with HOME=`tmp`/home."""
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop a process started with `start_new_session=True` and everything it started."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    except ProcessLookupError:
+        pass
+
+
+def fresh_user(tmp: Path) -> tuple[Path, Path, dict]:
+    """A newcomer's first run: a fresh HOME under `tmp`, a scratch copy of the quickstart, and an
+    environment in which Jupyter's directories default to that HOME (nothing set by the test
+    runner). Returns (home, work directory, environment)."""
     home, work = tmp / "home", tmp / "work"
     (work / "notebooks").mkdir(parents=True)
     home.mkdir()
     shutil.copy(REPO / "notebooks" / "quickstart.ipynb", work / "notebooks" / "quickstart.ipynb")
     venv = Path(sys.prefix)
-    # A real first run: Jupyter's directories default to the fresh HOME, nothing set by the test runner.
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
     env.update(HOME=str(home), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+    return home, work, env
+
+
+def start_demo(tmp: Path, app: str = "lab", timeout: float = 120) -> DemoServer:
+    """`make serve-demo` (JupyterLab) or the same command for Notebook 7, with HOME=`tmp`/home."""
+    home, work, env = fresh_user(tmp)
+    venv = Path(sys.prefix)
     if app == "lab":
         cmd = [
             "make",

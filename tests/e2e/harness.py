@@ -94,19 +94,23 @@ def start_server(app: str, root: Path, timeout: float = 90) -> JupyterServer:
         cmd.append("--allow-root")
     log_path = root / f".{app}-server.log"
     proc = subprocess.Popen(cmd, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
-    server = JupyterServer(app, root, port, token, proc, log_path)
+    return wait_for_server(JupyterServer(app, root, port, token, proc, log_path), timeout)
+
+
+def wait_for_server(server: JupyterServer, timeout: float) -> JupyterServer:
+    """Return `server` once its REST API answers; stop it and raise with its log otherwise."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"jupyter {app} exited early:\n{server.log()}")
+        if server.process.poll() is not None:
+            raise RuntimeError(f"jupyter {server.app} exited early:\n{server.log()}")
         try:
-            with urllib.request.urlopen(f"{server.base}/api/status?token={token}", timeout=2) as r:
+            with urllib.request.urlopen(f"{server.base}/api/status?token={server.token}", timeout=2) as r:
                 if r.status == 200:
                     return server
         except OSError:
             time.sleep(0.3)
     server.stop()
-    raise RuntimeError(f"jupyter {app} did not start within {timeout} s:\n{server.log()}")
+    raise RuntimeError(f"jupyter {server.app} did not start within {timeout} s:\n{server.log()}")
 
 
 def write_notebook(path: Path, cells: list[str]) -> Path:

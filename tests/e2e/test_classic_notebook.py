@@ -13,8 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -24,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from .harness import JupyterServer, free_port
+from .harness import JupyterServer, free_port, wait_for_server
 from .test_panel import shown
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
@@ -47,19 +45,7 @@ def start_nbclassic(root: Path, timeout: float = 90) -> JupyterServer:
         cmd.append("--allow-root")
     log_path = root / ".nbclassic-server.log"
     proc = subprocess.Popen(cmd, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
-    server = JupyterServer("nbclassic", root, port, token, proc, log_path)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"jupyter nbclassic exited early:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(f"{server.base}/api/status?token={token}", timeout=2) as r:
-                if r.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.3)
-    server.stop()
-    raise RuntimeError(f"jupyter nbclassic did not start within {timeout} s:\n{server.log()}")
+    return wait_for_server(JupyterServer("nbclassic", root, port, token, proc, log_path), timeout)
 
 
 @pytest.fixture(scope="module")

@@ -192,10 +192,9 @@ def changed(before: dict, after: dict, min_fraction: float) -> float:
 # ---- the notebook -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def explorer(browser, lab_server):
-    name = "explorer_e2e.ipynb"
-    write_notebook(lab_server.root / name, ["import ee_model_widgets as emw\npanel = emw.explore()\npanel"])
+def open_explorer(browser, lab_server, name: str, imports: str = "import ee_model_widgets as emw"):
+    """A notebook showing `emw.explore()` in JupyterLab, its predictions drawn; yields (page, nb)."""
+    write_notebook(lab_server.root / name, [f"{imports}\npanel = emw.explore()\npanel"])
     context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
     page = context.new_page()
     nb = NotebookPage(page, lab_server, name)
@@ -207,6 +206,11 @@ def explorer(browser, lab_server):
     settled(page)
     yield page, nb
     context.close()
+
+
+@pytest.fixture(scope="module")
+def explorer(browser, lab_server):
+    yield from open_explorer(browser, lab_server, "explorer_e2e.ipynb")
 
 
 def test_explore_shows_the_map_with_demo_predictions(explorer):

@@ -19,8 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .harness import NotebookPage, write_notebook
-from .test_panel import expected_tiles, kernel, kernel_json, settled, shown, tab, to_view, visible_tiles
+from .test_panel import (
+    expected_tiles,
+    kernel,
+    kernel_json,
+    open_explorer,
+    settled,
+    shown,
+    tab,
+    to_view,
+    visible_tiles,
+)
 
 _ROOT = Path(__file__).resolve().parents[2]
 DOCS_SHOT = (
@@ -107,21 +116,9 @@ def class_colour_tiles(page, nb) -> dict:
 
 @pytest.fixture(scope="module")
 def explorer(browser, lab_server):
-    name = "train_e2e.ipynb"
-    write_notebook(
-        lab_server.root / name, ["import json\nimport ee_model_widgets as emw\npanel = emw.explore()\npanel"]
+    yield from open_explorer(
+        browser, lab_server, "train_e2e.ipynb", "import json\nimport ee_model_widgets as emw"
     )
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
-    page = context.new_page()
-    nb = NotebookPage(page, lab_server, name)
-    page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
-    nb.run_all()
-    out = nb.run_code("panel.wait(180); print(panel.status_text)", timeout=240)
-    assert "landcover" in out, out
-    to_view(page)
-    settled(page)
-    yield page, nb
-    context.close()
 
 
 def test_label_train_see_retrain_compare(explorer):

@@ -11,18 +11,15 @@ never rendered. See the Makefile's `copy_voila_labextension`. The kernels of pag
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from .demo_server import fresh_user, stop_group
 from .harness import wait_prediction_tiles
 
-REPO = Path(__file__).resolve().parents[2]
 SECONDS = 20
 VISITS = 3
 URL_RE = re.compile(r"http://127\.0\.0\.1:\d+/\S*")
@@ -30,13 +27,8 @@ URL_RE = re.compile(r"http://127\.0\.0\.1:\d+/\S*")
 
 def start_voila(tmp: Path, *flags: str, timeout: float = 90) -> tuple[subprocess.Popen, str, Path]:
     """`voila notebooks/quickstart.ipynb` from a scratch copy, fresh HOME; returns (process, printed URL, log)."""
-    home, work = tmp / "home", tmp / "work"
-    (work / "notebooks").mkdir(parents=True)
-    home.mkdir()
-    shutil.copy(REPO / "notebooks" / "quickstart.ipynb", work / "notebooks" / "quickstart.ipynb")
+    _home, work, env = fresh_user(tmp)
     venv = Path(sys.prefix)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
-    env.update(HOME=str(home), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
     # The user's command, minus the browser it would open; loopback only (Voila's default port,
     # moving on to a free one when another server holds it).
     cmd = [
@@ -59,20 +51,8 @@ def start_voila(tmp: Path, *flags: str, timeout: float = 90) -> tuple[subprocess
         if proc.poll() is not None:
             raise RuntimeError(f"voila exited early:\n{text}")
         time.sleep(0.3)
-    stop(proc)
+    stop_group(proc)
     raise RuntimeError(f"voila printed no URL within {timeout} s:\n{log_path.read_text(errors='replace')}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Stop Voila and the kernels it started (its own process group)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    except ProcessLookupError:
-        pass
 
 
 def test_voila_shows_the_quickstart_predictions_on_every_visit(tmp_path, browser):
@@ -110,7 +90,7 @@ def test_voila_shows_the_quickstart_predictions_on_every_visit(tmp_path, browser
         assert "Shift" not in page.inner_text("body")
     finally:
         context.close()
-        stop(proc)
+        stop_group(proc)
 
 
 def kernels_of(proc: subprocess.Popen) -> int:
@@ -158,4 +138,4 @@ def test_the_kernels_of_reloaded_pages_are_shut_down_with_the_workshop_flags(tmp
             page.wait_for_timeout(250)
     finally:
         context.close()
-        stop(proc)
+        stop_group(proc)
