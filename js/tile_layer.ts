@@ -105,6 +105,8 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
   private lostTiles = new Set<ITile>(); // error tiles of requests given up, still shown
   private dataTiles = new Set<ITile>(); // loaded tiles that hold values (coloured with `style`)
   private style: IStyle | null = null;
+  private styleCheck = 0; // timer: data tiles still wait for their style
+  private lastStyleSync = 0;
   private notice: L.Control | null = null;
   private noticeDiv: HTMLDivElement | null = null;
   private noticeTimer = 0;
@@ -437,7 +439,8 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
       if (style && data.style < style.version && !asking && tile._emwCoords && tile._emwDone) {
         this.request(tile, tile._emwCoords, tile._emwDone as L.DoneCallback);
       }
-      return; // otherwise its style is on its way (onStyle draws it)
+      this.checkStyleSoon(); // otherwise its style is on its way (onStyle draws it)
+      return;
     }
     if (tile.width !== data.cols || tile.height !== data.rows) {
       tile.width = data.cols;
@@ -451,6 +454,29 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     if (tile._emwDone) {
       tile._emwDone(undefined);
     }
+  }
+
+  // A tile waiting for a style that never comes would stay blank: after a while, read the
+  // model's style again (a change event may have come before this view listened), and if
+  // tiles still wait, ask the kernel to send its current style (at most every 5 s).
+  private checkStyleSoon(): void {
+    if (this.styleCheck) {
+      return;
+    }
+    this.styleCheck = window.setTimeout(() => {
+      this.styleCheck = 0;
+      const current = parseStyle(this.model.get('_style'));
+      if (current && current.version !== this.style?.version) {
+        this.onStyle();
+      }
+      const version = this.style ? String(this.style.version) : '';
+      const waiting = [...this.dataTiles].some((t) => t.dataset.style !== version);
+      if (waiting && performance.now() - this.lastStyleSync > 5000) {
+        this.lastStyleSync = performance.now();
+        this.send({ type: 'style_sync' });
+        this.checkStyleSoon();
+      }
+    }, 1500);
   }
 
   private onStyle(): void {
@@ -484,6 +510,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     this.showNotice('', '');
     this.model.off('msg:custom', this.onCustom, this);
     this.model.off('change:_style', this.onStyle, this);
+    window.clearTimeout(this.styleCheck);
     this.dataTiles.clear();
     super.remove();
   }

@@ -10,6 +10,7 @@ Messages (`type` of a custom widget message):
   browser -> kernel  tile_cancel {id}             Leaflet unloaded the tile
   browser -> kernel  tile_sync {sync, ids}        which of these requests do you still hold?
   browser -> kernel  tile_report {resent, lost}   requests the browser had to send again / gave up on
+  browser -> kernel  style_sync                   data tiles wait for a style: send `_style` again
   kernel -> browser  tile_response {id, status}   buffers[0] = the PNG (an error tile if status is 'error')
   kernel -> browser  tile_response {id, status, kind: 'data', bands, rows, cols, style}
                                                   buffers[0] = float32 values the browser colours
@@ -157,6 +158,8 @@ class KernelTileLayer(ipyleaflet.RasterLayer):
                 self.send(
                     {"type": "tile_sync", "sync": content.get("sync"), "held": self.scheduler.held(ids)}
                 )
+            elif kind == "style_sync" and self.has_trait("_style"):
+                self.send_state("_style")  # the view waited too long for it: send it again
             elif kind == "tile_report":
                 resent, lost = int(content.get("resent", 0)), int(content.get("lost", 0))
                 with self._publish_lock, self.hold_sync():

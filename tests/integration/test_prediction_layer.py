@@ -160,6 +160,19 @@ def test_new_bands_are_asked_for_again_and_served_from_the_cells_without_a_model
     assert good.kind == "data" and view.style["kind"] == "grey"
 
 
+def test_a_view_that_lost_its_style_asks_again_and_gets_the_current_one(scene, make_layer):
+    layer, view = make_layer(scene, vis_params={"bands": ["red"], "min": 0, "max": 1, "palette": "magma"})
+    view.style = {}  # as if the update carrying the style never reached this view
+    (tile,) = center_tiles(scene, 14, n=1)
+    (reply,) = view.fetch([tile])
+    with pytest.raises(RuntimeError, match="sent no style"):
+        reply.rgba  # noqa: B018 - a data tile without its style cannot be drawn
+    view.say({"type": "style_sync"})  # what js/tile_layer.ts sends when tiles wait too long
+    assert view.style["version"] == layer._style["version"] and view.style["kind"] == "palette"
+    expected = render(scene.tile(*tile), layer.vis_params, band_names=scene.band_names)
+    assert np.array_equal(reply.rgba, expected) and (expected[..., 3] > 0).mean() > 0.5
+
+
 def test_a_failing_model_gives_error_tiles_and_last_error(scene, make_layer):
     def broken(inputs):
         raise RuntimeError("weights file is corrupt")

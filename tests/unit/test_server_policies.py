@@ -143,6 +143,7 @@ def test_browser_safety_decisions():
 def test_a_burst_of_dropped_clients_is_counted_in_a_line_of_its_own_when_it_ends():
     import asyncio
     import logging
+    import threading
 
     from ee_model_widgets.serving.connections import DropLog
 
@@ -162,7 +163,10 @@ def test_a_burst_of_dropped_clients_is_counted_in_a_line_of_its_own_when_it_ends
             drops.note(("127.0.0.1", i), "no complete request headers within 2 s")
         await asyncio.sleep(0.5)
 
-    asyncio.run(burst())
+    # In a thread of its own: the test session may already run an event loop in this one.
+    runner = threading.Thread(target=lambda: asyncio.run(burst()))
+    runner.start()
+    runner.join(10)
     assert len(records) == 2, records
     assert records[0].startswith("Closed the connection of 127.0.0.1:0: no complete request headers")
     assert records[1] == "Closed the connection of 49 more dropped clients since the last message"
