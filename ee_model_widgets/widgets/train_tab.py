@@ -419,7 +419,7 @@ class TrainTab(widgets.VBox):
     # ---- export ------------------------------------------------------------------------------
     def export(self, directory: str) -> dict[str, str]:
         """Write `classifier.keras`, `prepared/` (ee-model prepare) and `samples.tfrecord.gz`."""
-        from ..core.classifier import export_classifier
+        from ..serving.handoff import export_classifier
 
         clf = self.classifier
         if clf is None:

@@ -224,8 +224,8 @@ def test_exported_model_prepares_and_serves_like_the_local_one(scene, trained, t
     import subprocess
     import sys
 
-    from ee_model_widgets.core.classifier import export_classifier
     from ee_model_widgets.serving import serve
+    from ee_model_widgets.serving.handoff import export_classifier
     from ee_model_widgets.tfrecord import dataset
 
     img, _, _ = scene
