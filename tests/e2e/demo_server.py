@@ -88,20 +88,26 @@ def start_demo(tmp: Path, app: str = "lab", timeout: float = 120) -> DemoServer:
         cmd = [str(venv / "bin" / "jupyter"), "notebook", "--no-browser", nb]
         if os.geteuid() == 0:
             cmd.insert(2, "--allow-root")
-    log_path = tmp / f"{app}-server.log"
+    proc, m, log_path = launch(
+        cmd, work, env, tmp / f"{app}-server.log", URL_RE, f"the {app} server", timeout
+    )
+    return DemoServer(app, m.group(0), m.group(1), m.group(4), home, proc, log_path)
+
+
+def launch(cmd, cwd: Path, env: dict, log_path: Path, url_re, what: str, timeout: float):
+    """Start `cmd` in a session of its own, logging to `log_path`, and wait for it to print a
+    URL matching `url_re`; returns (process, match, log path). Stops it and raises otherwise."""
     proc = subprocess.Popen(
-        cmd, cwd=work, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True
+        cmd, cwd=cwd, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         text = log_path.read_text(errors="replace")
-        m = URL_RE.search(text)
+        m = url_re.search(text)
         if m:
-            return DemoServer(app, m.group(0), m.group(1), m.group(4), home, proc, log_path)
+            return proc, m, log_path
         if proc.poll() is not None:
-            raise RuntimeError(f"the {app} server exited early:\n{text}")
+            raise RuntimeError(f"{what} exited early:\n{text}")
         time.sleep(0.3)
-    DemoServer(app, "", "", "", home, proc, log_path).stop()
-    raise RuntimeError(
-        f"the {app} server printed no URL within {timeout} s:\n{log_path.read_text(errors='replace')}"
-    )
+    stop_group(proc)
+    raise RuntimeError(f"{what} printed no URL within {timeout} s:\n{log_path.read_text(errors='replace')}")

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .demo_server import fresh_user, stop_group
+from .demo_server import fresh_user, launch, stop_group
 from .harness import wait_prediction_tiles
 
 SECONDS = 20
@@ -38,21 +38,8 @@ def start_voila(tmp: Path, *flags: str, timeout: float = 90) -> tuple[subprocess
         *flags,
         "notebooks/quickstart.ipynb",
     ]
-    log_path = tmp / "voila.log"
-    proc = subprocess.Popen(
-        cmd, cwd=work, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        text = log_path.read_text(errors="replace")
-        m = URL_RE.search(text)
-        if m:
-            return proc, m.group(0), log_path
-        if proc.poll() is not None:
-            raise RuntimeError(f"voila exited early:\n{text}")
-        time.sleep(0.3)
-    stop_group(proc)
-    raise RuntimeError(f"voila printed no URL within {timeout} s:\n{log_path.read_text(errors='replace')}")
+    proc, m, log_path = launch(cmd, work, env, tmp / "voila.log", URL_RE, "voila", timeout)
+    return proc, m.group(0), log_path
 
 
 def test_voila_shows_the_quickstart_predictions_on_every_visit(tmp_path, browser):
