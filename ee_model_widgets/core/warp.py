@@ -278,26 +278,34 @@ def _warp_bands(
 
 
 def _assemble(
-    grid: Grid, t0: Affine, col: int, row: int, out: np.ndarray, pos: list[int], block: Callable
+    grid: Grid,
+    t0: Affine,
+    col: int,
+    row: int,
+    out: np.ndarray,
+    pos: list[int],
+    block: Callable,
+    bw: int = BLOCK,
+    bh: int = BLOCK,
 ) -> None:
-    """Fill `out[pos]` (NaN-initialised) from the canonical blocks `grid` touches.
+    """Fill `out[pos]` (NaN-initialised) from the canonical `bw` x `bh` blocks `grid` touches.
 
-    `block(bx, by)` returns (len(pos), BLOCK, BLOCK) float32, or a list of one (BLOCK, BLOCK)
-    array or None (all masked) per band, or None when all masked: cached blocks are copied
-    straight into `out`, not stacked (and NaN-filled) first.
+    `block(bx, by)` returns (len(pos), bh, bw) float32, or a list of one (bh, bw) array or
+    None (all masked) per band, or None when all masked: cached blocks are copied straight
+    into `out`, not stacked (and NaN-filled) first.
     """
     h, w = grid.height, grid.width
-    for by in range(row // BLOCK, (row + h - 1) // BLOCK + 1):
-        r0, r1 = max(by * BLOCK, row), min((by + 1) * BLOCK, row + h)
-        for bx in range(col // BLOCK, (col + w - 1) // BLOCK + 1):
-            c0, c1 = max(bx * BLOCK, col), min((bx + 1) * BLOCK, col + w)
+    for by in range(row // bh, (row + h - 1) // bh + 1):
+        r0, r1 = max(by * bh, row), min((by + 1) * bh, row + h)
+        for bx in range(col // bw, (col + w - 1) // bw + 1):
+            c0, c1 = max(bx * bw, col), min((bx + 1) * bw, col + w)
             values = block(bx, by)
             if values is None:
                 continue
             for k, v in zip(pos, values):
                 if v is not None:
                     out[k, r0 - row : r1 - row, c0 - col : c1 - col] = v[
-                        r0 - by * BLOCK : r1 - by * BLOCK, c0 - bx * BLOCK : c1 - bx * BLOCK
+                        r0 - by * bh : r1 - by * bh, c0 - bx * bw : c1 - bx * bw
                     ]
 
 
