@@ -2,27 +2,39 @@
 
 A raster image read on a foreign lattice (`core/raster.py`) used to warp each fixed
 `BLOCK` x `BLOCK` block on its own: a source cut, a MEM dataset, a `WarpedVRT` (GDAL
-transformer + PROJ pipeline), a footprint `transform_bounds`, all per 256 px block, which
-cost as much as the warping itself. Here the lattice is cut into larger fixed *frames*
-(`frame_size` x `frame_size` pixels, anchored at the CRS origin like the blocks, so a frame
-is a whole number of blocks), and each frame gets one `WarpedVRT` over the source pixels
-under it (read once and cached, `frame_source`).
+transformer + PROJ pipeline) and a footprint `transform_bounds` per 256 px block, ~1.3 ms of
+set-up each, and whole 256 px blocks for the 8 px overlap ring of the model's cells (the
+24-tile viewport of `benchmarks/prediction_layer.py` (a) warped 48 blocks, 2x the pixels it
+needed). Here the lattice is cut into larger fixed *frames* (`frame_size` pixels square,
+anchored at the CRS origin like the blocks, so a frame is a whole number of blocks and of
+web tiles), and each frame gets one `WarpedVRT` over the source pixels under it (read once
+and cached by the caller).
 
 Window independence is kept by GDAL itself: a `WarpedVRT` computes its pixels in fixed
-blocks of its own (512 x 128, `VRTWarpedDataset::ProcessBlock`, one warp with its own source
-window per block), and with `GDAL_VRT_WARP_USE_DATASET_RASTERIO=NO` every read goes through
-those blocks (GDAL >= 3.8 otherwise warps a large read as one chunk, whose approximate
-transformer and source window depend on the read's extent). The frame, its source cut,
-its mask sets and GDAL's blocks depend only on (image, level, target lattice, frame), so
-reading any window of a frame gives the same values as reading the whole frame.
+blocks of its own (512 x 128: `VRTWarpedDataset::ProcessBlock`, one warp with its own
+source window and approximate transformer per block), and with
+`GDAL_VRT_WARP_USE_DATASET_RASTERIO=NO` every read goes through those blocks (GDAL >= 3.8
+otherwise warps a read larger than a block as one chunk, whose result depends on the read's
+extent; `tests/unit/test_frame_warp.py` fails without the option). The frame, its source
+cut, its mask sets and GDAL's blocks depend only on (image, level, target lattice, frame),
+so any window of a frame reads exactly like the whole frame. GDAL's blocks are also the
+unit the caller caches (`frame_block_shape`): 128 rows pay for the ring instead of 256.
 
 Masks: NaN is the source's nodata and the output is initialised to NaN, with *no*
-destination nodata. GDAL then uses its plain kernels on any of its blocks whose source
-window has no masked pixel and its nodata-aware ones elsewhere, giving bit for bit what
-the per-block path gave with either kernel (measured on data with holes and off-source
-pixels, every resampling); a destination nodata made GDAL track destination validity too,
-which doubled the cost of every warp. Bands are warped in sets that share one mask over
-the frame's source (see `warp._warp_bands` for why).
+destination nodata. GDAL then takes its plain kernels on a block whose source window has
+no masked pixel and its nodata-aware ones elsewhere: on data with holes, off-source pixels
+and each resampling this gave the same values, bit for bit, as the masked path with a
+NaN destination nodata, and on valid data the same as the plain path; the destination
+nodata made GDAL track destination validity, which doubled the cost of every warp (116 vs
+252 ms for a 2048² 2-band bilinear warp). Bands are warped in sets that share one mask
+over the frame's source (see `warp._warp_bands` for why).
+
+Measured (thread CPU on a loaded 2-core machine, the 7 reads of that viewport, cold):
+per-block 150-190 ms, frames 105-130 ms. Left alone, by measurement: smaller GDAL blocks
+(256 x 128 warps the viewport's pixels ~30% faster) need a VRT XML round trip that costs
+~3.7 ms per frame and thread, which eats the gain; keeping a frame's VRT open across reads
+would save ~1 ms per frame read but needs one per thread (GDAL datasets are not
+thread-safe) and care that the source array outlives it.
 """
 
 from __future__ import annotations

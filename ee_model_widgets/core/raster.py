@@ -1,9 +1,10 @@
 """Raster-backed images: in-memory arrays (`ArrayImage`) and files GDAL reads (`FileImage`).
 
-Both read through the warp engine of `core/warp.py` (fixed blocks, pyramid levels,
-`warp_array`), so a pixel's value never depends on the window it is read in: a map tile, a
-batch of model cells and an export window agree bit for bit. Warped blocks are kept in a
-small LRU (`clear_block_cache()` empties it).
+Both read through the warp engine of `core/warp.py` (fixed blocks, pyramid levels) and
+`core/frame_warp.py` (one GDAL warp set-up per fixed frame), so a pixel's value never depends
+on the window it is read in: a map tile, a batch of model cells and an export window agree
+bit for bit. Warped blocks and the source pixels under each frame are kept in small LRUs
+(`clear_block_cache()` empties both).
 """
 
 from __future__ import annotations

@@ -4,12 +4,14 @@ Both answer `read(grid)` the same way, and a pixel's value never depends on the 
 is read in (a map tile, a batch of model cells, an export window all agree bit for bit):
 
 - Reads on the source's own pixel lattice are plain slices (exact values, no cost).
-- Other reads are cut into fixed `BLOCK` x `BLOCK` blocks of the target lattice, anchored
-  at the CRS origin (so web-map tiles are whole blocks). Each block is warped on its own
-  from source pixels chosen by the block alone (its footprint, padded for the resampling
-  kernel), through a GDAL `WarpedVRT` with a tight transformer error (`TOLERANCE` px) and
-  a resampling scale fixed per image and target lattice. The value of an output pixel is
-  therefore a function of (image, target lattice, pixel, band, resampling) only.
+- Other reads are cut into fixed blocks of the target lattice, anchored at the CRS origin
+  (so web-map tiles are whole blocks). Each block is warped on its own from source pixels
+  chosen by the block alone (its footprint, padded for the resampling kernel), through a
+  GDAL `WarpedVRT` with a tight transformer error (`TOLERANCE` px) and a resampling scale
+  fixed per image and target lattice. The value of an output pixel is therefore a function
+  of (image, target lattice, pixel, band, resampling) only. Raster images set GDAL up once
+  per larger fixed frame and let GDAL warp that frame's blocks (`core/frame_warp.py`);
+  `warp_array` warps `BLOCK` x `BLOCK` blocks one by one.
 - Zoomed-out reads warp from a decimated level (a file's overviews, the array's lazily
   built 2x pyramid, or block means of the file) chosen from the target's resolution alone.
 - Masked pixels are NaN in the source and GDAL's nodata, so they never leak into
