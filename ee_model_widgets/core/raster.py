@@ -59,6 +59,8 @@ _SMALL_FILE = 64 * 1024 * 1024
 _BLOCKS = CellCache(128 * 1024 * 1024)
 # Source pixels under a frame of a target lattice (see `core/frame_warp.py`), read once.
 _FRAME_SOURCES = CellCache(64 * 1024 * 1024)
+# Striped locks: one thread at a time warps the missing blocks of a frame.
+_FRAME_LOCKS = [threading.Lock() for _ in range(64)]
 # The source window under a frame: one `transform_bounds` per frame, not per read.
 _frame_window = functools.lru_cache(maxsize=4096)(_source_window)
 # Cached marker for a block with no valid pixel.
@@ -191,28 +193,51 @@ class _RasterImage(Image):
                 else:
                     found[(bx, by)] = values
         for (fx, fy), todo in missing.items():
-            fgrid = frame_grid(grid.crs, t0, size, fx, fy)
-            c0 = min(bx for bx, _ in todo) * bw - fx * size
-            r0 = min(by for _, by in todo) * bh - fy * size
-            c1 = (max(bx for bx, _ in todo) + 1) * bw - fx * size
-            r1 = (max(by for _, by in todo) + 1) * bh - fy * size
-            src = self._frame_source(level, picked, fgrid, _pad(r, scales))
-            warped = None
-            if src is not None:
-                data, src_t = src
-                window = (c0, r0, c1 - c0, r1 - r0)
-                warped = warp_frame_window(data, src_t, level.grid.crs, fgrid, window, r, scales)
-            for bx, by in todo:
-                bc, br = bx * bw - fx * size - c0, by * bh - fy * size - r0
-                values = []
-                for j, b in enumerate(picked):
-                    v = _EMPTY if warped is None else warped[j, br : br + bh, bc : bc + bw]
-                    if v.size and np.isnan(v).all():
-                        v = _EMPTY
-                    _BLOCKS.put(key(bx, by, b), v)
-                    values.append(v)
-                found[(bx, by)] = values
+            # One thread at a time per frame: another batch of the same viewport, on the other
+            # worker, often needs the same blocks (its overlap ring): it waits and finds them
+            # cached instead of warping them again (measured: 17-33% of the blocks twice).
+            with _FRAME_LOCKS[hash((self._token, frame_key, size, fx, fy)) % len(_FRAME_LOCKS)]:
+                self._warp_frame_blocks(
+                    grid, t0, frame_key, level, picked, r, scales, size, fx, fy, todo, found, key
+                )
         return found
+
+    def _warp_frame_blocks(
+        self, grid, t0, frame_key, level, picked, r, scales, size, fx, fy, todo, found, key
+    ):
+        """Warp the blocks `todo` of frame (fx, fy) not cached meanwhile, into `found` and the
+        cache: the bounding window of those blocks in one GDAL read."""
+        bw, bh = frame_block_shape(size)
+        still = []
+        for bx, by in todo:
+            values = [_BLOCKS.get(key(bx, by, b)) for b in picked]
+            if any(v is None for v in values):
+                still.append((bx, by))
+            else:
+                found[(bx, by)] = values
+        if not still:
+            return
+        fgrid = frame_grid(grid.crs, t0, size, fx, fy)
+        c0 = min(bx for bx, _ in still) * bw - fx * size
+        r0 = min(by for _, by in still) * bh - fy * size
+        c1 = (max(bx for bx, _ in still) + 1) * bw - fx * size
+        r1 = (max(by for _, by in still) + 1) * bh - fy * size
+        src = self._frame_source(level, picked, fgrid, _pad(r, scales))
+        warped = None
+        if src is not None:
+            data, src_t = src
+            window = (c0, r0, c1 - c0, r1 - r0)
+            warped = warp_frame_window(data, src_t, level.grid.crs, fgrid, window, r, scales)
+        for bx, by in still:
+            bc, br = bx * bw - fx * size - c0, by * bh - fy * size - r0
+            values = []
+            for j, b in enumerate(picked):
+                v = _EMPTY if warped is None else warped[j, br : br + bh, bc : bc + bw]
+                if v.size and np.isnan(v).all():
+                    v = _EMPTY
+                _BLOCKS.put(key(bx, by, b), v)
+                values.append(v)
+            found[(bx, by)] = values
 
     def _frame_source(self, level: _Level, picked: list[int], fgrid: Grid, pad: int):
         """(float32 source pixels under frame `fgrid`, padded by `pad`; their transform), or
