@@ -29,17 +29,27 @@ nodata made GDAL track destination validity, which doubled the cost of every war
 252 ms for a 2048² 2-band bilinear warp). Bands are warped in sets that share one mask
 over the frame's source (see `warp._warp_bands` for why).
 
-Measured (thread CPU on a loaded 2-core machine, the 7 reads of that viewport, cold):
-per-block 150-190 ms, frames 105-130 ms. Left alone, by measurement: smaller GDAL blocks
-(256 x 128 warps the viewport's pixels ~30% faster) need a VRT XML round trip that costs
-~3.7 ms per frame and thread, which eats the gain; keeping a frame's VRT open across reads
-would save ~1 ms per frame read but needs one per thread (GDAL datasets are not
-thread-safe) and care that the source array outlives it.
+A frame's VRTs stay open for the next read (`MAX_OPEN_FRAMES`, LRU): opening one is ~1 ms
+of GDAL/PROJ set-up, and a viewport's batches read the same few frames. GDAL datasets are
+not thread-safe, so each open frame has a lock held while it is read or closed; the caller
+(`core/raster.py`) also lets one thread at a time warp the missing blocks of a frame, so the
+two layer workers do not warp the same blocks twice.
+
+Measured (thread CPU of the reads, loaded 2-core machine, cold caches): the 7 reads of the
+viewport above, run alone, per-block 162-188 ms -> frames 103-130 ms; inside the layer
+(`benchmarks/prediction_layer.py` (a), warm-up tiles included) 256-345 ms -> 171-214 ms.
+Left alone, by measurement: smaller GDAL blocks (256 x 128 warps that viewport's pixels
+~30% faster than 512 x 128) need a VRT XML round trip costing ~3.7 ms per frame opened,
+which eats most of the gain.
 """
 
 from __future__ import annotations
 
+import atexit
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 
 import numpy as np
 import rasterio
@@ -97,6 +107,88 @@ def mask_sets(src: np.ndarray) -> list[list[int]]:
     return sets
 
 
+class _FrameVRTs:
+    """The open `WarpedVRT`s of one frame (one per mask set) and the arrays GDAL reads.
+
+    A GDAL dataset is not thread-safe: `lock` is held while it is read, and while it is closed.
+    """
+
+    def __init__(self, src, src_transform, src_crs, frame: Grid, resampling, scales):
+        self.lock = threading.Lock()
+        self.closed = False
+        self.bands = src.shape[0]
+        extras = {"UNIFIED_SRC_NODATA": "YES", "INIT_DEST": _NAN_INIT}
+        if scales is not None:
+            # Fix the downsampling kernel's width instead of letting GDAL estimate it per block.
+            extras["XSCALE"] = repr(1.0 / scales[0])
+            extras["YSCALE"] = repr(1.0 / scales[1])
+        sets = mask_sets(src)
+        self.parts: list[tuple[list[int], np.ndarray, object, WarpedVRT]] = []
+        try:
+            for s in sets:
+                part = src if len(sets) == 1 else np.ascontiguousarray(src[s])
+                ds = _mem_dataset(part, src_transform)  # reads `part` in place: kept alive below
+                try:
+                    vrt = WarpedVRT(
+                        ds,
+                        src_crs=src_crs,
+                        src_transform=src_transform,
+                        crs=frame.crs,
+                        transform=frame.transform,
+                        width=frame.width,
+                        height=frame.height,
+                        resampling=resampling,
+                        tolerance=TOLERANCE,
+                        src_nodata=np.nan,
+                        nodata=None,
+                        init_dest_nodata=False,
+                        dtype="float32",
+                        **extras,
+                    )
+                except Exception:
+                    ds.close()
+                    raise
+                self.parts.append((s, part, ds, vrt))
+        except Exception:
+            self.close()
+            raise
+
+    def read(self, window: tuple[int, int, int, int]) -> np.ndarray:
+        c, r, w, h = window
+        out = np.empty((self.bands, h, w), np.float32)
+        with rasterio.Env(GDAL_VRT_WARP_USE_DATASET_RASTERIO="NO"):
+            for s, _, _, vrt in self.parts:
+                out[s] = vrt.read(window=Window(c, r, w, h))
+        return out
+
+    def close(self) -> None:
+        for _, _, ds, vrt in reversed(self.parts):
+            vrt.close()
+            ds.close()
+        self.parts = []
+        self.closed = True
+
+
+#: Frames whose VRTs stay open between reads (a viewport's batches read the same few frames;
+#: opening one costs ~1 ms of GDAL/PROJ set-up). 0 opens and closes them on every read.
+MAX_OPEN_FRAMES = 16
+_OPEN: OrderedDict[Hashable, _FrameVRTs] = OrderedDict()
+_OPEN_LOCK = threading.Lock()
+
+
+def close_frames() -> None:
+    """Close every frame VRT kept open (e.g. to measure cold reads, or to free memory)."""
+    with _OPEN_LOCK:
+        victims = list(_OPEN.values())
+        _OPEN.clear()
+    for v in victims:
+        with v.lock:
+            v.close()
+
+
+atexit.register(close_frames)  # GDAL closes them before the arrays they read are freed
+
+
 def warp_frame_window(
     src: np.ndarray,
     src_transform: Affine,
@@ -105,42 +197,41 @@ def warp_frame_window(
     window: tuple[int, int, int, int],
     resampling: Resampling,
     scales: tuple[float, float] | None,
+    key: Hashable | None = None,
 ) -> np.ndarray:
     """Pixels (col, row, width, height) `window` of `frame` warped from float32 `src` (bands,
     rows, cols; NaN = masked): float32 (bands, height, width), NaN where masked or off `src`.
 
     `src` must be the source under the whole frame (a function of the frame alone), so the
-    result does not depend on `window` (see the module docstring).
+    result does not depend on `window` (see the module docstring). With a `key` (naming
+    `src`, the frame, `resampling` and `scales`) the frame's VRTs stay open for the next read.
     """
-    c, r, w, h = window
-    extras = {"UNIFIED_SRC_NODATA": "YES", "INIT_DEST": _NAN_INIT}
-    if scales is not None:
-        # Fix the downsampling kernel's width instead of letting GDAL estimate it per block.
-        extras["XSCALE"] = repr(1.0 / scales[0])
-        extras["YSCALE"] = repr(1.0 / scales[1])
-    sets = mask_sets(src)
-    out = np.empty((src.shape[0], h, w), np.float32)
-    for s in sets:
-        part = src if len(sets) == 1 else np.ascontiguousarray(src[s])
-        with (
-            _mem_dataset(part, src_transform) as ds,
-            WarpedVRT(
-                ds,
-                src_crs=src_crs,
-                src_transform=src_transform,
-                crs=frame.crs,
-                transform=frame.transform,
-                width=frame.width,
-                height=frame.height,
-                resampling=resampling,
-                tolerance=TOLERANCE,
-                src_nodata=np.nan,
-                nodata=None,
-                init_dest_nodata=False,
-                dtype="float32",
-                **extras,
-            ) as vrt,
-            rasterio.Env(GDAL_VRT_WARP_USE_DATASET_RASTERIO="NO"),
-        ):
-            out[s] = vrt.read(window=Window(c, r, w, h))
-    return out
+    if key is None or MAX_OPEN_FRAMES <= 0:
+        vrts = _FrameVRTs(src, src_transform, src_crs, frame, resampling, scales)
+        try:
+            return vrts.read(window)
+        finally:
+            vrts.close()
+    while True:
+        with _OPEN_LOCK:
+            vrts = _OPEN.get(key)
+            if vrts is not None:
+                _OPEN.move_to_end(key)
+        if vrts is None:
+            fresh = _FrameVRTs(src, src_transform, src_crs, frame, resampling, scales)
+            victims = []
+            with _OPEN_LOCK:
+                vrts = _OPEN.get(key)
+                if vrts is None:
+                    vrts = _OPEN[key] = fresh
+                    while len(_OPEN) > MAX_OPEN_FRAMES:
+                        victims.append(_OPEN.popitem(last=False)[1])
+            if vrts is not fresh:  # another thread opened it meanwhile
+                fresh.close()
+            for v in victims:  # closed once no thread is reading them
+                with v.lock:
+                    v.close()
+        with vrts.lock:
+            if not vrts.closed:
+                return vrts.read(window)
+        # closed (evicted) between the lookup and the read: open it again

@@ -26,7 +26,7 @@ from rasterio.windows import Window
 
 from ..errors import ImageReadError, InputError, ProjectionError
 from .cache import CellCache
-from .frame_warp import frame_block_shape, frame_grid, frame_size, warp_frame_window
+from .frame_warp import close_frames, frame_block_shape, frame_grid, frame_size, warp_frame_window
 from .grid import Grid, as_crs, lattice_offset
 from .image import Image, empty_read
 from .warp import (  # noqa: F401 - BLOCK, TOLERANCE, warp_array, _frame, ... stay importable from here
@@ -69,9 +69,11 @@ _EMPTY.flags.writeable = False
 
 
 def clear_block_cache() -> None:
-    """Forget every warped block and frame source (e.g. to measure or to free memory)."""
+    """Forget every warped block and frame source, close the frames kept open (e.g. to measure
+    or to free memory)."""
     _BLOCKS.clear()
     _FRAME_SOURCES.clear()
+    close_frames()
 
 
 # ---- shared helpers ----------------------------------------------------------------------
@@ -225,9 +227,10 @@ class _RasterImage(Image):
         src = self._frame_source(level, picked, fgrid, _pad(r, scales))
         warped = None
         if src is not None:
-            data, src_t = src
+            data, src_t, src_key = src
             window = (c0, r0, c1 - c0, r1 - r0)
-            warped = warp_frame_window(data, src_t, level.grid.crs, fgrid, window, r, scales)
+            vrt_key = (src_key, r.value, scales)
+            warped = warp_frame_window(data, src_t, level.grid.crs, fgrid, window, r, scales, vrt_key)
         for bx, by in still:
             bc, br = bx * bw - fx * size - c0, by * bh - fy * size - r0
             values = []
@@ -240,8 +243,8 @@ class _RasterImage(Image):
             found[(bx, by)] = values
 
     def _frame_source(self, level: _Level, picked: list[int], fgrid: Grid, pad: int):
-        """(float32 source pixels under frame `fgrid`, padded by `pad`; their transform), or
-        None when the frame has no valid source pixel. Read once per frame and cached."""
+        """(float32 source pixels under frame `fgrid`, padded by `pad`; their transform; a key
+        naming them), or None when the frame has no valid source pixel. Read once and cached."""
         found = _frame_window(level.grid, fgrid, pad)
         if found is None:
             return None
@@ -256,7 +259,7 @@ class _RasterImage(Image):
             _FRAME_SOURCES.put(key, data)
         if data.size == 0:
             return None
-        return data, level.grid.transform @ Affine.translation(win.col_off, win.row_off)
+        return data, level.grid.transform @ Affine.translation(win.col_off, win.row_off), key
 
 
 # ---- in-memory arrays ----------------------------------------------------------------------
