@@ -39,8 +39,8 @@ Measured (thread CPU of the reads, loaded 2-core machine, cold caches): the 7 re
 viewport above, run alone, per-block 162-188 ms -> frames 103-130 ms; inside the layer
 (`benchmarks/prediction_layer.py` (a), warm-up tiles included) 256-345 ms -> 171-214 ms.
 Left alone, by measurement: smaller GDAL blocks (256 x 128 warps that viewport's pixels
-~30% faster than 512 x 128) need a VRT XML round trip costing ~3.7 ms per frame opened,
-which eats most of the gain.
+~30% faster than 512 x 128 in one read) need a VRT XML round trip costing ~3.7 ms per
+frame opened; tried in the layer, the reads took 175-231 ms against 180-210 ms: no gain.
 """
 
 from __future__ import annotations
@@ -60,16 +60,13 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .grid import Grid
-from .warp import BLOCK, TOLERANCE, _mem_dataset
+from .warp import BLOCK, NAN_INIT, TOLERANCE, _mem_dataset
 
 #: Frames are sized so that their source footprint is about this many source pixels wide
 #: (bounded memory for the cached source cut, whatever the zoom) ...
 FRAME_SOURCE_PIXELS = 512
 #: ... and at most this many target pixels wide (a 4096 px frame holds 16 x 16 web tiles).
 MAX_FRAME = 4096
-# CPLStrtod's spelling of NaN: rasterio upper-cases warp option values, and GDAL reads
-# "NAN" as 0 but "1.#QNAN" as NaN.
-_NAN_INIT = "1.#QNAN"
 
 
 def frame_size(scales: tuple[float, float] | None) -> int:
@@ -117,11 +114,11 @@ class _FrameVRTs:
         self.lock = threading.Lock()
         self.closed = False
         self.bands = src.shape[0]
-        extras = {"UNIFIED_SRC_NODATA": "YES", "INIT_DEST": _NAN_INIT}
+        extras = {"UNIFIED_SRC_NODATA": "YES", "INIT_DEST": NAN_INIT}
         if scales is not None:
             # Fix the downsampling kernel's width instead of letting GDAL estimate it per block.
-            extras["XSCALE"] = repr(1.0 / scales[0])
-            extras["YSCALE"] = repr(1.0 / scales[1])
+            extras["XSCALE"] = repr(1.0 / float(scales[0]))
+            extras["YSCALE"] = repr(1.0 / float(scales[1]))
         sets = mask_sets(src)
         self.parts: list[tuple[list[int], np.ndarray, object, WarpedVRT]] = []
         try:

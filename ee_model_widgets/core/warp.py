@@ -45,6 +45,9 @@ BLOCK = 256
 #: default is 0.125 px; 1e-3 px costs about the same and makes nearest-neighbour picks
 #: and interpolation weights as good as exact (1e-6 and below cost ~3x more per tile).
 TOLERANCE = 1e-3
+# CPLStrtod's spelling of NaN, to initialise warped outputs: rasterio upper-cases warp option
+# values, and GDAL reads "NAN" as 0 but "1.#QNAN" as NaN.
+NAN_INIT = "1.#QNAN"
 # The lattice phase (where the CRS origin falls inside a pixel) is snapped to this fraction
 # of a pixel, so windows of one lattice, whose origins differ by float noise, share one
 # canonical frame.
@@ -213,14 +216,17 @@ def _warp(
     downsampling kernel's width instead of letting GDAL estimate it per chunk.
     `masked=False` is for a `src` without NaN that every output pixel's kernel lies inside:
     GDAL's plain kernels then give the same values about twice as fast as its nodata-aware
-    ones (measured).
+    ones (measured). Masked warps initialise the output to NaN rather than declare a NaN
+    destination nodata: the same values (280 random cases: holes, off-source pixels, every
+    resampling), without GDAL's destination-validity bookkeeping.
     """
     src = np.ascontiguousarray(src, dtype=np.float32)
-    nodata = np.nan if masked else None
     extras = {"UNIFIED_SRC_NODATA": "YES"}
+    if masked:
+        extras["INIT_DEST"] = NAN_INIT
     if scales is not None:
-        extras["XSCALE"] = repr(1.0 / scales[0])
-        extras["YSCALE"] = repr(1.0 / scales[1])
+        extras["XSCALE"] = repr(1.0 / float(scales[0]))
+        extras["YSCALE"] = repr(1.0 / float(scales[1]))
     with _mem_dataset(src, src_transform) as ds:
         with WarpedVRT(
             ds,
@@ -232,8 +238,9 @@ def _warp(
             height=grid.height,
             resampling=resampling,
             tolerance=TOLERANCE,
-            src_nodata=nodata,
-            nodata=nodata,
+            src_nodata=np.nan if masked else None,
+            nodata=None,
+            init_dest_nodata=not masked,
             dtype="float32",
             **extras,
         ) as vrt:
