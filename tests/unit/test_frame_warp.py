@@ -79,7 +79,7 @@ def test_frames_are_whole_blocks_of_the_tile_lattice_and_bound_their_source():
         bw, bh = frame_warp.frame_block_shape(size)
         assert size % bw == 0 and size % bh == 0
         if scales is not None:
-            assert size * max(scales) <= 2 * frame_warp.FRAME_SOURCE_PIXELS or size == raster.BLOCK
+            assert size * max(scales) <= frame_warp.FRAME_SOURCE_PIXELS or size == raster.BLOCK
     frame = _frame(frame_warp.frame_size((0.4, 0.4)))
     src = np.ascontiguousarray(_source()[:1])
     with mem_dataset(src, SRC_T) as ds:  # the block shape GDAL really gives a frame's WarpedVRT
