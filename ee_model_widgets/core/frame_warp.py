@@ -41,6 +41,10 @@ viewport above, run alone, per-block 162-188 ms -> frames 103-130 ms; inside the
 Left alone, by measurement: smaller GDAL blocks (256 x 128 warps that viewport's pixels
 ~30% faster than 512 x 128 in one read) need a VRT XML round trip costing ~3.7 ms per
 frame opened; tried in the layer, the reads took 175-231 ms against 180-210 ms: no gain.
+Nor did reading one frame from both workers at once (two open copies per frame, each block
+claimed by one thread instead of the frame lock): layer 265-344 ms against 251-363 ms, the
+reads 170-265 ms against 162-250 ms of CPU (the second copy's set-up, and two warps
+contending for two cores that the model also needs).
 """
 
 from __future__ import annotations
