@@ -184,7 +184,8 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
   // False if there are none (or no style yet: the kernel's tiles then say why).
   fromCache(tile: ITile, coords: L.Coords): boolean {
     const style = this.style;
-    const data = style && tileValues.get(this.model.model_id, this.generation, style.bands, coords.z, coords.x, coords.y);
+    const { z, x, y } = coords;
+    const data = style && tileValues.get(this.model.model_id, this.generation, style.bands, z, x, y);
     if (!data) {
       return false;
     }
