@@ -39,6 +39,10 @@ class PredictionLayer(KernelTileLayer):
     #: The vis params compiled for the image (`VisStyle.browser_style`, plus a `version`): what
     #: the browser colours tiles with. Empty while the vis params are invalid (error tiles).
     _style = Dict().tag(sync=True)
+    #: Which tile arrays the layer serves, bumped whenever it forgets them (`refresh`, a new
+    #: `image`). Data tiles carry the generation they were read under; the browser keeps their
+    #: values under it (js/tile_cache.ts) and never shows those of an older one again.
+    _generation = Int(0).tag(sync=True)
     cache_hits = Int(0).tag(sync=True)
     tiles_zoom_in = Int(0).tag(sync=True)
     #: A one-line human status, e.g. why some tiles say "zoom in".
@@ -119,11 +123,22 @@ class PredictionLayer(KernelTileLayer):
     def refresh(self) -> None:
         """Forget the cached tile arrays of this layer and draw every tile again."""
         self._tile_cache = CellCache(self._tile_cache.max_bytes)
+        # After the new cache (and image): a tile stamped with the new generation holds new values.
+        self._generation += 1
         self.status = ""
         self.redraw()
 
+    def redraw(self) -> None:
+        """Ask every view to drop its tiles and request them again, under the current generation."""
+        # In the message, not only in the trait: a trait update can reach the view after this
+        # message (held by a `hold_sync`, e.g. a worker publishing its counts, and applied
+        # asynchronously by ipywidgets), and the redrawn tiles must not come from an older generation.
+        self.send({"type": "redraw", "generation": self._generation})
+
     # ---- rendering ---------------------------------------------------------------------
     def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | TileData | BaseException]:
+        # The generation first: the image and cache read next are at least as new as it says.
+        generation = self._generation
         image, cache = self._image, self._tile_cache
         style, version = self._styled
         if isinstance(style, Exception):  # bad vis params: every tile says so, no model work
@@ -167,7 +182,7 @@ class PredictionLayer(KernelTileLayer):
 
         for rid, v in values.items():
             # The browser colours these bands (NaN where masked) with the style `version`.
-            results[rid] = TileData(v if order is None else v[order], version, style.bands)
+            results[rid] = TileData(v if order is None else v[order], version, style.bands, generation)
         return [results[r.id] for r in requests]
 
     def _read(self, image, todo, grids, bands, results) -> dict[str, np.ma.MaskedArray]:

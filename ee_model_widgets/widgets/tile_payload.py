@@ -22,13 +22,14 @@ class TileData:
     values: np.ndarray
     version: int  # the style whose bands these are (the browser waits for, or asks again after, a newer one)
     positions: tuple[int, ...]  # which of the image's bands they are (the style's `bands`)
+    generation: int = 0  # the layer's data generation they were read under (the browser caches by it)
 
     def content(self) -> dict:
         """The reply fields that describe the buffer (little-endian float32, band-major)."""
         bands, rows, cols = self.values.shape
         return {
             "kind": "data", "bands": bands, "rows": rows, "cols": cols,
-            "style": self.version, "positions": list(self.positions),
+            "style": self.version, "positions": list(self.positions), "generation": self.generation,
         }  # fmt: skip
 
     def buffer(self) -> bytes:
