@@ -1,13 +1,14 @@
 """`PredictionLayer`: any `Image` (usually a model's prediction) streamed onto an ipyleaflet map.
 
 Built on `KernelTileLayer`: the scheduler hands over the tile requests that arrived together
-Built on `KernelTileLayer`: the scheduler hands over the tile requests that arrived together
 and this layer plans them once (`Image.plan`) and reads that plan (`Image.read_plan`), so a
 viewport costs a few batched model calls. Tiles go to the browser as data (float32 values of
 the shown bands, `TileData`) with the vis params compiled once per style (`_style`): the
 browser colours them (js/colour.ts), so a new palette or min/max recolours the loaded tiles
-with no kernel work at all. Only the shown bands are read, and their tile arrays are cached
-here; a new band choice is read again from the prediction's cached cells, without a model call. With `fix_input_proj=True`, a tile whose plan needs more than
+with no kernel work at all, and keeps their values (js/tile_cache.ts) until the layer's data
+generation moves on. Only the shown bands are read, and their tile arrays are cached here; a
+new band choice is read again from the prediction's cached cells, without a model call. With
+`fix_input_proj=True`, a tile whose plan needs more than
 `max_cells_per_tile` native model cells is refused (`TooManyCells`) and answered with a "zoom
 in" tile instead of a flood of work (Earth Engine's zoom-out trap).
 """
