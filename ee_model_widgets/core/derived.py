@@ -171,8 +171,8 @@ class DerivedImage(Image):
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         fused = self._fuse(bands)
-        reads = {lid: leaf.read(grid, names, resampling) for lid, (leaf, names) in fused.leaves.items()}
-        return fused.evaluate(grid, reads)
+        reads = {lid: [leaf.read(grid, names, resampling)] for lid, (leaf, names) in fused.leaves.items()}
+        return fused.evaluate([grid], reads)[0]
 
     def _plan(self, grids: list[Grid], bands: list[str], resampling, max_cells: int | None) -> ReadPlan:
         """Each source under the operation tree plans the grids once (a prediction: its cells
@@ -188,12 +188,7 @@ class DerivedImage(Image):
         per_leaf = {
             lid: list(leaf.read_plan(pp)) for (lid, (leaf, _)), pp in zip(fused.leaves.items(), plan.parents)
         }
-        out = []
-        for n, g in enumerate(plan.grids):
-            out.append(fused.evaluate(g, {k: v[n] for k, v in per_leaf.items()}))
-            for v in per_leaf.values():
-                v[n] = None  # this grid's source reads are done with: their memory serves the next
-        return out
+        return fused.evaluate(list(plan.grids), per_leaf)
 
 
 def _through_views(node: Image, name: str) -> tuple[Image, str]:
@@ -216,8 +211,19 @@ class _Fused:
         self.steps = steps
         self.outputs = outputs
 
-    def evaluate(self, grid: Grid, reads: dict[int, np.ma.MaskedArray]) -> np.ma.MaskedArray:
-        """The output bands on `grid` from the sources' reads of it.
+    def evaluate(self, grids: list[Grid], reads: dict[int, list]) -> list[np.ma.MaskedArray]:
+        """The output bands on each grid from the sources' reads of them (`reads[source][n]`
+        for `grids[n]`; each is dropped once used, so its memory serves the next grid)."""
+        out = []
+        with np.errstate(all="ignore"):  # 0/0, log(-1)...: handled by the kernels and the finite check
+            for n, grid in enumerate(grids):
+                out.append(self._evaluate(grid, {lid: r[n] for lid, r in reads.items()}))
+                for r in reads.values():
+                    r[n] = None
+        return out
+
+    def _evaluate(self, grid: Grid, reads: dict[int, np.ma.MaskedArray]) -> np.ma.MaskedArray:
+        """The output bands on `grid` from the sources' reads of it (under np.errstate).
 
         A map tile costs its source's read plus this, so it does as few full-array passes as it
         can: a band that is masked everywhere (a tile beyond the image's edge) is not computed
@@ -239,29 +245,28 @@ class _Fused:
                 bands[(lid, name)] = (data[k], masks[k], full, True)
                 if full and len(names) == 1 and read.dtype == np.float32 and np.ma.isMaskedArray(read):
                     empty = read
-        with np.errstate(all="ignore"):  # 0/0, log(-1)...: handled by the kernels and the finite check
-            for key, node, name, inputs in self.steps:
-                ins = [bands[k] for k in inputs]
-                keeps = node._keeps_masks
-                if (keeps == "every" and any(e[2] for e in ins)) or (keeps == "first" and ins[0][2]):
-                    bands[key] = _ALL_MASKED  # e.g. a tile beyond the image's edge
-                    continue
-                ins = [_materialised(e, shape) for e in ins]
-                values, m = node._outputs[name][1]([e[0] for e in ins], [e[1] for e in ins], grid)
-                values = np.asarray(values)
-                if values.dtype != np.float32:  # booleans, float64: float32 as every read returns
-                    values = values.astype(np.float32)
-                if values.shape != shape:  # a kernel may answer a constant
-                    values = np.broadcast_to(values, shape)
-                m = np.asarray(m, bool)
-                if m.shape != shape:
-                    m = np.broadcast_to(m, shape)
-                clean = node._zero_masked and all(e[3] for e in ins)
-                if not node._finite:
-                    finite = np.isfinite(values)
-                    if not finite.all():
-                        m, clean = m | ~finite, False
-                bands[key] = (values, m, False, clean)
+        for key, node, name, inputs in self.steps:
+            ins = [bands[k] for k in inputs]
+            keeps = node._keeps_masks
+            if (keeps == "every" and any(e[2] for e in ins)) or (keeps == "first" and ins[0][2]):
+                bands[key] = _ALL_MASKED  # e.g. a tile beyond the image's edge
+                continue
+            ins = [_materialised(e, shape) for e in ins]
+            values, m = node._outputs[name][1]([e[0] for e in ins], [e[1] for e in ins], grid)
+            values = np.asarray(values)
+            if values.dtype != np.float32:  # booleans, float64: float32 as every read returns
+                values = values.astype(np.float32)
+            if values.shape != shape:  # a kernel may answer a constant
+                values = np.broadcast_to(values, shape)
+            m = np.asarray(m, bool)
+            if m.shape != shape:
+                m = np.broadcast_to(m, shape)
+            clean = node._zero_masked and all(e[3] for e in ins)
+            if not node._finite:
+                finite = np.isfinite(values)
+                if not finite.all():
+                    m, clean = m | ~finite, False
+            bands[key] = (values, m, False, clean)
         if len(self.outputs) == 1:
             entry = bands[self.outputs[0]]
             if entry[2] and empty is not None:
