@@ -148,7 +148,7 @@ class DerivedImage(Image):
     def _fuse(self, bands: list[str]) -> _Fused:
         """The sources to read (by id: image, bands) and the kernel steps, inputs first."""
         leaves: dict[int, tuple[Image, list[str]]] = {}
-        steps: list[tuple[tuple[int, str], DerivedImage, str, list[tuple[int, str]]]] = []
+        steps: list[tuple[tuple[int, str], DerivedImage, Kernel, list[tuple[int, str]]]] = []
         done: set[tuple[int, str]] = set()
         stack: list[tuple[Image, str, bool]] = [(self, b, False) for b in reversed(bands)]
         while stack:  # iterative depth-first walk: deep expression trees need no recursion
@@ -162,7 +162,7 @@ class DerivedImage(Image):
                 done.add(key)
             elif expanded:
                 inputs = [_key(*_through_views(node.parents[i], pb)) for i, pb in node._outputs[name][0]]
-                steps.append((key, node, name, inputs))
+                steps.append((key, node, node._outputs[name][1], inputs))
                 done.add(key)
             else:
                 stack.append((node, name, True))
@@ -245,14 +245,15 @@ class _Fused:
                 bands[(lid, name)] = (data[k], masks[k], full, True)
                 if full and len(names) == 1 and read.dtype == np.float32 and np.ma.isMaskedArray(read):
                     empty = read
-        for key, node, name, inputs in self.steps:
+        for key, node, kernel, inputs in self.steps:
             ins = [bands[k] for k in inputs]
             keeps = node._keeps_masks
-            if (keeps == "every" and any(e[2] for e in ins)) or (keeps == "first" and ins[0][2]):
+            if keeps is not None and (ins[0][2] or (keeps == "every" and any(e[2] for e in ins))):
                 bands[key] = _ALL_MASKED  # e.g. a tile beyond the image's edge
                 continue
-            ins = [_materialised(e, shape) for e in ins]
-            values, m = node._outputs[name][1]([e[0] for e in ins], [e[1] for e in ins], grid)
+            if any(e is _ALL_MASKED for e in ins):
+                ins = [_materialised(e, shape) for e in ins]
+            values, m = kernel([e[0] for e in ins], [e[1] for e in ins], grid)
             values = np.asarray(values)
             if values.dtype != np.float32:  # booleans, float64: float32 as every read returns
                 values = values.astype(np.float32)
@@ -293,7 +294,7 @@ _ALL_MASKED = (None, None, True, True)
 def _materialised(entry: tuple, shape: tuple[int, int]) -> tuple:
     """The band's arrays, made for a band known to be masked everywhere (for kernels like
     `unmask` that read masked pixels)."""
-    if entry[0] is not None:
+    if entry is not _ALL_MASKED:
         return entry
     return np.zeros(shape, np.float32), np.ones(shape, bool), True, True
 
