@@ -553,3 +553,35 @@ def test_derived_reads_copy_source_bands_they_pass_through():
         np.testing.assert_array_equal(again.data, keep.data)
         np.testing.assert_array_equal(again.mask, keep.mask)
         assert (~keep.mask).any() and keep.mask.any()
+
+
+def test_operands_masked_everywhere_in_a_window_follow_earth_engines_mask_rules():
+    # `small` covers the left half of `big`'s grid: on the right half every pixel of it is
+    # masked, which a read may shortcut only where the operation keeps that operand's mask.
+    b = masked(1, seed=43, frac=0.2, low=0.0, high=1.0)
+    s = masked(1, seed=44, frac=0.2, low=0.0, high=1.0, shape=(24, 16))
+    big, small = image(b), emw.Image.from_array(s, transform=T, crs=CRS)
+    right = big.grid.window(16, 0, 16, 24)  # small is masked everywhere here
+    bb = big.read(right)
+    none, every = np.zeros(bb.shape, bool), np.ones(bb.shape, bool)
+    cases = {
+        # where(): the input's mask only; a masked test or value keeps the input.
+        "big.where(small > 0.5, 9)": (big.where(small.gt(0.5), 9), bb.data, bb.mask),
+        "small.where(big > 0.5, 9)": (small.where(big.gt(0.5), 9), None, every),
+        # A pixel masked in either operand is masked in the result.
+        "big + small": (big.add(small), None, every),
+        "big.update_mask(small)": (big.update_mask(small), None, every),
+        # unmask fills: small's masked pixels take big's values (beyond small's extent too,
+        # with same_footprint=False), or 3.
+        "small.unmask(big)": (small.unmask(big, same_footprint=False), bb.data, bb.mask),
+        "small.gt(0).unmask(3)": (small.gt(0).unmask(3, same_footprint=False), np.full(bb.shape, 3.0), none),
+        # The expression's ternary: masked where the test is.
+        "small > 0.5 ? 1 : big": (big.expression("s > 0.5 ? 1 : b(0)", {"s": small}), None, every),
+    }
+    for name, (img, want, want_mask) in cases.items():
+        got = img.read(right)
+        np.testing.assert_array_equal(np.ma.getmaskarray(got), want_mask, err_msg=name)
+        if want is not None:
+            np.testing.assert_allclose(got.data[~want_mask], np.asarray(want)[~want_mask], err_msg=name)
+        assert (got.data[want_mask] == 0).all(), name
+        assert (~want_mask).any() or want is None, name
