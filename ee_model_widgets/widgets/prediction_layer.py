@@ -27,7 +27,7 @@ from ..core.vis import VisStyle, message_tile, vis_style
 from ..errors import InputError, TooManyCells
 from .scheduler import CANCELLED, TileRequest
 from .tile_layer import KernelTileLayer
-from .tile_payload import TileData
+from .tile_payload import TileData, nan_filled
 
 # Predicted tile arrays kept per layer: 256 MiB is ~1000 single-band float32 tiles.
 TILE_CACHE_BYTES = 256 * 1024 * 1024
@@ -176,7 +176,7 @@ class PredictionLayer(KernelTileLayer):
         todo = [r for r in todo if r.id in grids and not r.cancelled]
         if todo:
             for rid, arr in self._read(image, todo, grids, names, results).items():
-                values[rid] = np.ma.filled(arr.astype(np.float32, copy=False), np.nan)
+                values[rid] = nan_filled(arr)
             for r in todo:
                 if r.id in values:
                     cache.put((r.z, r.x, r.y, tuple(shown)), values[r.id])

@@ -36,6 +36,21 @@ class TileData:
         return np.ascontiguousarray(self.values, dtype="<f4").tobytes()
 
 
+def nan_filled(read: np.ma.MaskedArray) -> np.ndarray:
+    """A read's values as new float32, NaN where masked (what `TileData` carries).
+
+    Branch-free: the bits of every masked pixel are OR-ed with a quiet NaN's (any value OR-ed
+    with them is a NaN), so a speckled mask (a thresholded image) costs no more than a solid
+    one; `np.ma.filled` copies, then writes NaN pixel by pixel where the mask says, up to
+    twice as slow on such masks.
+    """
+    mask = np.ma.getmaskarray(read)
+    data = np.ma.getdata(read).astype(np.float32, copy=False)
+    bits = np.multiply(mask, np.uint32(0x7FC00000), dtype=np.uint32)
+    np.bitwise_or(data.view(np.uint32), bits, out=bits)
+    return bits.view(np.float32)
+
+
 def is_tile(result: object) -> bool:
     """True for a tile the browser can show as is: data to colour, or PNG bytes."""
     if isinstance(result, TileData):
