@@ -28,12 +28,18 @@
 // it holds: one newer than the view's waits for that style; one older, for other bands, is
 // asked for again.
 //
+// The values of the data tiles received are also kept in a bounded cache for the page
+// (tile_cache.ts): a tile Leaflet creates again (a zoom back out, a pan back) is coloured from
+// it with the current style and never asked for, unless the layer's data generation moved on
+// (a new image, model or parameters, or `refresh()` in the kernel).
+//
 // Zoom changes need nothing special: Leaflet unloads the pending tiles of a zoom it leaves, and
 // their `tileunload` cancels them in the kernel.
 import { LeafletRasterLayerModel, LeafletRasterLayerView } from 'jupyter-leaflet';
 import L from 'leaflet';
 
 import { IStyle, colour, parseStyle, valuesOf } from './colour';
+import { ITileValues, tileValues } from './tile_cache';
 import { MODULE_NAME, MODULE_VERSION } from './version';
 
 const SYNC_EVERY_MS = 1000; // how often unanswered requests are looked at
@@ -46,7 +52,7 @@ const NOTICE_MS = 8000; // how long "asked again" stays on the map after the las
 interface ITile extends HTMLCanvasElement {
   _emwRequest?: string;
   _emwCoords?: L.Coords;
-  _emwData?: { values: Float32Array; bands: number[]; rows: number; cols: number; style: number };
+  _emwData?: ITileValues;
   _emwDone?: (err?: Error) => void; // Leaflet's done(), called once: the tile is loaded
 }
 
@@ -72,7 +78,14 @@ export class EEKernelTileLayerModel extends LeafletRasterLayerModel {
       _view_module_version: MODULE_VERSION,
       request_timeout: 60,
       _style: {},
+      _generation: 0,
     };
+  }
+
+  initialize(attributes: any, options: any): void {
+    super.initialize(attributes, options);
+    // A closed layer (or a kernel restart) leaves tiles nobody can show again.
+    this.on('destroy', () => tileValues.forget(this.model_id));
   }
 }
 
@@ -107,6 +120,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
   private style: IStyle | null = null;
   private styleCheck = 0; // timer: data tiles still wait for their style
   private lastStyleSync = 0;
+  private generation = 0; // the newest data generation of the layer this view knows of
   private notice: L.Control | null = null;
   private noticeDiv: HTMLDivElement | null = null;
   private noticeTimer = 0;
@@ -128,7 +142,9 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
             done(err, tile);
           }
         };
-        view.request(tile, coords, done);
+        if (!view.fromCache(tile, coords)) {
+          view.request(tile, coords, done);
+        }
         return tile;
       },
       // Leaflet checks the map's wrapping, not noWrap, for x: without this a noWrap layer asks
@@ -144,8 +160,50 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     this.obj.on('tileunload', (e: any) => this.onTileUnload(e.tile as ITile));
     this.obj.on('remove', () => this.showNotice('', ''));
     this.style = parseStyle(this.model.get('_style'));
+    this.newGeneration(this.model.get('_generation'));
     this.model.on('msg:custom', this.onCustom, this);
     this.model.on('change:_style', this.onStyle, this);
+    this.model.on('change:_generation', this.onGeneration, this);
+  }
+
+  // ---- the page's cache of tile values (tile_cache.ts) --------------------------------------
+  private onGeneration(): void {
+    this.newGeneration(this.model.get('_generation'));
+  }
+
+  // The layer's data moved on to `generation` (from its trait, a redraw or a tile's stamp):
+  // tiles cached under an older one are never shown again.
+  private newGeneration(generation: unknown): void {
+    if (typeof generation === 'number' && generation > this.generation) {
+      this.generation = generation;
+      tileValues.forget(this.model.model_id, generation);
+    }
+  }
+
+  // Show the cached values of this tile with the current style instead of asking the kernel.
+  // False if there are none (or no style yet: the kernel's tiles then say why).
+  fromCache(tile: ITile, coords: L.Coords): boolean {
+    const style = this.style;
+    const { z, x, y } = coords;
+    const data = style && tileValues.get(this.model.model_id, this.generation, style.bands, z, x, y);
+    if (!data) {
+      return false;
+    }
+    tile._emwRequest = undefined;
+    tile._emwCoords = coords;
+    tile._emwData = data;
+    tile.dataset.zxy = `${coords.z}/${coords.x}/${coords.y}`;
+    tile.dataset.status = 'ok';
+    tile.dataset.source = 'cache';
+    this.dataTiles.add(tile);
+    // Drawn once Leaflet has registered the tile (createTile has returned): its done() is
+    // ignored before that.
+    queueMicrotask(() => {
+      if (this.dataTiles.has(tile) && tile._emwData === data) {
+        this.draw(tile);
+      }
+    });
+    return true;
   }
 
   private request(img: ITile, coords: L.Coords, done: L.DoneCallback, tries = 0): void {
@@ -353,6 +411,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
       return;
     }
     if (content.type === 'redraw') {
+      this.newGeneration(content.generation); // before the tiles are made again
       this.cancelAll();
       this.lostTiles.clear();
       this.dataTiles.clear();
@@ -401,6 +460,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
         ctx.drawImage(bitmap, 0, 0);
         bitmap.close();
         p.img.dataset.status = content.status ?? 'ok';
+        p.img.dataset.source = 'kernel';
         this.finish(p, undefined);
       },
       () => {
@@ -420,8 +480,19 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
       this.finish(p, new Error('tile reply with a data buffer of the wrong size'));
       return;
     }
-    p.img._emwData = { values, bands: positions, rows, cols, style: content.style };
+    const data = { values, bands: positions, rows, cols, style: content.style };
+    p.img._emwData = data;
     p.img.dataset.status = content.status ?? 'ok';
+    p.img.dataset.source = 'kernel';
+    // Kept for a later showing under the generation it was read with (never newer than its
+    // values): a stamp newer than this view knew also means that older tiles are stale.
+    if (typeof content.generation === 'number' && (content.status ?? 'ok') === 'ok') {
+      this.newGeneration(content.generation);
+      if (content.generation === this.generation) {
+        const { z, x, y } = p.coords;
+        tileValues.put(this.model.model_id, content.generation, z, x, y, data);
+      }
+    }
     this.dataTiles.add(p.img);
     this.draw(p.img);
   }
@@ -437,7 +508,9 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     if (!style || style.bands.join(',') !== data.bands.join(',')) {
       const asking = tile._emwRequest !== undefined && this.pending.has(tile._emwRequest);
       if (style && data.style < style.version && !asking && tile._emwCoords && tile._emwDone) {
-        this.request(tile, tile._emwCoords, tile._emwDone as L.DoneCallback);
+        if (!this.fromCache(tile, tile._emwCoords)) {
+          this.request(tile, tile._emwCoords, tile._emwDone as L.DoneCallback);
+        }
       }
       this.checkStyleSoon(); // otherwise its style is on its way (onStyle draws it)
       return;
@@ -510,6 +583,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     this.showNotice('', '');
     this.model.off('msg:custom', this.onCustom, this);
     this.model.off('change:_style', this.onStyle, this);
+    this.model.off('change:_generation', this.onGeneration, this);
     window.clearTimeout(this.styleCheck);
     this.dataTiles.clear();
     super.remove();

@@ -30,7 +30,8 @@ from .plan import ReadPlan, plan_of_parents
 # A kernel takes the values and masks of its inputs (2-D float32; a masked pixel's value is
 # undefined, 0 at a source, anything after another kernel, so a kernel must not let it into an
 # unmasked output) and returns (values, mask) of one output band; non-finite values are masked
-# afterwards.
+# afterwards. A kernel returns new arrays or its inputs, never arrays it keeps: a read may use
+# a new array as its result.
 Kernel = Callable[[list[np.ndarray], list[np.ndarray], Grid], tuple[np.ndarray, np.ndarray]]
 # Fingerprints longer than this are hashed (deep expression trees make long strings).
 _MAX_FINGERPRINT = 256
@@ -52,6 +53,8 @@ class DerivedImage(Image):
         categorical: Sequence[str] = (),
         grid: Grid | None = None,
         finite: bool = False,
+        keeps_masks: str | None = None,
+        zero_masked: bool = False,
     ):
         for p in parents:
             if not isinstance(p, Image):
@@ -68,6 +71,15 @@ class DerivedImage(Image):
         # True when the kernels can only return finite values from finite inputs (comparisons,
         # masks, band copies): the per-pixel finite check is skipped.
         self._finite = bool(finite)
+        # Promises the kernels make, which let a read skip work (see `_Fused.evaluate`):
+        # `keeps_masks` "every": a pixel masked in any input is masked in the output; "first":
+        # one masked in the first input is; None: no promise (unmask fills masked pixels).
+        # `zero_masked`: the output holds 0 wherever it is masked, given inputs that hold 0
+        # wherever they are masked (as every read does).
+        if keeps_masks not in (None, "first", "every"):
+            raise ValueError(f"keeps_masks must be None, 'first' or 'every', not {keeps_masks!r}")
+        self._keeps_masks = keeps_masks
+        self._zero_masked = bool(zero_masked)
 
     # ---- what the image is --------------------------------------------------------------
     @property
@@ -136,7 +148,7 @@ class DerivedImage(Image):
     def _fuse(self, bands: list[str]) -> _Fused:
         """The sources to read (by id: image, bands) and the kernel steps, inputs first."""
         leaves: dict[int, tuple[Image, list[str]]] = {}
-        steps: list[tuple[tuple[int, str], DerivedImage, str, list[tuple[int, str]]]] = []
+        steps: list[tuple[tuple[int, str], DerivedImage, Kernel, list[tuple[int, str]]]] = []
         done: set[tuple[int, str]] = set()
         stack: list[tuple[Image, str, bool]] = [(self, b, False) for b in reversed(bands)]
         while stack:  # iterative depth-first walk: deep expression trees need no recursion
@@ -150,7 +162,7 @@ class DerivedImage(Image):
                 done.add(key)
             elif expanded:
                 inputs = [_key(*_through_views(node.parents[i], pb)) for i, pb in node._outputs[name][0]]
-                steps.append((key, node, name, inputs))
+                steps.append((key, node, node._outputs[name][1], inputs))
                 done.add(key)
             else:
                 stack.append((node, name, True))
@@ -159,8 +171,8 @@ class DerivedImage(Image):
 
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
         fused = self._fuse(bands)
-        reads = {lid: leaf.read(grid, names, resampling) for lid, (leaf, names) in fused.leaves.items()}
-        return fused.evaluate(grid, reads)
+        reads = {lid: [leaf.read(grid, names, resampling)] for lid, (leaf, names) in fused.leaves.items()}
+        return fused.evaluate([grid], reads)[0]
 
     def _plan(self, grids: list[Grid], bands: list[str], resampling, max_cells: int | None) -> ReadPlan:
         """Each source under the operation tree plans the grids once (a prediction: its cells
@@ -174,9 +186,9 @@ class DerivedImage(Image):
         then the kernels run per grid."""
         fused = self._fuse(list(plan.bands))  # the same walk as `_plan`: sources in the same order
         per_leaf = {
-            lid: leaf.read_plan(pp) for (lid, (leaf, _)), pp in zip(fused.leaves.items(), plan.parents)
+            lid: list(leaf.read_plan(pp)) for (lid, (leaf, _)), pp in zip(fused.leaves.items(), plan.parents)
         }
-        return [fused.evaluate(g, {k: v[n] for k, v in per_leaf.items()}) for n, g in enumerate(plan.grids)]
+        return fused.evaluate(list(plan.grids), per_leaf)
 
 
 def _through_views(node: Image, name: str) -> tuple[Image, str]:
@@ -199,48 +211,121 @@ class _Fused:
         self.steps = steps
         self.outputs = outputs
 
-    def evaluate(self, grid: Grid, reads: dict[int, np.ma.MaskedArray]) -> np.ma.MaskedArray:
-        """The output bands on `grid` from the sources' reads of it."""
+    def evaluate(self, grids: list[Grid], reads: dict[int, list]) -> list[np.ma.MaskedArray]:
+        """The output bands on each grid from the sources' reads of them (`reads[source][n]`
+        for `grids[n]`; each is dropped once used, so its memory serves the next grid)."""
+        out = []
+        with np.errstate(all="ignore"):  # 0/0, log(-1)...: handled by the kernels and the finite check
+            for n, grid in enumerate(grids):
+                out.append(self._evaluate(grid, {lid: r[n] for lid, r in reads.items()}))
+                for r in reads.values():
+                    r[n] = None
+        return out
+
+    def _evaluate(self, grid: Grid, reads: dict[int, np.ma.MaskedArray]) -> np.ma.MaskedArray:
+        """The output bands on `grid` from the sources' reads of it (under np.errstate).
+
+        A map tile costs its source's read plus this, so it does as few full-array passes as it
+        can: a band that is masked everywhere (a tile beyond the image's edge) is not computed
+        through kernels that keep their inputs' masks, and the final zeroing of masked pixels
+        is skipped when the kernels promise it (`zero_masked`) or nothing is masked.
+        """
         shape = (grid.height, grid.width)
-        bands: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+        # key -> (values, mask, all masked, values hold 0 where masked); values and mask are
+        # None for a band known to be masked everywhere without having been computed.
+        bands: dict[tuple[int, str], tuple] = {}
+        empty = None  # a source's one-band read that is masked everywhere
         for lid, (_leaf, names) in self.leaves.items():
-            data, masks = np.ma.getdata(reads[lid]), np.ma.getmaskarray(reads[lid])
+            read = reads[lid]
+            data, masks = np.ma.getdata(read), np.ma.getmaskarray(read)
             if data.dtype != np.float32:  # the Image.read contract, enforced for the kernels
                 data = data.astype(np.float32)
             for k, name in enumerate(names):
-                bands[(lid, name)] = (data[k], masks[k])
-        with np.errstate(all="ignore"):  # 0/0, log(-1)...: handled by the kernels and the finite check
-            for key, node, name, inputs in self.steps:
-                pairs = [bands[k] for k in inputs]
-                values, m = node._outputs[name][1]([v for v, _ in pairs], [mm for _, mm in pairs], grid)
-                values = np.asarray(values)
-                if values.dtype != np.float32:  # booleans, float64: float32 as every read returns
-                    values = values.astype(np.float32)
-                if values.shape != shape:  # a kernel may answer a constant
-                    values = np.broadcast_to(values, shape)
-                m = np.asarray(m, bool)
-                if m.shape != shape:
-                    m = np.broadcast_to(m, shape)
-                if not node._finite:
-                    m = m | ~np.isfinite(values)
-                bands[key] = (values, m)
+                full = bool(masks[k].all())
+                bands[(lid, name)] = (data[k], masks[k], full, True)
+                if full and len(names) == 1 and read.dtype == np.float32 and np.ma.isMaskedArray(read):
+                    empty = read
+        for key, node, kernel, inputs in self.steps:
+            ins = [bands[k] for k in inputs]
+            keeps = node._keeps_masks
+            if keeps is not None and (ins[0][2] or (keeps == "every" and any(e[2] for e in ins))):
+                bands[key] = _ALL_MASKED  # e.g. a tile beyond the image's edge
+                continue
+            if any(e is _ALL_MASKED for e in ins):
+                ins = [_materialised(e, shape) for e in ins]
+            values, m = kernel([e[0] for e in ins], [e[1] for e in ins], grid)
+            values = np.asarray(values)
+            if values.dtype != np.float32:  # booleans, float64: float32 as every read returns
+                values = values.astype(np.float32)
+            if values.shape != shape:  # a kernel may answer a constant
+                values = np.broadcast_to(values, shape)
+            m = np.asarray(m, bool)
+            if m.shape != shape:
+                m = np.broadcast_to(m, shape)
+            clean = node._zero_masked and all(e[3] for e in ins)
+            if not node._finite:
+                finite = np.isfinite(values)
+                if not finite.all():
+                    m, clean = m | ~finite, False
+            bands[key] = (values, m, False, clean)
+        if len(self.outputs) == 1:
+            entry = bands[self.outputs[0]]
+            if entry[2] and empty is not None:
+                # Masked everywhere (a tile beyond the source's edge): that is the source's own
+                # read (zeros, all masked), made for this read alone; no new arrays.
+                return empty
+            return _single_output(entry, shape)
         out = np.empty((len(self.outputs), *shape), np.float32)
         mask = np.empty(out.shape, bool)
         for k, key in enumerate(self.outputs):
-            values, m = bands[key]
-            mask[k] = m
-            # Masked pixels hold 0 (the Image.read contract). Bands with no or only masked
-            # pixels are common on a map (beyond the image's edge, after self_mask); otherwise
-            # the bits are AND-ed with 0 (masked) or all ones (kept), which is exact for any
-            # value (NaN too) and twice as fast as a masked copy on speckled masks.
-            if not m.any():
-                out[k] = values
-            elif m.all():
-                out[k] = 0
+            values, m, full, clean = bands[key]
+            if full:
+                out[k], mask[k] = 0, True
             else:
-                keep = np.subtract(m, 1, dtype=np.uint32)  # 0 where masked, 0xFFFFFFFF elsewhere
-                np.bitwise_and(values.view(np.uint32), keep, out=out[k].view(np.uint32))
+                mask[k] = m
+                _zeroed_into(values, m, clean, out[k])
         return np.ma.MaskedArray(out, mask=mask)
+
+
+# A band masked everywhere, not computed (see `_Fused.evaluate`).
+_ALL_MASKED = (None, None, True, True)
+
+
+def _materialised(entry: tuple, shape: tuple[int, int]) -> tuple:
+    """The band's arrays, made for a band known to be masked everywhere (for kernels like
+    `unmask` that read masked pixels)."""
+    if entry is not _ALL_MASKED:
+        return entry
+    return np.zeros(shape, np.float32), np.ones(shape, bool), True, True
+
+
+def _single_output(entry: tuple, shape: tuple[int, int]) -> np.ma.MaskedArray:
+    """A one-band result; a kernel's freshly made arrays are used in place, not copied."""
+    values, m, full, clean = entry
+    if full:
+        return np.ma.MaskedArray(np.zeros((1, *shape), np.float32), mask=np.ones((1, *shape), bool))
+    # A band read from a source or broadcast from a constant is a view: it is copied. A
+    # kernel's own result (no base) is this read's alone, so it becomes the output as is.
+    if values.base is None and values.flags.writeable and values.flags.c_contiguous:
+        _zeroed_into(values, m, clean, values)
+        out = values[None]
+    else:
+        out = np.empty((1, *shape), np.float32)
+        _zeroed_into(values, m, clean, out[0])
+    mask = m[None] if m.base is None and m.flags.c_contiguous else m[None].copy()
+    return np.ma.MaskedArray(out, mask=mask)
+
+
+def _zeroed_into(values: np.ndarray, m: np.ndarray, clean: bool, out: np.ndarray) -> None:
+    """`out` = `values` with masked pixels set to 0 (the Image.read contract); `out` may be `values`."""
+    if clean or not m.any():
+        if out is not values:
+            out[...] = values
+        return
+    # The bits are AND-ed with 0 (masked) or all ones (kept): exact for any value (NaN too)
+    # and twice as fast as a masked copy on speckled masks.
+    keep = np.subtract(m, 1, dtype=np.uint32)  # 0 where masked, 0xFFFFFFFF elsewhere
+    np.bitwise_and(values.view(np.uint32), keep, out=out.view(np.uint32))
 
 
 def _canon(value: Any) -> str:

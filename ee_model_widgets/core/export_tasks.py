@@ -48,9 +48,9 @@ from .gdal_cache import bounded_block_cache
 from .lazy import read_chunk
 from .output_file import (
     _FULL_BYTES,
-    _create_temp,
     _no_space,
     check_target,
+    create_temp,
     describe_os_error,
     output_file,
     remove_leftovers,
@@ -147,7 +147,7 @@ def export_tasks(
         # GDAL's block cache held small: written blocks are not kept (see gdal_cache.py).
         with bounded_block_cache():
             if tmp is None:
-                tmp = _create_temp(path)
+                tmp = create_temp(path)
                 mode = "w"
             else:
                 mode = "r+"
@@ -346,7 +346,7 @@ def _bytes_needed(grid, count: int, compress: str, cog: bool, overviews: bool) -
 
 def _adopt(tmp: str, path: str) -> str:
     """An interrupted export's temporary, renamed after this process (see output_file.py)."""
-    new = _create_temp(path)
+    new = create_temp(path)
     os.replace(tmp, new)
     return new
 

@@ -34,14 +34,33 @@ def update_mask(image: Image, mask) -> Image:
         n: ([(0, n)] + ([(1, pick[k])] if const is None else []), kernel)
         for k, n in enumerate(image.band_names)
     }
-    return DerivedImage("update_mask", parents, outputs, [const], image.categorical_bands, finite=True)
+    return DerivedImage(
+        "update_mask",
+        parents,
+        outputs,
+        [const],
+        image.categorical_bands,
+        finite=True,
+        keeps_masks="every",
+        zero_masked=const is not None and const != 0,  # then the mask is the image's own
+    )
 
 
 def self_mask(image: Image) -> Image:
     """Mask pixels whose value is zero (EE's selfMask)."""
     image = as_image(image, "self_mask")
     outputs = {n: ([(0, n)], lambda v, m, _g: (v[0], m[0] | (v[0] == 0))) for n in image.band_names}
-    return DerivedImage("self_mask", [image], outputs, (), image.categorical_bands, finite=True)
+    # The pixels it masks hold 0 already: a read of it needs no zeroing of masked pixels.
+    return DerivedImage(
+        "self_mask",
+        [image],
+        outputs,
+        (),
+        image.categorical_bands,
+        finite=True,
+        keeps_masks="every",
+        zero_masked=True,
+    )
 
 
 def unmask(image: Image, value=0.0, same_footprint: bool = True) -> Image:
@@ -178,4 +197,6 @@ def clip(image: Image, region) -> Image:
         return values[0], masks[0] | ~geometry_inside(geom, wgs84, g)
 
     outputs = {n: ([(0, n)], kernel) for n in image.band_names}
-    return DerivedImage("clip", [image], outputs, geom, image.categorical_bands, grid=grid, finite=True)
+    return DerivedImage(
+        "clip", [image], outputs, geom, image.categorical_bands, grid=grid, finite=True, keeps_masks="every"
+    )

@@ -109,7 +109,20 @@ def binary(a, b, op: str, fn: Callable, categorical: bool = False) -> Image:
             _binary_kernel(fn, None if ia is not None else a, None if ib is not None else b),
         )
     params = [a if not isinstance(a, Image) else "img", b if not isinstance(b, Image) else "img"]
-    return DerivedImage(op, parents, outputs, params, names if categorical else (), finite=categorical)
+    # With a number, masked pixels (0 in a read) stay 0 when fn(0, number) is 0, e.g. `gt(0.5)`.
+    zero = False
+    if len(parents) == 1:
+        zero = _is_zero(fn, 0.0, b) if isinstance(a, Image) else _is_zero(fn, a, 0.0)
+    cat = names if categorical else ()
+    return DerivedImage(
+        op, parents, outputs, params, cat, finite=categorical, keeps_masks="every", zero_masked=zero
+    )
+
+
+def _is_zero(fn: Callable, *args: float) -> bool:
+    """Whether `fn` gives exactly 0 for these float32 scalars (a kernel's value at masked pixels)."""
+    with np.errstate(all="ignore"):
+        return bool(np.asarray(fn(*(np.float32(x) for x in args))) == 0)
 
 
 def _binary_kernel(fn: Callable, const_a, const_b) -> Kernel:
@@ -134,7 +147,10 @@ def unary(image: Image, op: str, fn: Callable, categorical: bool | None = None) 
     names = image.band_names
     outputs = {n: ([(0, n)], lambda v, m, _g: (fn(v[0]), m[0])) for n in names}
     cat = image.categorical_bands if categorical is None else (names if categorical else ())
-    return DerivedImage(op, [image], outputs, (), cat, finite=op in ("not", "abs", "floor", "ceil", "round"))
+    finite = op in ("not", "abs", "floor", "ceil", "round")
+    return DerivedImage(
+        op, [image], outputs, (), cat, finite=finite, keeps_masks="every", zero_masked=_is_zero(fn, 0.0)
+    )
 
 
 def as_image(x, op: str) -> Image:
@@ -144,14 +160,18 @@ def as_image(x, op: str) -> Image:
 
 
 # ---- the arithmetic and logic of Earth Engine ------------------------------------------------------
+# Divide everywhere, then put 0 where the divisor is 0: a tenth of the time of selecting the
+# divisor first with np.where (called under np.errstate(all="ignore") by reads).
 def _divide(a, b):
-    zero = b == 0
-    return np.where(zero, np.float32(0), a / np.where(zero, np.float32(1), b))
+    q = np.asarray(np.divide(a, b))
+    np.copyto(q, 0, where=np.equal(b, 0))
+    return q
 
 
 def _mod(a, b):
-    zero = b == 0
-    return np.where(zero, np.float32(0), np.fmod(a, np.where(zero, np.float32(1), b)))
+    r = np.asarray(np.fmod(a, b))
+    np.copyto(r, 0, where=np.equal(b, 0))
+    return r
 
 
 BINARY: dict[str, tuple[Callable, bool]] = {
@@ -246,7 +266,9 @@ def where(image: Image, test, value) -> Image:
             inputs.append((vi, pick_v[k]))
         outputs[n] = (inputs, kernel)
     params = [None if ti else test, None if vi else value]
-    return DerivedImage("where", parents, outputs, params, image.categorical_bands, finite=True)
+    return DerivedImage(
+        "where", parents, outputs, params, image.categorical_bands, finite=True, keeps_masks="first"
+    )
 
 
 def conditional(test, a, b) -> Image:
@@ -281,7 +303,8 @@ def conditional(test, a, b) -> Image:
         if bi:
             inputs.append((bi, pick(b, k)))
         outputs[n] = (inputs, kernel)
-    return DerivedImage("conditional", parents, outputs, [None if ai else a, None if bi else b], finite=True)
+    params = [None if ai else a, None if bi else b]
+    return DerivedImage("conditional", parents, outputs, params, finite=True, keeps_masks="first")
 
 
 # ---- band-combining operations ------------------------------------------------------------------
@@ -304,7 +327,8 @@ def normalized_difference(image: Image, band_names: Sequence | None = None) -> I
         a, b = values
         return _divide(a - b, a + b), masks[0] | masks[1] | (a < 0) | (b < 0)
 
-    return DerivedImage("normalized_difference", [image], {"nd": ([(0, pair[0]), (0, pair[1])], kernel)})
+    outputs = {"nd": ([(0, pair[0]), (0, pair[1])], kernel)}
+    return DerivedImage("normalized_difference", [image], outputs, keeps_masks="every")
 
 
 def argmax(image: Image, name: str = "argmax") -> Image:
@@ -317,7 +341,13 @@ def argmax(image: Image, name: str = "argmax") -> Image:
         return np.argmax(np.stack(values), axis=0).astype(np.float32), np.logical_or.reduce(masks)
 
     return DerivedImage(
-        "argmax", [image], {str(name): ([(0, n) for n in names], kernel)}, (), [str(name)], finite=True
+        "argmax",
+        [image],
+        {str(name): ([(0, n) for n in names], kernel)},
+        (),
+        [str(name)],
+        finite=True,
+        keeps_masks="every",
     )
 
 
@@ -346,4 +376,13 @@ def add_bands(image: Image, other: Image, names=None, overwrite: bool = False) -
         outputs[n] = ([(1, n)], _identity)
     cat = {n for n in image.band_names if n in image.categorical_bands and n not in other.band_names}
     cat |= set(other.categorical_bands)
-    return DerivedImage("add_bands", [image, other], outputs, [bool(overwrite)], sorted(cat), finite=True)
+    return DerivedImage(
+        "add_bands",
+        [image, other],
+        outputs,
+        [bool(overwrite)],
+        sorted(cat),
+        finite=True,
+        keeps_masks="every",
+        zero_masked=True,
+    )

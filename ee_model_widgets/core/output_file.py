@@ -114,7 +114,8 @@ def remove_quietly(path: str) -> None:
             pass
 
 
-def _create_temp(path: str) -> str:
+def create_temp(path: str) -> str:
+    """Create an empty hidden temporary beside `path`, named so `remove_leftovers` knows its owner."""
     directory, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".{base}.{os.getpid()}.{uuid.uuid4().hex[:8]}.{socket.gethostname()}.tmp")
     try:
@@ -170,7 +171,7 @@ def output_file(path: str | os.PathLike) -> Iterator[str]:
     """
     path = os.fspath(path)
     remove_leftovers(path)
-    tmp = _create_temp(path)
+    tmp = create_temp(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
         yield tmp

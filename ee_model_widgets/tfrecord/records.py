@@ -11,12 +11,12 @@ from __future__ import annotations
 import glob
 import os
 import re
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..core.output_file import create_temp, remove_leftovers
 from ..errors import TFRecordError
 
 # `<prefix>-00000.tfrecord` / `.tfrecord.gz`: Earth Engine's shard names; the shard number is
@@ -261,13 +261,16 @@ class AtomicFiles:
 
     def __init__(self):
         self._pending: list[tuple[str, str]] = []  # (temp, final)
-        self._token = uuid.uuid4().hex[:8]
 
     def temp_for(self, final: str) -> str:
-        """A hidden temporary path beside `final` (same filesystem, so rename is atomic)."""
+        """A hidden temporary path beside `final` (same filesystem, so rename is atomic).
+
+        Named as every export's temporaries are (`core/output_file.py`), so the leftovers of
+        an earlier write to `final` killed outright (kill -9, a dead kernel) are removed here.
+        """
         final = os.fspath(final)
-        d, base = os.path.split(final)
-        tmp = os.path.join(d, f".{base}.{self._token}.tmp")
+        remove_leftovers(final)
+        tmp = create_temp(final)
         self._pending.append((tmp, final))
         return tmp
 

@@ -1,13 +1,14 @@
 """`PredictionLayer`: any `Image` (usually a model's prediction) streamed onto an ipyleaflet map.
 
 Built on `KernelTileLayer`: the scheduler hands over the tile requests that arrived together
-Built on `KernelTileLayer`: the scheduler hands over the tile requests that arrived together
 and this layer plans them once (`Image.plan`) and reads that plan (`Image.read_plan`), so a
 viewport costs a few batched model calls. Tiles go to the browser as data (float32 values of
 the shown bands, `TileData`) with the vis params compiled once per style (`_style`): the
 browser colours them (js/colour.ts), so a new palette or min/max recolours the loaded tiles
-with no kernel work at all. Only the shown bands are read, and their tile arrays are cached
-here; a new band choice is read again from the prediction's cached cells, without a model call. With `fix_input_proj=True`, a tile whose plan needs more than
+with no kernel work at all, and keeps their values (js/tile_cache.ts) until the layer's data
+generation moves on. Only the shown bands are read, and their tile arrays are cached here; a
+new band choice is read again from the prediction's cached cells, without a model call. With
+`fix_input_proj=True`, a tile whose plan needs more than
 `max_cells_per_tile` native model cells is refused (`TooManyCells`) and answered with a "zoom
 in" tile instead of a flood of work (Earth Engine's zoom-out trap).
 """
@@ -26,7 +27,7 @@ from ..core.vis import VisStyle, message_tile, vis_style
 from ..errors import InputError, TooManyCells
 from .scheduler import CANCELLED, TileRequest
 from .tile_layer import KernelTileLayer
-from .tile_payload import TileData
+from .tile_payload import TileData, nan_filled
 
 # Predicted tile arrays kept per layer: 256 MiB is ~1000 single-band float32 tiles.
 TILE_CACHE_BYTES = 256 * 1024 * 1024
@@ -39,6 +40,10 @@ class PredictionLayer(KernelTileLayer):
     #: The vis params compiled for the image (`VisStyle.browser_style`, plus a `version`): what
     #: the browser colours tiles with. Empty while the vis params are invalid (error tiles).
     _style = Dict().tag(sync=True)
+    #: Which tile arrays the layer serves, bumped whenever it forgets them (`refresh`, a new
+    #: `image`). Data tiles carry the generation they were read under; the browser keeps their
+    #: values under it (js/tile_cache.ts) and never shows those of an older one again.
+    _generation = Int(0).tag(sync=True)
     cache_hits = Int(0).tag(sync=True)
     tiles_zoom_in = Int(0).tag(sync=True)
     #: A one-line human status, e.g. why some tiles say "zoom in".
@@ -119,11 +124,22 @@ class PredictionLayer(KernelTileLayer):
     def refresh(self) -> None:
         """Forget the cached tile arrays of this layer and draw every tile again."""
         self._tile_cache = CellCache(self._tile_cache.max_bytes)
+        # After the new cache (and image): a tile stamped with the new generation holds new values.
+        self._generation += 1
         self.status = ""
         self.redraw()
 
+    def redraw(self) -> None:
+        """Ask every view to drop its tiles and request them again, under the current generation."""
+        # In the message, not only in the trait: a trait update can reach the view after this
+        # message (held by a `hold_sync`, e.g. a worker publishing its counts, and applied
+        # asynchronously by ipywidgets), and the redrawn tiles must not come from an older generation.
+        self.send({"type": "redraw", "generation": self._generation})
+
     # ---- rendering ---------------------------------------------------------------------
     def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | TileData | BaseException]:
+        # The generation first: the image and cache read next are at least as new as it says.
+        generation = self._generation
         image, cache = self._image, self._tile_cache
         style, version = self._styled
         if isinstance(style, Exception):  # bad vis params: every tile says so, no model work
@@ -160,14 +176,14 @@ class PredictionLayer(KernelTileLayer):
         todo = [r for r in todo if r.id in grids and not r.cancelled]
         if todo:
             for rid, arr in self._read(image, todo, grids, names, results).items():
-                values[rid] = np.ma.filled(arr.astype(np.float32, copy=False), np.nan)
+                values[rid] = nan_filled(arr)
             for r in todo:
                 if r.id in values:
                     cache.put((r.z, r.x, r.y, tuple(shown)), values[r.id])
 
         for rid, v in values.items():
             # The browser colours these bands (NaN where masked) with the style `version`.
-            results[rid] = TileData(v if order is None else v[order], version, style.bands)
+            results[rid] = TileData(v if order is None else v[order], version, style.bands, generation)
         return [results[r.id] for r in requests]
 
     def _read(self, image, todo, grids, bands, results) -> dict[str, np.ma.MaskedArray]:

@@ -22,17 +22,33 @@ class TileData:
     values: np.ndarray
     version: int  # the style whose bands these are (the browser waits for, or asks again after, a newer one)
     positions: tuple[int, ...]  # which of the image's bands they are (the style's `bands`)
+    generation: int = 0  # the layer's data generation they were read under (the browser caches by it)
 
     def content(self) -> dict:
         """The reply fields that describe the buffer (little-endian float32, band-major)."""
         bands, rows, cols = self.values.shape
         return {
             "kind": "data", "bands": bands, "rows": rows, "cols": cols,
-            "style": self.version, "positions": list(self.positions),
+            "style": self.version, "positions": list(self.positions), "generation": self.generation,
         }  # fmt: skip
 
     def buffer(self) -> bytes:
         return np.ascontiguousarray(self.values, dtype="<f4").tobytes()
+
+
+def nan_filled(read: np.ma.MaskedArray) -> np.ndarray:
+    """A read's values as new float32, NaN where masked (what `TileData` carries).
+
+    Branch-free: the bits of every masked pixel are OR-ed with a quiet NaN's (any value OR-ed
+    with them is a NaN), so a speckled mask (a thresholded image) costs no more than a solid
+    one; `np.ma.filled` copies, then writes NaN pixel by pixel where the mask says, up to
+    twice as slow on such masks.
+    """
+    mask = np.ma.getmaskarray(read)
+    data = np.ma.getdata(read).astype(np.float32, copy=False)
+    bits = np.multiply(mask, np.uint32(0x7FC00000), dtype=np.uint32)
+    np.bitwise_or(data.view(np.uint32), bits, out=bits)
+    return bits.view(np.float32)
 
 
 def is_tile(result: object) -> bool:

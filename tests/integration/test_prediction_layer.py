@@ -236,3 +236,45 @@ def test_fix_input_proj_zoomed_out_answers_zoom_in_without_model_calls(scene, ma
     # Zoomed in, the same layer predicts.
     (reply,) = view.fetch(center_tiles(scene, 17, n=1))
     assert model.stats.calls > 0 and reply.status == "ok"
+
+
+def test_data_tiles_carry_the_generation_that_a_new_image_or_refresh_moves_on(scene, make_layer):
+    # The browser keeps tile values under the generation a tile was read with (js/tile_cache.ts)
+    # and looks them up under the newest it knows: each way the kernel forgets its tile arrays
+    # must move it on, in the redraw message itself, and replies must name what they were read under.
+    gate, entered = threading.Event(), threading.Event()
+    model = emw.Model.from_callable(
+        lambda inputs: (entered.set(), gate.wait(10), inputs["array"][..., 0:1])[2], input_tile_size=[64, 64]
+    )
+    layer, view = make_layer(model.predict_image(scene, cache=None), vis_params={"min": 0, "max": 1})
+    tiles = center_tiles(scene, 14)
+    gate.set()
+    first = view.fetch(tiles)
+    g0 = layer._generation
+    assert {r.content["generation"] for r in first} == {g0}
+    # Other bands: a redraw, but the same arrays (the kernel's tile cache keeps them): same generation.
+    layer.vis_params = {"bands": ["output"], "min": 0, "max": 2}  # a restyle: no redraw at all
+    layer.vis_params = {"bands": ["output", "output", "output"], "min": 0, "max": 1}
+    assert [m["generation"] for m in view.messages("redraw")] == [g0]
+    assert view.fetch(tiles[:1])[0].content["generation"] == g0
+    layer.vis_params = {"min": 0, "max": 1}
+    # A new image (a new model, new parameters or a new input all arrive this way).
+    layer.image = emw.Model.from_callable(
+        lambda inputs: inputs["array"][..., 1:2], input_tile_size=[64, 64]
+    ).predict_image(scene, cache=None)
+    assert layer._generation == g0 + 1
+    assert view.messages("redraw")[-1] == {"type": "redraw", "generation": g0 + 1}
+    second = view.fetch(tiles)
+    assert {r.content["generation"] for r in second} == {g0 + 1}
+    assert not np.array_equal(first[0].values, second[0].values)
+    # A tile read before a refresh but answered after it names the generation it was read under.
+    layer.image = model.predict_image(scene, cache=None)
+    gate.clear()
+    entered.clear()
+    rid = view.request(*tiles[0])
+    assert entered.wait(10)  # the worker is in the model call, with generation g0 + 2 read
+    layer.refresh()
+    assert view.messages("redraw")[-1]["generation"] == g0 + 3
+    gate.set()
+    assert view.wait([rid])[rid].content["generation"] == g0 + 2
+    assert view.fetch(tiles[:1])[0].content["generation"] == g0 + 3

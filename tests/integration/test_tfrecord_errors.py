@@ -6,6 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -203,6 +208,43 @@ def test_failed_export_leaves_nothing_and_keeps_the_previous_export(tmp_path):
             FailingImage(make_image(), ok=1, exc=KeyboardInterrupt()), fresh / "x", patch_dimensions=8
         )
     assert os.listdir(fresh) == []
+
+
+SLOW_EXPORT = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from affine import Affine
+    import ee_model_widgets as emw
+    from ee_model_widgets.tfrecord import export_image
+
+    rows, cols = np.mgrid[0:64, 0:64].astype(np.float32)
+    img = emw.Image.from_array(rows * 100 + cols, transform=Affine(10, 0, 500000, 0, -10, 6200000),
+                               crs="EPSG:32719", band_names=["v"])
+    inner = img.read
+    img.read = lambda *a, **k: (time.sleep(0.3), inner(*a, **k))[1]  # a slow source
+    export_image(img, sys.argv[1], patch_dimensions=8, max_file_size=1)
+    """
+)
+
+
+def test_a_killed_export_leaves_temporaries_that_the_next_export_removes(tmp_path):
+    prefix = tmp_path / "scene"
+    child = subprocess.Popen([sys.executable, "-c", SLOW_EXPORT, str(prefix)])
+    try:
+        deadline = time.monotonic() + 120
+        while len(os.listdir(tmp_path)) < 2 and time.monotonic() < deadline:  # a few shards begun
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    left = os.listdir(tmp_path)
+    assert len(left) >= 2 and all(n.startswith(".scene-") and n.endswith(".tmp") for n in left), left
+
+    written = export_image(make_image(), prefix, patch_dimensions=8, max_file_size=1)
+    assert sorted(os.listdir(tmp_path)) == sorted(map(os.path.basename, written))  # no .tmp left
+    preds = read_predictions(str(prefix) + "-*.tfrecord.gz", str(prefix) + "-mixer.json")
+    assert np.array_equal(preds.to_numpy()[0], make_image().to_numpy()[0])
 
 
 def test_bad_export_arguments(tmp_path):

@@ -470,3 +470,118 @@ def test_map_tiles_of_derived_images_of_a_cached_prediction_read_its_window_once
         np.testing.assert_array_equal(g.mask[0], mask)
         np.testing.assert_array_equal(g.data[0][~mask], ((p.data[0] > 0.5) & (p.data[1] < 0.5))[~mask])
     assert model.stats.calls == calls
+
+
+# ---- the read contract on the fast paths (a band masked everywhere, masks that need no zeroing) ----
+def _chains(src, other):
+    """Derived images covering the read's shortcuts: kernels that keep masks, that fill them
+    (unmask), one and several output bands, results used in place or copied."""
+    return {
+        "gt.self_mask": (
+            src.gt(0.5).self_mask(),
+            lambda a, b: (np.where(a > 0.5, 1, 0), a.mask | ~(a > 0.5)),
+        ),
+        "multiply(2)": (src.multiply(2), lambda a, b: (a * 2, a.mask)),
+        "add(1)": (src.add(1), lambda a, b: (a + 1, a.mask)),
+        "self_mask": (src.self_mask(), lambda a, b: (a, a.mask | (a == 0))),
+        "gt.unmask(7)": (
+            src.gt(0.5).unmask(7, same_footprint=False),
+            lambda a, b: (np.where(a.mask, 7, a > 0.5), np.zeros(a.shape, bool)),
+        ),
+        "and": (src.gt(0.2).And(other.lt(0.6)), lambda a, b: ((a > 0.2) & (b < 0.6), a.mask | b.mask)),
+        "add_bands": (
+            src.gt(0.5).add_bands(other.rename("o")),
+            lambda a, b: (np.concatenate([a > 0.5, b]), np.concatenate([a.mask, b.mask])),
+        ),
+    }
+
+
+def test_derived_reads_hold_zero_at_masked_pixels_and_shortcut_windows_beyond_the_source():
+    a = masked(1, seed=40, frac=0.3, low=0.0, high=1.0)
+    a.data[0, :, :5] = 0.0  # zeros for self_mask
+    b = masked(1, seed=41, frac=0.3, low=0.0, high=1.0)
+    src, other = image(a), image(b)
+    g = src.grid
+    # A window half beyond the source's edge, one wholly beyond it (every source band masked
+    # everywhere: the shortcut), and the source's own grid.
+    windows = {"half out": g.window(-16, -4, 32, 24), "all out": g.window(-60, -60, 32, 24), "own": g}
+    for name, (img, ref) in _chains(src, other).items():
+        for where, window in windows.items():
+            pa, pb = src.read(window), other.read(window)
+            want, want_mask = ref(pa, pb)
+            want = np.broadcast_to(np.asarray(want, np.float32), want_mask.shape)
+            if name == "gt.unmask(7)":  # same_footprint=False: beyond the extent is filled too
+                want_mask = np.zeros(want_mask.shape, bool)
+            got = img.read(window)
+            assert got.dtype == np.float32 and got.shape == want_mask.shape, name
+            np.testing.assert_array_equal(np.ma.getmaskarray(got), want_mask, err_msg=f"{name} {where}")
+            np.testing.assert_allclose(got.data[~want_mask], want[~want_mask], rtol=1e-6, err_msg=name)
+            # Masked pixels hold 0 (the Image.read contract), whatever the shortcut taken.
+            assert (got.data[want_mask] == 0).all(), f"{name} {where}: masked pixels are not 0"
+        assert img.read(windows["all out"]).mask.all() or name == "gt.unmask(7)"
+
+
+class _Kept(emw.Image):
+    """An image that hands out the same arrays on every read of a grid (as a caching source might)."""
+
+    def __init__(self, inner):
+        self.inner, self._band_names, self.kept = inner, inner.band_names, {}
+
+    @property
+    def grid(self):
+        return self.inner.grid
+
+    def _read(self, grid, bands, resampling):
+        key = (grid, tuple(bands))
+        if key not in self.kept:
+            self.kept[key] = self.inner.read(grid, bands, resampling)
+        return self.kept[key]
+
+
+def test_derived_reads_copy_source_bands_they_pass_through():
+    # A kernel's own result becomes the read's result as is; a band passed through from a
+    # source (self_mask, add_bands) is copied, so writing into the result leaves the source alone.
+    a = masked(2, seed=42, frac=0.2, low=0.0, high=1.0)
+    src = _Kept(image(a))
+    passed = (src.select(0).self_mask(), src.select(0).multiply(2))  # values, then the mask passed through
+    for img in (*passed, src.gt(0.5).self_mask(), src.add_bands(src.gt(0.5).rename("x", "y"))):
+        first = img.read(src.grid)
+        keep = first.copy()
+        first.data[...] = 123.0
+        first.mask[...] = False
+        again = img.read(src.grid)
+        np.testing.assert_array_equal(again.data, keep.data)
+        np.testing.assert_array_equal(again.mask, keep.mask)
+        assert (~keep.mask).any() and keep.mask.any()
+
+
+def test_operands_masked_everywhere_in_a_window_follow_earth_engines_mask_rules():
+    # `small` covers the left half of `big`'s grid: on the right half every pixel of it is
+    # masked, which a read may shortcut only where the operation keeps that operand's mask.
+    b = masked(1, seed=43, frac=0.2, low=0.0, high=1.0)
+    s = masked(1, seed=44, frac=0.2, low=0.0, high=1.0, shape=(24, 16))
+    big, small = image(b), emw.Image.from_array(s, transform=T, crs=CRS)
+    right = big.grid.window(16, 0, 16, 24)  # small is masked everywhere here
+    bb = big.read(right)
+    none, every = np.zeros(bb.shape, bool), np.ones(bb.shape, bool)
+    cases = {
+        # where(): the input's mask only; a masked test or value keeps the input.
+        "big.where(small > 0.5, 9)": (big.where(small.gt(0.5), 9), bb.data, bb.mask),
+        "small.where(big > 0.5, 9)": (small.where(big.gt(0.5), 9), None, every),
+        # A pixel masked in either operand is masked in the result.
+        "big + small": (big.add(small), None, every),
+        "big.update_mask(small)": (big.update_mask(small), None, every),
+        # unmask fills: small's masked pixels take big's values (beyond small's extent too,
+        # with same_footprint=False), or 3.
+        "small.unmask(big)": (small.unmask(big, same_footprint=False), bb.data, bb.mask),
+        "small.gt(0).unmask(3)": (small.gt(0).unmask(3, same_footprint=False), np.full(bb.shape, 3.0), none),
+        # The expression's ternary: masked where the test is.
+        "small > 0.5 ? 1 : big": (big.expression("s > 0.5 ? 1 : b(0)", {"s": small}), None, every),
+    }
+    for name, (img, want, want_mask) in cases.items():
+        got = img.read(right)
+        np.testing.assert_array_equal(np.ma.getmaskarray(got), want_mask, err_msg=name)
+        if want is not None:
+            np.testing.assert_allclose(got.data[~want_mask], np.asarray(want)[~want_mask], err_msg=name)
+        assert (got.data[want_mask] == 0).all(), name
+        assert (~want_mask).any() or want is None, name
