@@ -1,13 +1,15 @@
 """Raster-backed images: in-memory arrays (`ArrayImage`) and files GDAL reads (`FileImage`).
 
-Both read through the warp engine of `core/warp.py` (fixed blocks, pyramid levels,
-`warp_array`), so a pixel's value never depends on the window it is read in: a map tile, a
-batch of model cells and an export window agree bit for bit. Warped blocks are kept in a
-small LRU (`clear_block_cache()` empties it).
+Both read through the warp engine of `core/warp.py` (fixed blocks, pyramid levels) and
+`core/frame_warp.py` (one GDAL warp set-up per fixed frame), so a pixel's value never depends
+on the window it is read in: a map tile, a batch of model cells and an export window agree
+bit for bit. Warped blocks and the source pixels under each frame are kept in small LRUs
+(`clear_block_cache()` empties both).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -24,6 +26,7 @@ from rasterio.windows import Window
 
 from ..errors import ImageReadError, InputError, ProjectionError
 from .cache import CellCache
+from .frame_warp import close_frames, frame_block_shape, frame_grid, frame_size, warp_frame_window
 from .grid import Grid, as_crs, lattice_offset
 from .image import Image, empty_read
 from .warp import (  # noqa: F401 - BLOCK, TOLERANCE, warp_array, _frame, ... stay importable from here
@@ -54,14 +57,23 @@ _STRIP_PIXELS = 16 * 1024 * 1024
 _SMALL_FILE = 64 * 1024 * 1024
 
 _BLOCKS = CellCache(128 * 1024 * 1024)
+# Source pixels under a frame of a target lattice (see `core/frame_warp.py`), read once.
+_FRAME_SOURCES = CellCache(64 * 1024 * 1024)
+# Striped locks: one thread at a time warps the missing blocks of a frame.
+_FRAME_LOCKS = [threading.Lock() for _ in range(64)]
+# The source window under a frame: one `transform_bounds` per frame, not per read.
+_frame_window = functools.lru_cache(maxsize=4096)(_source_window)
 # Cached marker for a block with no valid pixel.
 _EMPTY = np.zeros(0, np.float32)
 _EMPTY.flags.writeable = False
 
 
 def clear_block_cache() -> None:
-    """Forget every warped block (e.g. to measure or to free memory)."""
+    """Forget every warped block and frame source, close the frames kept open (e.g. to measure
+    or to free memory)."""
     _BLOCKS.clear()
+    _FRAME_SOURCES.clear()
+    close_frames()
 
 
 # ---- shared helpers ----------------------------------------------------------------------
@@ -150,33 +162,104 @@ class _RasterImage(Image):
                 fx = math.hypot(lt.a, lt.d) / math.hypot(ft.a, ft.d)
                 fy = math.hypot(lt.b, lt.e) / math.hypot(ft.b, ft.e)
                 scales = (scales0[0] / fx, scales0[1] / fy)
-            pad = _pad(r, scales)
             picked = [bands[i] for i in pos]
+            size = frame_size(scales)
+            bw, bh = frame_block_shape(size)
+            blocks = self._blocks(grid, t0, col, row, frame_key, level, picked, r, scales, size)
 
-            def block(bx: int, by: int, r=r, level=level, scales=scales, pad=pad, picked=picked):
-                keys = [(self._token, level.key, frame_key, bx, by, b, r.value) for b in picked]
-                values = [_BLOCKS.get(k) for k in keys]
-                missing = [i for i, v in enumerate(values) if v is None]
-                if missing:
-                    bgrid = _block_grid(grid.crs, t0, bx, by)
-                    found = _source_window(level.grid, bgrid, pad)
-                    warped = None
-                    if found is not None:
-                        win, inside = found
-                        src = self._level_window(level, [picked[i] for i in missing], win)
-                        if not np.isnan(src).all():
-                            src_t = level.grid.transform @ Affine.translation(win.col_off, win.row_off)
-                            warped = _warp_bands(src, src_t, level.grid.crs, bgrid, r, scales, inside)
-                    for j, i in enumerate(missing):
-                        v = _EMPTY if warped is None or np.isnan(warped[j]).all() else warped[j]
-                        _BLOCKS.put(keys[i], v)
-                        values[i] = v
+            def block(bx: int, by: int, blocks=blocks):
+                values = blocks[(bx, by)]
                 if all(v.size == 0 for v in values):
                     return None
                 return [v if v.size else None for v in values]
 
-            _assemble(grid, t0, col, row, out, pos, block)
+            _assemble(grid, t0, col, row, out, pos, block, bw, bh)
         return _masked(out)
+
+    def _blocks(self, grid, t0, col, row, frame_key, level, picked, r, scales, size) -> dict:
+        """(bx, by) -> one warped block (or `_EMPTY`) per band of `picked`, for every block
+        of the frames' GDAL block shape that `grid` touches: from the block cache, else warped
+        frame by frame, each frame reading the bounding window of its missing blocks at once."""
+
+        def key(bx, by, b):
+            return (self._token, level.key, frame_key, size, bx, by, b, r.value)
+
+        bw, bh = frame_block_shape(size)
+        found: dict[tuple[int, int], list[np.ndarray]] = {}
+        missing: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for by in range(row // bh, (row + grid.height - 1) // bh + 1):
+            for bx in range(col // bw, (col + grid.width - 1) // bw + 1):
+                values = [_BLOCKS.get(key(bx, by, b)) for b in picked]
+                if any(v is None for v in values):
+                    missing.setdefault((bx * bw // size, by * bh // size), []).append((bx, by))
+                else:
+                    found[(bx, by)] = values
+        for (fx, fy), todo in missing.items():
+            # One thread at a time per frame: another batch of the same viewport, on the other
+            # worker, often needs the same blocks (its overlap ring): it waits and finds them
+            # cached instead of warping them again (measured: 17-33% of the blocks twice).
+            with _FRAME_LOCKS[hash((self._token, frame_key, size, fx, fy)) % len(_FRAME_LOCKS)]:
+                self._warp_frame_blocks(
+                    grid, t0, frame_key, level, picked, r, scales, size, fx, fy, todo, found, key
+                )
+        return found
+
+    def _warp_frame_blocks(
+        self, grid, t0, frame_key, level, picked, r, scales, size, fx, fy, todo, found, key
+    ):
+        """Warp the blocks `todo` of frame (fx, fy) not cached meanwhile, into `found` and the
+        cache: the bounding window of those blocks in one GDAL read."""
+        bw, bh = frame_block_shape(size)
+        still = []
+        for bx, by in todo:
+            values = [_BLOCKS.get(key(bx, by, b)) for b in picked]
+            if any(v is None for v in values):
+                still.append((bx, by))
+            else:
+                found[(bx, by)] = values
+        if not still:
+            return
+        fgrid = frame_grid(grid.crs, t0, size, fx, fy)
+        c0 = min(bx for bx, _ in still) * bw - fx * size
+        r0 = min(by for _, by in still) * bh - fy * size
+        c1 = (max(bx for bx, _ in still) + 1) * bw - fx * size
+        r1 = (max(by for _, by in still) + 1) * bh - fy * size
+        src = self._frame_source(level, picked, fgrid, _pad(r, scales))
+        warped = None
+        if src is not None:
+            data, src_t, src_key = src
+            window = (c0, r0, c1 - c0, r1 - r0)
+            vrt_key = (src_key, r.value, scales)
+            warped = warp_frame_window(data, src_t, level.grid.crs, fgrid, window, r, scales, vrt_key)
+        for bx, by in still:
+            bc, br = bx * bw - fx * size - c0, by * bh - fy * size - r0
+            values = []
+            for j, b in enumerate(picked):
+                v = _EMPTY if warped is None else warped[j, br : br + bh, bc : bc + bw]
+                if v.size and np.isnan(v).all():
+                    v = _EMPTY
+                _BLOCKS.put(key(bx, by, b), v)
+                values.append(v)
+            found[(bx, by)] = values
+
+    def _frame_source(self, level: _Level, picked: list[int], fgrid: Grid, pad: int):
+        """(float32 source pixels under frame `fgrid`, padded by `pad`; their transform; a key
+        naming them), or None when the frame has no valid source pixel. Read once and cached."""
+        found = _frame_window(level.grid, fgrid, pad)
+        if found is None:
+            return None
+        win, _ = found
+        key = (self._token, level.key, fgrid.crs.to_string(), tuple(fgrid.transform)[:6], fgrid.width, pad)
+        key += tuple(picked)
+        data = _FRAME_SOURCES.get(key)
+        if data is None:
+            data = np.ascontiguousarray(self._level_window(level, picked, win), dtype=np.float32)
+            if np.isnan(data).all():
+                data = _EMPTY
+            _FRAME_SOURCES.put(key, data)
+        if data.size == 0:
+            return None
+        return data, level.grid.transform @ Affine.translation(win.col_off, win.row_off), key
 
 
 # ---- in-memory arrays ----------------------------------------------------------------------

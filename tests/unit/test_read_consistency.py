@@ -19,7 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform as transform_points
 
 from ee_model_widgets import Image, Projection
-from ee_model_widgets.core import raster
+from ee_model_widgets.core import frame_warp, raster
 from ee_model_widgets.core.cache import CellCache
 from ee_model_widgets.core.grid import Grid, xyz_grid
 from ee_model_widgets.core.region import grid_for
@@ -46,6 +46,7 @@ CASES = [
 def no_block_cache(monkeypatch):
     """Every read warps its blocks afresh (a cached block would make equality trivial)."""
     monkeypatch.setattr(raster, "_BLOCKS", CellCache(0))
+    monkeypatch.setattr(frame_warp, "MAX_OPEN_FRAMES", 0)  # nor GDAL's blocks of an open frame
 
 
 def _scene(size: int = 320, seed: int = 0) -> np.ma.MaskedArray:
@@ -238,13 +239,15 @@ def test_concurrent_window_reads_with_the_block_cache_agree(tmp_path):
 
     run_in_threads(work, 3)
     assert len(results) == len(windows)
-    saved = raster._BLOCKS
+    saved, saved_open = raster._BLOCKS, frame_warp.MAX_OPEN_FRAMES
     raster._BLOCKS = CellCache(0)
+    frame_warp.MAX_OPEN_FRAMES = 0  # the references warp afresh, not from a frame left open
+    frame_warp.close_frames()
     try:
         for i, w in enumerate(windows):
             _assert_same(results[i], img.read(big.window(*w)), f"window {w}")
     finally:
-        raster._BLOCKS = saved
+        raster._BLOCKS, frame_warp.MAX_OPEN_FRAMES = saved, saved_open
 
 
 def test_warp_array_is_window_independent_when_the_source_covers_the_kernels():
