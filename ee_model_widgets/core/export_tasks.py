@@ -310,7 +310,11 @@ def _profile(grid, count: int, compress: str, cog: bool) -> dict:
 
 
 def _to_cog(tmp: str, out: str, compress: str) -> None:
-    """Copy the finished temporary `tmp` to `out` as a COG (`out` keeps its permissions)."""
+    """Copy the finished temporary `tmp` to `out` as a COG (`out` keeps its permissions).
+
+    Serial, after the last window, whatever ran the chunks: GDAL writes a COG only as a copy of
+    a finished dataset and recompresses every block doing so (also from an already compressed
+    source), so workers cannot hand it compressed parts (see benchmarks/cluster_export.py)."""
     from rasterio.shutil import copy as gdal_copy
 
     mode = os.stat(out).st_mode & 0o7777
