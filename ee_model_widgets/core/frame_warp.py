@@ -64,7 +64,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .grid import Grid
-from .warp import BLOCK, NAN_INIT, TOLERANCE, _mem_dataset
+from .warp import BLOCK, NAN_INIT, TOLERANCE, _mem_dataset, mask_sets
 
 #: Frames are sized so that their source footprint is about this many source pixels wide
 #: (bounded memory for the cached source cut, whatever the zoom) ...
@@ -92,20 +92,6 @@ def frame_block_shape(size: int) -> tuple[int, int]:
 def frame_grid(crs: CRS, t0: Affine, size: int, fx: int, fy: int) -> Grid:
     """Frame (fx, fy) of the canonical lattice `t0` (see `warp._frame`)."""
     return Grid(crs, t0 @ Affine.translation(fx * size, fy * size), size, size)
-
-
-def mask_sets(src: np.ndarray) -> list[list[int]]:
-    """Bands of float32 `src` grouped by identical NaN masks, in band order."""
-    nan = np.isnan(src)
-    sets: list[list[int]] = []
-    for i in range(src.shape[0]):
-        for s in sets:
-            if np.array_equal(nan[s[0]], nan[i]):
-                s.append(i)
-                break
-        else:
-            sets.append([i])
-    return sets
 
 
 class _FrameVRTs:

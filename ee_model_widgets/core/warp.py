@@ -247,6 +247,20 @@ def _warp(
             return vrt.read()
 
 
+def mask_sets(src: np.ndarray, nan: np.ndarray | None = None) -> list[list[int]]:
+    """Bands of float32 `src` grouped by identical NaN masks (`nan`, if already computed), in band order."""
+    nan = np.isnan(src) if nan is None else nan
+    sets: list[list[int]] = []
+    for i in range(src.shape[0]):
+        for s in sets:
+            if np.array_equal(nan[s[0]], nan[i]):
+                s.append(i)
+                break
+        else:
+            sets.append([i])
+    return sets
+
+
 def _warp_bands(
     src: np.ndarray,
     src_transform: Affine,
@@ -268,14 +282,7 @@ def _warp_bands(
     Warped in sets of equal masks, a band reads the same alone or with any others.
     """
     nan = np.isnan(src)
-    sets: list[list[int]] = []
-    for i in range(src.shape[0]):
-        for s in sets:
-            if np.array_equal(nan[s[0]], nan[i]):
-                s.append(i)
-                break
-        else:
-            sets.append([i])
+    sets = mask_sets(src, nan)
     if len(sets) == 1:
         masked = not inside or bool(nan[0].any())
         return _warp(src, src_transform, src_crs, grid, resampling, scales, masked)
