@@ -11,7 +11,7 @@ The demo FCN (three 3x3 convolutions, 16 filters) predicts a lazy synthetic scen
     The demo FCN is light: about 40% of a chunk's CPU, the rest being the synthetic scene's
     generation (memory-bound numpy, printed per chunk first). (a) is therefore also measured
     with a compute-bound FCN (64 filters, ~14x the demo FCN's multiply-adds per pixel, ~85%
-    of a chunk's CPU) on a --compute-bound-size scene;
+    of a chunk's CPU) on a --compute-bound-size scene (default: the --size scene);
 (b) 1 worker process with every core / the local export (threads in this process, no
     dask): target <= 1.15, what the engine (pickling, scheduling, results travelling back)
     costs;
@@ -235,8 +235,8 @@ def main() -> None:
     parser.add_argument(
         "--compute-bound-size",
         type=int,
-        default=4096,
-        help="scene side of (a) with the compute-bound model (default 4096; 0 skips it)",
+        default=None,
+        help="scene side of (a) with the compute-bound model (default: --size, as the issue asks; 0 skips it)",
     )
     parser.add_argument(
         "--dask-malloc", action="store_true", help="keep dask's MALLOC_TRIM_THRESHOLD_=65536 in the workers"
@@ -285,7 +285,7 @@ def main() -> None:
         half = size // 2
         # exported 4x: as many pixels as the full size, so both peaks see the same work
         _, peaks_half, _, _ = run_cluster(half, 2, 1, os.path.join(d, "half.tif"), dm, repeats=4)
-        hs = args.compute_bound_size
+        hs = size if args.compute_bound_size is None else args.compute_bound_size
         if hs:
             print(f"compute-bound FCN, scene {hs}x{hs} px:")
             h_one, _, hc_one, hf_one = run_cluster(hs, 1, 1, p, dm, model_path=heavy)
