@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 from _figures import record
-from _timing import timed
+from _timing import interleaved_best
 
 import ee_model_widgets as emw
 from ee_model_widgets import demo
@@ -103,13 +102,7 @@ def main() -> None:
     # time of this single-threaded render is the less load-sensitive of the two).
     for name in cases:
         render(name)
-    wall = {name: math.inf for name in cases}
-    cpu = {name: math.inf for name in cases}
-    for _ in range(args.repeat):
-        for name in cases:
-            c0 = time.process_time()
-            wall[name] = min(wall[name], timed(lambda name=name: render(name)))
-            cpu[name] = min(cpu[name], time.process_time() - c0)
+    wall, cpu = interleaved_best({name: (lambda name=name: render(name)) for name in cases}, args.repeat)
     print(f"    tiles of pred: {wall['pred'] * 1000:.1f} ms ({cpu['pred'] * 1000:.1f} ms CPU)")
     ratios, cpu_ratios = {}, {}
     for name in list(cases)[1:]:
@@ -131,13 +124,7 @@ def main() -> None:
 
     for name in cases:
         answer(name)
-    a_wall = {name: math.inf for name in cases}
-    a_cpu = {name: math.inf for name in cases}
-    for _ in range(args.repeat):
-        for name in cases:
-            c0 = time.process_time()
-            a_wall[name] = min(a_wall[name], timed(lambda name=name: answer(name)))
-            a_cpu[name] = min(a_cpu[name], time.process_time() - c0)
+    a_wall, a_cpu = interleaved_best({name: (lambda name=name: answer(name)) for name in cases}, args.repeat)
     print(
         f"    whole answers of pred (requests in -> tile messages sent): {a_wall['pred'] * 1000:.1f} ms "
         f"({a_cpu['pred'] * 1000:.1f} ms CPU, all threads)"

@@ -64,7 +64,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .grid import Grid
-from .warp import BLOCK, NAN_INIT, TOLERANCE, _mem_dataset, mask_sets
+from .warp import BLOCK, TOLERANCE, _mem_dataset, mask_sets, warp_options
 
 #: Frames are sized so that their source footprint is about this many source pixels wide
 #: (bounded memory for the cached source cut, whatever the zoom) ...
@@ -104,11 +104,7 @@ class _FrameVRTs:
         self.lock = threading.Lock()
         self.closed = False
         self.bands = src.shape[0]
-        extras = {"UNIFIED_SRC_NODATA": "YES", "INIT_DEST": NAN_INIT}
-        if scales is not None:
-            # Fix the downsampling kernel's width instead of letting GDAL estimate it per block.
-            extras["XSCALE"] = repr(1.0 / float(scales[0]))
-            extras["YSCALE"] = repr(1.0 / float(scales[1]))
+        extras = warp_options(scales, nan_init=True)
         sets = mask_sets(src)
         self.parts: list[tuple[list[int], np.ndarray, object, WarpedVRT]] = []
         try:

@@ -199,6 +199,19 @@ def _mem_dataset(src: np.ndarray, transform: Affine):
         return rasterio.open(name)
 
 
+def warp_options(scales: tuple[float, float] | None, nan_init: bool) -> dict[str, str]:
+    """GDAL warp options shared by block and frame warps: bands masked as one, the output
+    initialised to NaN (`nan_init`), and XSCALE/YSCALE fixing the downsampling kernel's width
+    instead of letting GDAL estimate it per chunk (plain floats: GDAL reads an np.float64 repr as 0)."""
+    extras = {"UNIFIED_SRC_NODATA": "YES"}
+    if nan_init:
+        extras["INIT_DEST"] = NAN_INIT
+    if scales is not None:
+        extras["XSCALE"] = repr(1.0 / float(scales[0]))
+        extras["YSCALE"] = repr(1.0 / float(scales[1]))
+    return extras
+
+
 def _warp(
     src: np.ndarray,
     src_transform: Affine,
@@ -221,12 +234,7 @@ def _warp(
     resampling), without GDAL's destination-validity bookkeeping.
     """
     src = np.ascontiguousarray(src, dtype=np.float32)
-    extras = {"UNIFIED_SRC_NODATA": "YES"}
-    if masked:
-        extras["INIT_DEST"] = NAN_INIT
-    if scales is not None:
-        extras["XSCALE"] = repr(1.0 / float(scales[0]))
-        extras["YSCALE"] = repr(1.0 / float(scales[1]))
+    extras = warp_options(scales, nan_init=masked)
     with _mem_dataset(src, src_transform) as ds:
         with WarpedVRT(
             ds,
