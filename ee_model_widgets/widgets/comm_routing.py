@@ -29,7 +29,8 @@ browser reply, which is all that ipykernel's routing is for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+
+from .widget_tree import descendants
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +72,7 @@ def route_comm(comm) -> None:
     setattr(comm, _ROUTED, True)
 
 
-def _children(widget) -> Iterable:
-    """The widgets `widget` holds in its synced traits (Box children, Map layers/controls, ...)."""
-    from ipywidgets import Widget
-
-    for name in widget.keys:
-        value = getattr(widget, name, None)
-        if isinstance(value, Widget):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            yield from (v for v in value if isinstance(v, Widget))
-
-
-def route_to_live_subshells(*widgets) -> None:
-    """Apply `route_comm` to these widgets and every widget they contain."""
-    seen: set[int] = set()
-    todo = list(widgets)
-    while todo:
-        w = todo.pop()
-        if id(w) in seen:
-            continue
-        seen.add(id(w))
+def route_to_live_subshells(root) -> None:
+    """Apply `route_comm` to `root` and every widget it holds (`widget_tree.descendants`)."""
+    for w in (root, *descendants(root)):
         route_comm(getattr(w, "comm", None))
-        todo.extend(_children(w))

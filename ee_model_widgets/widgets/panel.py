@@ -47,6 +47,7 @@ from .display_tab import DisplayTab, image_vis
 from .exporter import Exporter, export_with_progress
 from .inspector import Inspector
 from .jobs import Jobs
+from .lifetime import close_on_rerun, close_tree
 from .map import Map, zoom_for_bounds
 from .model_tab import DEMO_ORDER, ModelEntry, ModelTab, _normalise_models, load_model, with_params  # noqa: F401
 from .prediction_layer import PredictionLayer
@@ -230,6 +231,7 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
                 self.region_preset.value = REGION_GIVEN
             self.set_region(self._given_region, REGION_GIVEN)
         route_to_live_subshells(self)  # no control may go deaf after a page reload (comm_routing.py)
+        close_on_rerun(self)  # a re-run cell (or reopened quickstart) replaces the panel (lifetime.py)
         self._request_apply()
 
     # ---- public API ----------------------------------------------------------------------
@@ -282,10 +284,12 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
         return target
 
     def close(self) -> None:
+        """Stop the panel's threads and close all its widgets: map, layers (shown or not), controls."""
         self._jobs.close()
         for layer in (self.scene_layer, self.layer, self.compare_layer, self.threshold.layer):
             if layer is not None:
                 layer.close()
+        close_tree(self)
         super().close()
 
     # ---- small helpers -----------------------------------------------------------------------

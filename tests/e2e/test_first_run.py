@@ -9,15 +9,26 @@ deleted subshell, see ee_model_widgets/widgets/comm_routing.py).
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 
 import pytest
+from jupyter_client import BlockingKernelClient
 
 from .demo_server import start_demo
 from .harness import mark_tiles_old, wait_prediction_tiles
 
 SECONDS = 20
 UNKNOWN_SUBSHELL = "Unknown subshell_id"
+# Panels still open in the kernel, and live widget models: each visit re-runs the quickstart's
+# cell, which must replace the panel it made before, not add one (widgets/lifetime.py).
+OPEN_PANELS = """
+import gc, json, ipywidgets
+from ee_model_widgets.widgets.panel import Panel
+print(json.dumps([sum(isinstance(o, Panel) and o.comm is not None for o in gc.get_objects()),
+                  len(ipywidgets.widgets.widget._instances)]))
+"""
 
 
 @pytest.fixture
@@ -74,6 +85,30 @@ def check(outcomes: list[str], server) -> None:
     assert not failed and UNKNOWN_SUBSHELL not in log, (
         "\n".join(outcomes) + f"\n{log.count(UNKNOWN_SUBSHELL)} '{UNKNOWN_SUBSHELL}' lines in the server log"
     )
+    # Since the last kernel restart the quickstart ran twice (the restart, then a visit):
+    # one panel is open in the kernel, the one on the page.
+    panels, live_widgets = kernel_state(server)
+    assert panels == 1, f"{panels} panels open in the kernel ({live_widgets} widget models)"
+
+
+def kernel_state(server) -> list[int]:
+    """OPEN_PANELS run in the notebook's kernel, through its connection file (a second client,
+    like `jupyter console --existing`; it sends no cell id, so it closes nothing)."""
+    with urllib.request.urlopen(server.url("/api/kernels")) as r:
+        (kernel,) = json.load(r)
+    runtime = server.home / ".local" / "share" / "jupyter" / "runtime"
+    kc = BlockingKernelClient(connection_file=str(runtime / f"kernel-{kernel['id']}.json"))
+    kc.load_connection_file()
+    kc.start_channels()
+    try:
+        out: list[str] = []
+        reply = kc.execute_interactive(
+            OPEN_PANELS, timeout=60, output_hook=lambda m: out.append(m["content"].get("text", ""))
+        )
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return json.loads("".join(out).strip().splitlines()[-1])
+    finally:
+        kc.stop_channels()
 
 
 def test_make_demo_shows_predictions_ten_times_in_a_row_in_jupyterlab(tmp_path, context_factory):
@@ -90,7 +125,7 @@ def test_make_demo_shows_predictions_ten_times_in_a_row_in_jupyterlab(tmp_path, 
 def test_the_quickstart_shows_predictions_every_time_in_notebook_7(tmp_path, context_factory):
     server = start_demo(tmp_path, "notebook")
     try:
-        plan = ["/notebooks/quickstart.ipynb", "/notebooks/quickstart.ipynb", "restart"] * 2
+        plan = ["/notebooks/quickstart.ipynb", "restart", "/notebooks/quickstart.ipynb"] * 2
         check(run_cycles(server, context_factory, plan), server)
     finally:
         server.stop()
