@@ -67,8 +67,8 @@ def _on_pre_run_cell(info) -> None:
     if cell:
         with _lock:
             made = _made_by_cell.pop(cell, None)
-            if made:
-                _earlier[cell] = list(made)
+            if made:  # added to, not replaced: a run cut short may have skipped its post_run_cell
+                _earlier.setdefault(cell, []).extend(made)
 
 
 #: Containers larger than this are not looked into (a variable holding a million numbers).
