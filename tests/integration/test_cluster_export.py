@@ -95,7 +95,9 @@ def counting_prediction(tmp_path, delay=0.0, name="calls.log"):
 def settled(client, log) -> int:
     """Cells computed once a cancelled export's tasks are gone: those already running finish
     their chunk (a thread cannot be stopped), the others are cancelled, so the scheduler soon
-    has nothing left."""
+    has nothing left. Idle must last, not be seen once: a worker can still start a task it had
+    queued before the cancel reached it (seen: nothing executing, then a cancelled task
+    executing 4 ms later)."""
 
     def busy() -> bool:
         # the scheduler forgets cancelled tasks at once; the workers know what still runs
@@ -103,11 +105,16 @@ def settled(client, log) -> int:
         return any(client.processing().values()) or any(running.values())
 
     deadline = time.monotonic() + 30
-    while busy() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not busy(), "tasks still running 30 s after the cancel"
-    time.sleep(0.3)
-    return cells_computed(log)
+    idle_since = None
+    while time.monotonic() < deadline:
+        if busy():
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= 1.0:
+            return cells_computed(log)
+        time.sleep(0.05)
+    raise AssertionError("tasks still running 30 s after the cancel")
 
 
 def digest(path) -> str:
