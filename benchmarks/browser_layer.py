@@ -27,9 +27,9 @@ Each map is 768x512 px, no basemap, no inertia, alone in its page; the same scri
     from the first drag to the last tile of the final view.
 Only the layer's tiles are counted (ours: `.ee-model-tile` canvases, drawn with status "ok",
 never an error tile; theirs: images that decoded). The first views are screenshotted and compared:
-the difference is printed, and so is the centre tile's as each side makes it (resampling
-differs: ours bilinear, rio-tiler nearest; colormap lookup: ours a 4097-entry ramp, rio-tiler
-256 entries; with a nearest read ours is within a few levels of theirs).
+the difference is printed, and so is the centre tile's as each side makes it (both read
+with nearest neighbour, Earth Engine's default and rio-tiler's; the colormap lookup differs:
+ours a 4097-entry ramp, rio-tiler 256 entries; with `resample("bilinear")` ours differs more).
 
 Run: .venv/bin/python benchmarks/browser_layer.py (needs the `bench` extra: `make bench`).
 """
@@ -237,8 +237,8 @@ def screenshot_map(nb: NotebookPage) -> np.ndarray:
 
 def tile_differences(path: str, port: int, vmin: float, vmax: float, center, zooms) -> list[str]:
     """The centre tile as each side makes it (ours rendered in Python, theirs fetched from the
-    server): |difference| in levels of 255, with our default bilinear read and with a nearest
-    read like rio-tiler's, to show what the difference is made of."""
+    server): |difference| in levels of 255, with our default read (nearest, like rio-tiler's)
+    and with `resample("bilinear")`, to show what the difference is made of."""
     import ee_model_widgets as emw
     from ee_model_widgets.core.grid import xyz_grid
     from ee_model_widgets.core.vis import render
@@ -256,7 +256,7 @@ def tile_differences(path: str, port: int, vmin: float, vmax: float, center, zoo
             theirs = np.asarray(PILImage.open(io.BytesIO(r.read())).convert("RGBA")).astype(int)
         for label, ours in (
             ("ours", render(pred.tile(z, x, y), vis)),
-            ("ours read nearest", render(img.read(xyz_grid(z, x, y), resampling="nearest"), vis)),
+            ("ours resample('bilinear')", render(img.resample("bilinear").read(xyz_grid(z, x, y)), vis)),
         ):
             d = np.abs(ours.astype(int) - theirs).max(axis=-1)
             lines.append(

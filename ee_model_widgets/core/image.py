@@ -9,13 +9,13 @@ CONTRACT (other modules rely on it; keep it stable):
 - `read(grid, bands=None, resampling=None)` returns a `numpy.ma.MaskedArray` of shape
   (len(bands), grid.height, grid.width), dtype float32, with a full boolean mask
   (True = no data). Pixels outside the image are masked.
-- `resampling` is None (each band's default: nearest for categorical bands, bilinear
-  otherwise) or a `rasterio.enums.Resampling` (or its name) applied to every band.
+- `resampling` is None (nearest neighbour, Earth Engine's default, unless the image is a
+  `resample(...)` view) or a `rasterio.enums.Resampling` (or its name) applied to every band.
 - Subclasses implement `_read(grid, bands, resampling)`; `bands` is then a validated list
   and `resampling` is None or a `Resampling` (names are resolved by `read`);
-  `self._resampling_for(bands, resampling)` gives each band's effective Resampling.
-- Images are lazy and immutable; `select`/`rename` return views that read through
-  their parent. Reads may come from several threads at once.
+  `resolve_resampling(resampling)` gives the effective Resampling.
+- Images are lazy and immutable; `select`/`rename`/`resample` return views that read
+  through their parent. Reads may come from several threads at once.
 - Window independence: a pixel's value and mask depend on the image, the grid's pixel
   lattice (CRS, pixel size, phase), the pixel, the band and the resampling, never on the
   window it is read in. A big read and any sub-window of it agree bit for bit, so map
@@ -61,7 +61,8 @@ class Image:
     """
 
     _band_names: list[str]
-    #: Bands read with nearest-neighbour resampling by default (class labels, masks).
+    #: Class labels and masks: their zoomed-out levels pick pixels instead of averaging them
+    #: (Earth Engine's SAMPLE pyramiding policy; other bands get MEAN, EE's default).
     categorical_bands: frozenset[str] = frozenset()
     #: Storage dtype of the bands whose source has one (files, arrays); reads are float32
     #: whatever it is. Exports use it (e.g. uint8 bands go to TFRecord as bytes, as in EE).
@@ -153,10 +154,6 @@ class Image:
             raise InputError(f"Unknown band(s) {unknown}: this image has bands {self.band_names}.")
         return list(bands)
 
-    def _resampling_for(self, bands: Sequence[str], resampling) -> list[Resampling]:
-        """The resampling of each band for one read (the per-band default when None)."""
-        return [resolve_resampling(resampling, b in self.categorical_bands) for b in bands]
-
     # ---- band algebra (lazy views) -----------------------------------------------------
     def select(self, *selectors) -> Image:
         """A lazy image with some bands, like EE's `select`: names, regular expressions
@@ -181,6 +178,14 @@ class Image:
         if len(set(names)) != len(names):
             raise InputError(f"rename() got duplicate band names {names}: band names must be unique.")
         return _BandView(self, names, self.band_names)
+
+    def resample(self, mode: str = "bilinear") -> Image:
+        """This image, read with `mode` wherever it is reprojected or zoomed in, instead of
+        nearest neighbour: Earth Engine's `ee.Image.resample` ("bilinear" or "bicubic"; any
+        GDAL warp resampling name is accepted too). Call it on the input, before band math
+        or a model, as in Earth Engine; a read that names a resampling still uses that one."""
+        resampling = resolve_resampling(_EE_RESAMPLE_MODES.get(mode, mode))
+        return _ResampledView(self, resampling)
 
     # ---- conveniences built on read ---------------------------------------------------
     def tile(self, z: int, x: int, y: int) -> np.ma.MaskedArray:
@@ -259,6 +264,37 @@ class _BandView(ParentView):
     def _read_plan(self, plan: ReadPlan) -> list[np.ma.MaskedArray]:
         """One planned pass of the parent (a prediction: one batched model call for all the grids,
         e.g. a map viewport of `pred.select(...)`)."""
+        return self._parent.read_plan(plan.parents[0])
+
+
+#: `ee.Image.resample`'s mode names that GDAL spells differently.
+_EE_RESAMPLE_MODES = {"bicubic": "cubic"}
+
+
+class _ResampledView(ParentView):
+    """The parent image with another default resampling (`Image.resample`)."""
+
+    def __init__(self, parent: Image, resampling: Resampling):
+        self._parent = parent
+        self._resampling = resampling
+        self._band_names = parent.band_names
+        self.categorical_bands = parent.categorical_bands
+        self.band_types = parent.band_types
+
+    def fingerprint(self) -> str:
+        """The parent's fingerprint and the resampling (cells of a model reading it differ)."""
+        return f"resample:{self._resampling.name}({image_fingerprint(self._parent)})"
+
+    def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
+        return self._parent.read(grid, bands, self._resampling if resampling is None else resampling)
+
+    def _plan(self, grids: list[Grid], bands: list[str], resampling, max_cells: int | None) -> ReadPlan:
+        parent = self._parent.plan(
+            grids, bands, self._resampling if resampling is None else resampling, max_cells
+        )
+        return plan_of_parents(grids, bands, resampling, [parent])
+
+    def _read_plan(self, plan: ReadPlan) -> list[np.ma.MaskedArray]:
         return self._parent.read_plan(plan.parents[0])
 
 

@@ -40,6 +40,7 @@ from .grid import Grid, lattice_offset, pixel_window
 from .image import Image, empty_read
 from .plan import ReadPlan
 from .raster import warp_array
+from .resampling import resolve_resampling
 from .tiling import (
     Lattice,
     extract_cells,
@@ -504,8 +505,7 @@ class PredictedImage(Image):
                 ]
         if pl.offset is None:
             mosaic_t = lat.out_transform @ _translate(col, row)
-            bands = [self._band_names[k] for k in idx]
-            return warp_array(out, mosaic_t, lat.crs, pl.grid, self._resampling_for(bands, pl.resampling))
+            return warp_array(out, mosaic_t, lat.crs, pl.grid, [resolve_resampling(pl.resampling)] * len(idx))
         mask = np.isnan(out)
         out[mask] = 0
         return np.ma.MaskedArray(out, mask=mask)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
@@ -29,8 +28,8 @@ from .cache import CellCache
 from .frame_warp import close_frames, frame_block_shape, frame_grid, frame_size, warp_frame_window
 from .grid import Grid, as_crs, lattice_offset
 from .image import Image, empty_read
+from .resampling import resolve_resampling
 from .warp import (  # noqa: F401 - BLOCK, TOLERANCE, warp_array, _frame, ... stay importable from here
-    _PICKING,
     BLOCK,
     TOLERANCE,
     _assemble,
@@ -140,22 +139,27 @@ class _RasterImage(Image):
     def grid(self) -> Grid:
         return self._grid
 
-    def _pick_level(self, scales: tuple[float, float] | None, resampling: Resampling) -> _Level:
-        """The level to warp from when one target pixel spans `scales` full-res pixels."""
+    def _pick_level(self, scales: tuple[float, float] | None, picking: bool) -> _Level:
+        """The level to warp from when one target pixel spans `scales` full-res pixels; a
+        decimated level of `picking` (categorical) bands picks pixels, else averages them."""
         raise NotImplementedError
 
     def _level_window(self, level: _Level, bands: list[int], window: Window) -> np.ndarray:
         """float32 (len(bands), rows, cols) of `window` of `level`, NaN where masked."""
         raise NotImplementedError
 
-    def _warped_read(self, grid: Grid, bands: list[int], resamplings: list[Resampling]) -> np.ma.MaskedArray:
+    def _warped_read(self, grid: Grid, bands: list[int], names: list[str], resampling) -> np.ma.MaskedArray:
+        """`bands` (the subclass's band indices of band `names`) warped onto `grid`. A zoomed-out
+        read warps from a coarser level, built per band as Earth Engine builds its pyramids:
+        class bands pick pixels (SAMPLE), the others average them (MEAN), whatever `resampling`."""
+        r = resolve_resampling(resampling)
         t0, col, row = _frame(grid)
         lin = (t0.a, t0.b, t0.d, t0.e)
         frame_key = (grid.crs.to_string(), tuple(t0)[:6])
         scales0 = _image_scales(self._grid, grid.crs, lin)
         out = np.full((len(bands), grid.height, grid.width), np.nan, np.float32)
-        for r, pos in _groups(resamplings).items():
-            level = self._pick_level(scales0, r)
+        for picking, pos in _groups([n in self.categorical_bands for n in names]).items():
+            level = self._pick_level(scales0, picking)
             scales = None
             if scales0 is not None:
                 lt, ft = level.grid.transform, self._grid.transform
@@ -308,13 +312,13 @@ class ArrayImage(_RasterImage):
         if off is not None:
             src = self._data[idx] if idx != list(range(len(self._band_names))) else self._data
             return slice_lattice(src, off[0], off[1], grid)
-        return self._warped_read(grid, idx, self._resampling_for(bands, resampling))
+        return self._warped_read(grid, idx, bands, resampling)
 
-    def _pick_level(self, scales, resampling: Resampling) -> _Level:
+    def _pick_level(self, scales, picking: bool) -> _Level:
         k = _pyramid_level(scales, max(self._grid.width, self._grid.height))
         if k == 0:
             return _Level(("full",), self._grid)
-        kind = "nearest" if resampling in _PICKING else "average"
+        kind = "nearest" if picking else "average"
         return _Level((kind, k), _decimated_grid(self._grid, k))
 
     def _level_window(self, level: _Level, bands: list[int], window: Window) -> np.ndarray:
@@ -426,7 +430,7 @@ class FileImage(_RasterImage):
             off = lattice_offset(self._grid.transform, self._grid.crs, grid)
             if off is not None:
                 return self._read_lattice(indexes, off, grid)
-            return self._warped_read(grid, indexes, self._resampling_for(bands, resampling))
+            return self._warped_read(grid, indexes, bands, resampling)
         except ImageReadError:
             raise
         except (RasterioError, OSError) as exc:
@@ -452,7 +456,7 @@ class FileImage(_RasterImage):
         data = self._read_window(indexes, Window(c0, r0, c1 - c0, r1 - r0))
         return slice_lattice(data, col - c0, row - r0, grid)
 
-    def _pick_level(self, scales, resampling: Resampling) -> _Level:
+    def _pick_level(self, scales, picking: bool) -> _Level:
         # The file's own overviews when it has them (the coarsest one still >= 2x finer than
         # the target), else 2**k block means of the full-res pixels (like ArrayImage's pyramid).
         f = min(scales) / 2 if scales is not None else 1.0
@@ -469,7 +473,6 @@ class FileImage(_RasterImage):
                 grid = self._overview_grids[i] = Grid(ds.crs, ds.transform, ds.width, ds.height)
             return _Level(("overview", i), grid)
         k = _pyramid_level(scales, max(self._grid.width, self._grid.height))
-        picking = resampling in _PICKING
         return _Level(("decimated", picking, k), _decimated_grid(self._grid, k))
 
     def _level_window(self, level: _Level, bands: list[int], window: Window) -> np.ndarray:

@@ -1,4 +1,10 @@
-"""Resampling by name or `rasterio.enums.Resampling`, and each band's default (`Image.read`'s rule)."""
+"""Resampling by name or `rasterio.enums.Resampling`, and the default (`Image.read`'s rule).
+
+The default is nearest neighbour, as in Earth Engine ("Earth Engine performs nearest neighbor
+resampling by default during reprojection"); `Image.resample("bilinear")` opts an image in to
+interpolation, like EE's `ee.Image.resample`. A model run on the map's grid
+(`fix_input_proj=False`) therefore sees the same inputs here as in Earth Engine.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,10 @@ from ..errors import InputError
 _WARPABLE = tuple(r for r in Resampling if r.value < 8 and r is not Resampling.gauss)
 
 
-def resolve_resampling(resampling, categorical: bool = False) -> Resampling:
-    """None -> nearest for categorical bands, bilinear otherwise; names -> Resampling."""
+def resolve_resampling(resampling) -> Resampling:
+    """None -> nearest (Earth Engine's default); names -> Resampling."""
     if resampling is None:
-        return Resampling.nearest if categorical else Resampling.bilinear
+        return Resampling.nearest
     if isinstance(resampling, Resampling) and resampling in _WARPABLE:
         return resampling
     if isinstance(resampling, str):

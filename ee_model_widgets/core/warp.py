@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 import rasterio
@@ -61,8 +61,6 @@ _KERNEL_RADIUS = {
     Resampling.cubic_spline: 2,
     Resampling.lanczos: 3,
 }
-# Resamplings that pick source values (labels): decimate them by picking, not averaging.
-_PICKING = (Resampling.nearest, Resampling.mode)
 
 
 def _masked(values: np.ndarray) -> np.ma.MaskedArray:
@@ -72,10 +70,11 @@ def _masked(values: np.ndarray) -> np.ma.MaskedArray:
     return np.ma.MaskedArray(values, mask=mask)
 
 
-def _groups(resamplings: Sequence[Resampling]) -> dict[Resampling, list[int]]:
-    groups: dict[Resampling, list[int]] = {}
-    for i, r in enumerate(resamplings):
-        groups.setdefault(r, []).append(i)
+def _groups(keys: Sequence[Hashable]) -> dict[Hashable, list[int]]:
+    """key -> the positions holding it, in order (bands warped together)."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
     return groups
 
 

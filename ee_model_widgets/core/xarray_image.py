@@ -14,7 +14,6 @@ import uuid
 
 import numpy as np
 from affine import Affine
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from ..errors import InputError, ProjectionError
@@ -29,7 +28,7 @@ from .raster import (
     _Level,
     _RasterImage,
 )
-from .warp import _PICKING, _decimate, _decimated_grid, _pyramid_level, slice_lattice
+from .warp import _decimate, _decimated_grid, _pyramid_level, slice_lattice
 
 # Names xarray data commonly uses for the horizontal axes.
 _Y = ("y", "lat", "latitude", "northing", "rows")
@@ -160,13 +159,13 @@ class XarrayImage(_RasterImage):
             if c1 <= c0 or r1 <= r0:
                 return empty_read(len(idx), grid)
             return slice_lattice(self._window(idx, r0, r1, c0, c1), col - c0, row - r0, grid)
-        return self._warped_read(grid, idx, self._resampling_for(bands, resampling))
+        return self._warped_read(grid, idx, bands, resampling)
 
-    def _pick_level(self, scales, resampling: Resampling) -> _Level:
+    def _pick_level(self, scales, picking: bool) -> _Level:
         k = _pyramid_level(scales, max(self._grid.width, self._grid.height))
         if k == 0:
             return _Level(("full",), self._grid)
-        return _Level(("decimated", resampling in _PICKING, k), _decimated_grid(self._grid, k))
+        return _Level(("decimated", picking, k), _decimated_grid(self._grid, k))
 
     def _level_window(self, level: _Level, bands: list[int], window: Window) -> np.ndarray:
         c0, r0 = int(window.col_off), int(window.row_off)

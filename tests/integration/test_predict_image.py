@@ -291,11 +291,11 @@ def test_fix_input_proj_true_model_sees_native_cells_whatever_the_request():
     fine = pred.read(mercator_grid(img, 6.0))
     for inst in rec.instances:
         assert any(np.array_equal(inst, cell) for cell in native), "model saw a non-native window"
-    # both requests are the native prediction resampled (GDAL bilinear, the same warp as
-    # every image read): compare with warping the exact native NDVI ourselves
+    # both requests are the native prediction resampled (nearest, Earth Engine's default,
+    # the same warp as every image read): compare with warping the exact native NDVI ourselves
     expect_native = (arr[1] - arr[0]) / (arr[1] + arr[0])
     for g, got in ((mercator_grid(img, 25.0), coarse), (mercator_grid(img, 6.0), fine)):
-        want = warp_array(expect_native[None], UTM_TRANSFORM, UTM19S, g, [Resampling.bilinear])
+        want = warp_array(expect_native[None], UTM_TRANSFORM, UTM19S, g, [Resampling.nearest])
         both = ~got.mask[0] & ~want.mask[0]
         assert both.sum() > 0.8 * got[0].size
         assert np.abs(got.data[0][both] - want.data[0][both]).max() < 1e-5
@@ -329,6 +329,32 @@ def test_fix_input_proj_false_model_sees_the_request_grid():
     want = (src.data[1] - src.data[0]) / (src.data[1] + src.data[0])
     # (not bit-equal: GDAL resamples the whole request and the cells in different windows)
     assert np.abs(out.data[0][both] - want[both]).max() < 1e-3
+
+
+def test_a_resampled_input_reaches_the_model_interpolated_and_is_cached_apart():
+    # Earth Engine reprojects a model's input with nearest neighbour unless the image was
+    # `resample()`d: the model on the map's 6 m grid sees picked 10 m values, or bilinear ones.
+    arr, img = scene(200, 200, bands=("red", "nir"), smooth=True)
+    rec = Recorder()
+    model = Model.from_callable(
+        rec, input_tile_size=16, input_overlap_size=2, output_bands={"ndvi": {"type": "float"}}
+    )
+    cache = CellCache(1 << 26)
+    req = mercator_grid(img, 6.0, shrink=0.4)
+    near = model.predict_image(img, cache=cache).read(req)
+    seen = len(rec.batches)
+    smooth = model.predict_image(img.resample("bilinear"), cache=cache).read(req)
+    assert len(rec.batches) > seen, "the resampled input was served the nearest input's cells"
+    picked, interpolated = np.concatenate(rec.batches[:seen]), np.concatenate(rec.batches[seen:])
+    assert np.isin(picked[picked != 0], arr).all()
+    assert np.isin(interpolated[interpolated != 0], arr).mean() < 0.1
+    for out, mode in ((near, "nearest"), (smooth, "bilinear")):
+        src = img.read(req, resampling=mode)
+        both = ~out.mask[0] & ~src.mask.any(0)
+        assert both.sum() > 0.8 * both.size
+        want = (src.data[1] - src.data[0]) / (src.data[1] + src.data[0])
+        assert np.abs(out.data[0][both] - want[both]).max() < 1e-3, mode
+    assert np.abs(near.data[0] - smooth.data[0]).max() > 3e-3  # > the tolerance above
 
 
 # ---- masks and nodata ---------------------------------------------------------------------

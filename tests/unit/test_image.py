@@ -72,13 +72,20 @@ def test_window_partly_outside_is_masked_outside(write_geotiff):
     assert img.read(img.grid.window(100, 100, 4, 4)).mask.all()
 
 
-def test_reading_in_another_crs_matches_rasterio_reproject(write_geotiff):
-    # Upsampling (8 m pixels from 10 m), where GDAL's kernel does not depend on how it
-    # estimates the scale; we use a 1e-3 px transformer error where reproject uses 0.125 px,
-    # hence the tolerance on the values. The masks must agree exactly.
+@pytest.mark.parametrize(
+    "mode, resampling",
+    [(None, Resampling.nearest), ("bilinear", Resampling.bilinear), ("bicubic", Resampling.cubic)],
+)
+def test_reading_in_another_crs_matches_rasterio_reproject(write_geotiff, mode, resampling):
+    # Earth Engine's rule: nearest neighbour unless the image is `resample(...)`d. Upsampling
+    # (8 m pixels from 10 m), where GDAL's kernel does not depend on how it estimates the
+    # scale; both sides use our 1e-3 px transformer error (reproject's default is 0.125 px,
+    # enough to move a nearest pick). The masks must agree exactly.
     data = _scene(2, 50, 70)
     path = write_geotiff(data)
     img = Image.open(path)
+    if mode is not None:
+        img = img.resample(mode)
     grid = grid_for(img, None, Projection("EPSG:4326").at_scale(8))
     ours = img.read(grid)
     ref = np.full((2, grid.height, grid.width), np.nan, np.float32)
@@ -89,13 +96,28 @@ def test_reading_in_another_crs_matches_rasterio_reproject(write_geotiff):
             dst_transform=grid.transform,
             dst_crs=grid.crs,
             dst_nodata=np.nan,
-            resampling=Resampling.bilinear,
+            resampling=resampling,
+            tolerance=1e-3,
         )
     assert (ours.mask == np.isnan(ref)).all()
     np.testing.assert_allclose(ours.data[~ours.mask], ref[~np.isnan(ref)], atol=2e-3)
-    # and nearest is available per read
-    near = img.read(grid, resampling="nearest")
-    assert np.isin(near.compressed(), data).all()
+    picked = np.isin(ours.compressed(), data).mean()
+    assert picked == 1.0 if resampling is Resampling.nearest else picked < 0.1
+
+
+def test_resample_keeps_the_image_and_a_read_may_still_name_its_resampling(write_geotiff):
+    data = _scene(2, 50, 70)
+    img = Image.open(write_geotiff(data))
+    smooth = img.resample()  # EE's default mode: bilinear
+    assert smooth.band_names == img.band_names and smooth.grid == img.grid
+    grid = grid_for(img, None, Projection("EPSG:4326").at_scale(8))
+    np.testing.assert_array_equal(smooth.read(grid, resampling="nearest"), img.read(grid))
+    np.testing.assert_array_equal(img.read(grid, resampling="bilinear"), smooth.read(grid))
+    assert not np.array_equal(smooth.read(grid), img.read(grid))
+    # On the native lattice there is nothing to resample.
+    np.testing.assert_array_equal(smooth.read(img.grid), img.read(img.grid))
+    with pytest.raises(InputError, match="Unknown resampling 'trilinear'.*bilinear"):
+        img.resample("trilinear")
 
 
 def test_coarse_reads_use_the_files_overviews(write_geotiff):
@@ -113,15 +135,16 @@ def test_coarse_reads_use_the_files_overviews(write_geotiff):
     assert float(coarse.mean()) == 1.0
 
 
-def test_categorical_bands_default_to_nearest(write_geotiff):
+def test_categorical_bands_stay_classes_by_default_and_zoomed_out(write_geotiff):
     classes = np.repeat(np.repeat(np.array([[0, 1], [2, 3]], np.uint8), 5, 0), 5, 1)
     data = np.stack([classes, classes]).astype(np.uint8)
     img = Image.open(write_geotiff(data, descriptions=["label", "value"]), categorical=["label"])
     assert img.categorical_bands == {"label"}
     shifted = Grid("EPSG:32719", UTM_TRANSFORM @ Affine.translation(0.5, 0.5), 9, 9)
     out = img.read(shifted)
-    assert set(np.unique(out[0].compressed())) <= {0, 1, 2, 3}
-    assert not set(np.unique(out[1].compressed())) <= {0, 1, 2, 3}  # bilinear mixes values
+    assert set(np.unique(out.compressed())) <= {0, 1, 2, 3}  # nearest: EE's default
+    mixed = img.resample("bilinear").read(shifted)
+    assert not set(np.unique(mixed[1].compressed())) <= {0, 1, 2, 3}  # bilinear mixes values
 
 
 def test_corrupt_file_raises_image_read_error_with_path_and_gdal_message(tmp_path):
@@ -204,9 +227,12 @@ def test_from_array_masks_do_not_leak_into_bilinear_values():
     assert out.mask[0, :, 33:].all()
 
 
-def test_from_array_reprojection_matches_rasterio(tmp_path):
+@pytest.mark.parametrize("mode, resampling", [(None, Resampling.nearest), ("bilinear", Resampling.bilinear)])
+def test_from_array_reprojection_matches_rasterio(mode, resampling):
     data = _scene(1, 40, 40)
     img = Image.from_array(data, transform=UTM_TRANSFORM, crs="EPSG:32719")
+    if mode is not None:
+        img = img.resample(mode)
     # The z17 web tile (1.2 m pixels) over the scene's south-west corner: partly on it.
     w, s, _, _ = img.bounds
     n = 2**17
@@ -224,10 +250,10 @@ def test_from_array_reprojection_matches_rasterio(tmp_path):
         dst_transform=grid.transform,
         dst_crs=grid.crs,
         dst_nodata=np.nan,
-        resampling=Resampling.bilinear,
+        resampling=resampling,
+        tolerance=1e-3,  # our transformer error (reproject's default: 0.125 px)
     )
     assert (out.mask == np.isnan(ref)).all()
-    # reproject approximates coordinates to 0.125 px, we to 1e-3 px
     np.testing.assert_allclose(out.data[~out.mask], ref[~np.isnan(ref)], atol=2e-3)
 
 
@@ -360,8 +386,14 @@ def test_zoomed_out_array_reads_average_and_keep_masks():
     assert coarse.shape == (1, 32, 32)
     assert coarse.mask[0, :15].all() and not coarse.mask[0, 17:].any()
     np.testing.assert_allclose(coarse[0, 17:].compressed(), 0.5, atol=0.05)
-    near = img.to_numpy(proj=Projection("EPSG:32719", UTM_TRANSFORM).at_scale(160), resampling="nearest")
-    assert set(np.unique(near.compressed())) <= {0.0, 1.0}
+    # As in Earth Engine the zoomed-out level is a property of the band (its pyramiding
+    # policy), not of the resampling: a mean for values, a picked pixel for class bands.
+    proj = Projection("EPSG:32719", UTM_TRANSFORM).at_scale(160)
+    near = img.to_numpy(proj=proj, resampling="nearest")
+    np.testing.assert_allclose(near[0, 17:].compressed(), 0.5, atol=0.05)
+    classes = Image.from_array(data, transform=UTM_TRANSFORM, crs="EPSG:32719", categorical=True)
+    picked = classes.to_numpy(proj=proj).compressed()
+    assert set(np.unique(picked)) <= {0.0, 1.0}  # picked, never averaged to 0.5
 
 
 def test_from_xarray_plain_coords_and_crs_attribute():

@@ -36,6 +36,18 @@ def test_a_prediction_travels_with_its_model_spec_and_computes_the_same_pixels()
     assert again.model._call is back.model._call
 
 
+def test_a_resampled_image_travels_with_its_resampling():
+    from ee_model_widgets.core.grid import Grid
+
+    img = scene().resample("bilinear")
+    grid = Grid("EPSG:32719", Affine(4, 0, 3, 0, -4, -3), 90, 90)  # 4 m pixels: resampled
+    expected = img.read(grid)
+    assert not expected.mask.all()
+    back = pickle.loads(portable.dumps(img))
+    np.testing.assert_array_equal(back.read(grid), expected)
+    assert not np.array_equal(back.read(grid), scene().read(grid))  # not nearest again
+
+
 def test_load_image_unpickles_once_per_key():
     blob = portable.dumps(scene())
     key = portable.token(blob)
