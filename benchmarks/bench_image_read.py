@@ -71,7 +71,8 @@ def _level(z: int) -> int:
     g = xyz_grid(z, 0, 0)
     lin = (g.transform.a, g.transform.b, g.transform.d, g.transform.e)
     src = emw.Image.from_array(np.zeros((1, SIZE, SIZE), np.float32), transform=TRANSFORM, crs=CRS).grid
-    return raster._pyramid_level(raster._image_scales(src, g.crs, lin), SIZE)
+    scales = raster._image_scales(src, g.crs, lin)
+    return raster._pyramid_level(raster.level_limit(scales, Resampling.bilinear), SIZE)
 
 
 def _cut(levels: dict[int, np.ndarray], k: int, z: int, x: int, y: int) -> tuple[np.ndarray, Affine]:

@@ -44,6 +44,7 @@ from .warp import (  # noqa: F401 - BLOCK, TOLERANCE, warp_array, _frame, ... st
     _pyramid_level,
     _source_window,
     _warp_bands,
+    level_limit,
     slice_lattice,
     warp_array,
 )
@@ -139,9 +140,10 @@ class _RasterImage(Image):
     def grid(self) -> Grid:
         return self._grid
 
-    def _pick_level(self, scales: tuple[float, float] | None, picking: bool) -> _Level:
-        """The level to warp from when one target pixel spans `scales` full-res pixels; a
-        decimated level of `picking` (categorical) bands picks pixels, else averages them."""
+    def _pick_level(self, limit: float, picking: bool) -> _Level:
+        """The level to warp from: the coarsest whose pixels span at most `limit` full-res
+        pixels (`warp.level_limit`); a decimated level of `picking` (categorical) bands picks
+        pixels, else averages them."""
         raise NotImplementedError
 
     def _level_window(self, level: _Level, bands: list[int], window: Window) -> np.ndarray:
@@ -150,8 +152,8 @@ class _RasterImage(Image):
 
     def _warped_read(self, grid: Grid, bands: list[int], names: list[str], resampling) -> np.ma.MaskedArray:
         """`bands` (the subclass's band indices of band `names`) warped onto `grid`. A zoomed-out
-        read warps from a coarser level, built per band as Earth Engine builds its pyramids:
-        class bands pick pixels (SAMPLE), the others average them (MEAN), whatever `resampling`."""
+        read warps from a coarser level (`warp.level_limit`), built per band as Earth Engine
+        builds its pyramids: class bands pick pixels (SAMPLE), the others average them (MEAN)."""
         r = resolve_resampling(resampling)
         t0, col, row = _frame(grid)
         lin = (t0.a, t0.b, t0.d, t0.e)
@@ -159,7 +161,7 @@ class _RasterImage(Image):
         scales0 = _image_scales(self._grid, grid.crs, lin)
         out = np.full((len(bands), grid.height, grid.width), np.nan, np.float32)
         for picking, pos in _groups([n in self.categorical_bands for n in names]).items():
-            level = self._pick_level(scales0, picking)
+            level = self._pick_level(level_limit(scales0, r), picking)
             scales = None
             if scales0 is not None:
                 lt, ft = level.grid.transform, self._grid.transform
@@ -314,8 +316,8 @@ class ArrayImage(_RasterImage):
             return slice_lattice(src, off[0], off[1], grid)
         return self._warped_read(grid, idx, bands, resampling)
 
-    def _pick_level(self, scales, picking: bool) -> _Level:
-        k = _pyramid_level(scales, max(self._grid.width, self._grid.height))
+    def _pick_level(self, limit: float, picking: bool) -> _Level:
+        k = _pyramid_level(limit, max(self._grid.width, self._grid.height))
         if k == 0:
             return _Level(("full",), self._grid)
         kind = "nearest" if picking else "average"
@@ -456,10 +458,10 @@ class FileImage(_RasterImage):
         data = self._read_window(indexes, Window(c0, r0, c1 - c0, r1 - r0))
         return slice_lattice(data, col - c0, row - r0, grid)
 
-    def _pick_level(self, scales, picking: bool) -> _Level:
-        # The file's own overviews when it has them (the coarsest one still >= 2x finer than
-        # the target), else 2**k block means of the full-res pixels (like ArrayImage's pyramid).
-        f = min(scales) / 2 if scales is not None else 1.0
+    def _pick_level(self, limit: float, picking: bool) -> _Level:
+        # The file's own overviews when it has them (the coarsest one within `limit`), else
+        # 2**k block means of the full-res pixels (like ArrayImage's pyramid).
+        f = limit
         if f < 2:
             return _Level(("full",), self._grid)
         if self._overview_factors:
@@ -472,7 +474,7 @@ class FileImage(_RasterImage):
                 ds = self._dataset(i)
                 grid = self._overview_grids[i] = Grid(ds.crs, ds.transform, ds.width, ds.height)
             return _Level(("overview", i), grid)
-        k = _pyramid_level(scales, max(self._grid.width, self._grid.height))
+        k = _pyramid_level(limit, max(self._grid.width, self._grid.height))
         return _Level(("decimated", picking, k), _decimated_grid(self._grid, k))
 
     def _level_window(self, level: _Level, bands: list[int], window: Window) -> np.ndarray:

@@ -377,15 +377,21 @@ def warp_array(
     return _masked(out)
 
 
-def _pyramid_level(scales: tuple[float, float] | None, size: int) -> int:
-    """2**k decimation for a target `scales` full-res pixels per pixel: the level stays >= 2x
-    finer than the target (k = 0 until the target is 4x coarser), and not below one pixel."""
+def level_limit(scales: tuple[float, float] | None, resampling: Resampling) -> float:
+    """The largest decimation (full-res pixels per level pixel) a read may warp from when one
+    target pixel spans `scales` full-res pixels. Nearest neighbour takes Earth Engine's level:
+    the coarsest at or finer than the target. An interpolating or aggregating kernel takes one
+    at least 2x finer, so that it still blends 2x2 of the level's pixels."""
     if scales is None:
+        return 1.0
+    return min(scales) if resampling is Resampling.nearest else min(scales) / 2
+
+
+def _pyramid_level(limit: float, size: int) -> int:
+    """2**k decimation, the coarsest within `limit` (see `level_limit`), not below one pixel."""
+    if limit < 2:
         return 0
-    f = min(scales) / 2
-    if f < 2:
-        return 0
-    return max(0, min(int(math.floor(math.log2(f))), int(math.floor(math.log2(max(size, 1))))))
+    return max(0, min(int(math.floor(math.log2(limit))), int(math.floor(math.log2(max(size, 1))))))
 
 
 def _decimated_grid(grid: Grid, k: int) -> Grid:

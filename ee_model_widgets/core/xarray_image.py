@@ -161,8 +161,8 @@ class XarrayImage(_RasterImage):
             return slice_lattice(self._window(idx, r0, r1, c0, c1), col - c0, row - r0, grid)
         return self._warped_read(grid, idx, bands, resampling)
 
-    def _pick_level(self, scales, picking: bool) -> _Level:
-        k = _pyramid_level(scales, max(self._grid.width, self._grid.height))
+    def _pick_level(self, limit: float, picking: bool) -> _Level:
+        k = _pyramid_level(limit, max(self._grid.width, self._grid.height))
         if k == 0:
             return _Level(("full",), self._grid)
         return _Level(("decimated", picking, k), _decimated_grid(self._grid, k))

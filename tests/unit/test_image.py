@@ -396,6 +396,24 @@ def test_zoomed_out_array_reads_average_and_keep_masks():
     assert set(np.unique(picked)) <= {0.0, 1.0}  # picked, never averaged to 0.5
 
 
+@pytest.mark.parametrize("factor", [2, 4, 16])
+def test_zoomed_out_nearest_reads_take_earth_engines_pyramid_level(factor):
+    # EE computes a coarser output from the pyramid level at (or just finer than) its scale,
+    # each level pixel the mean of the full-res pixels under it, then picks the nearest. On
+    # a grid `factor` x coarser, aligned with the image, each pixel is then the mean of the
+    # factor x factor block under it: the reference is numpy's block mean, not our reader.
+    data = RNG.random((1, 64, 64)).astype(np.float32)
+    img = Image.from_array(data, transform=UTM_TRANSFORM, crs="EPSG:32719")
+    coarse = Grid("EPSG:32719", UTM_TRANSFORM @ Affine.scale(factor), 64 // factor, 64 // factor)
+    want = data[0].reshape(64 // factor, factor, 64 // factor, factor).mean(axis=(1, 3))
+    got = img.read(coarse)
+    assert not got.mask.any()
+    np.testing.assert_allclose(got.data[0], want, rtol=1e-5)
+    # An interpolating read blends a level at least 2x finer: not the block means.
+    smooth = img.resample("bilinear").read(coarse)
+    assert not np.allclose(smooth.data[0], want, rtol=1e-3) or factor == 2
+
+
 def test_from_xarray_plain_coords_and_crs_attribute():
     xr = pytest.importorskip("xarray")
     da = xr.DataArray(
