@@ -135,13 +135,21 @@ class ModelTab:
         self.model_info = widgets.HTML("")
         self.fix_input_proj = widgets.Checkbox(value=False, description="fixInputProj", indent=False)
         self.fix_input_proj.add_class("emw-fix-input-proj")
+        self.resampling = widgets.Dropdown(
+            options=[("nearest (as in EE)", "nearest"), ("bilinear", "bilinear"), ("bicubic", "bicubic")],
+            value="nearest",
+            description="Resampling",
+        )
+        self.resampling.add_class("emw-resampling")
         self.tile_size = widgets.BoundedIntText(value=256, min=1, max=4096, description="Tile size")
         self.tile_size.add_class("emw-tile-size")
         self.overlap = widgets.BoundedIntText(value=0, min=0, max=1024, description="Overlap")
         self.overlap.add_class("emw-overlap")
         params_help = help_html(
             "fixInputProj: feed the model pixels in its own grid (native scale) at every zoom, "
-            "instead of the map's pixels. Tile size: core pixels per model call (x = y). Overlap: "
+            "instead of the map's pixels. Resampling: how the image is brought to those pixels: "
+            "nearest neighbour, Earth Engine's default, or interpolated (image.resample(...) in EE). "
+            "Tile size: core pixels per model call (x = y). Overlap: "
             "extra pixels read on each edge and cropped from each result, so tiles join without seams."
         )
         self.model_path = widgets.Text(placeholder=".keras/.h5 file or SavedModel folder", description="Path")
@@ -161,6 +169,7 @@ class ModelTab:
                 self.model_picker,
                 self.model_info,
                 self.fix_input_proj,
+                self.resampling,
                 self.tile_size,
                 self.overlap,
                 params_help,

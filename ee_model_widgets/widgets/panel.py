@@ -193,7 +193,7 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
         # ---- wiring ---------------------------------------------------------------------
         self.model_picker.observe(self._on_model_picked, "value")
         self.image_picker.observe(self._on_image_picked, "value")
-        for w in (self.fix_input_proj, self.tile_size, self.overlap):
+        for w in (self.fix_input_proj, self.resampling, self.tile_size, self.overlap):
             w.observe(self._on_params, "value")
         self.load_model_button.on_click(lambda _b: self._load_from_field(self.model_path.value, "path"))
         self.connect_button.on_click(lambda _b: self._load_from_field(self.endpoint.value, "endpoint"))
@@ -351,6 +351,8 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
         if model:
             fix = "on" if self._applied.get("fix") else "off"
             parts.append(f"<b>{html.escape(model)}</b> · fixInputProj {fix}")
+            if self._applied.get("resampling", "nearest") != "nearest":
+                parts.append(f"input resampled {self._applied['resampling']}")
         parts.append(
             f"tiles: {lay.tiles_done} done, {lay.tiles_queued} queued, {lay.tiles_failed} failed"
             f" · {lay.tiles_per_second:.1f} tiles/s"
@@ -403,10 +405,11 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
 
     def _predict(self, base, image: Image, *, fix_input_proj: bool, overlap: int, tile: int | None = None):
         """The one apply chain (the map's model and the Compare tab's): `base` with these
-        settings, its prediction of `image`, and what the map shows of it (a class band added
-        per vector output). Returns (model, prediction, display image)."""
+        settings, its prediction of `image` (resampled as the Model tab says), and what the map
+        shows of it (a class band added per vector output). Returns (model, prediction, display)."""
         model = with_params(base, fix_input_proj=fix_input_proj, tile=tile, overlap=overlap)
-        pred = model.predict_image(image)
+        resampling = self.resampling.value
+        pred = model.predict_image(image if resampling == "nearest" else image.resample(resampling))
         groups = vector_outputs(pred.band_names)
         return model, pred, (ClassBandImage(pred, groups) if groups else pred)
 
@@ -461,7 +464,13 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
         with self._lock:
             if gen != self._gen:
                 return  # a newer request supersedes this one
-            self._applied.update(model=name, image=image_name, base=base, fix=model.params.fix_input_proj)
+            self._applied.update(
+                model=name,
+                image=image_name,
+                base=base,
+                fix=model.params.fix_input_proj,
+                resampling=self.resampling.value,
+            )
             self.model, self.prediction, self.display_image, self.image = model, pred, display, image
             self._categorical = categorical
             self._class_names = self._class_labels(entry, display)

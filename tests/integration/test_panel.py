@@ -149,6 +149,25 @@ def test_fix_input_proj_toggle_changes_how_inputs_are_sampled(panel, scene, cent
     show(panel, model_picker="fcn", fix_input_proj=False)
 
 
+def test_resampling_choice_feeds_the_model_earth_engines_resampled_input(panel, scene, center):
+    show(panel, model_picker="fcn", fix_input_proj=False)
+    tile = tile_at(*center, Z)
+    near = shown_tile(panel, tile)
+    assert "resampled" not in panel.status_text
+    show(panel, resampling="bilinear")
+    assert "input resampled bilinear" in panel.status_text
+    smooth = shown_tile(panel, tile)
+    expected = demo.model("fcn").predict_image(scene.resample("bilinear"), cache=None)
+    assert_looks_like(
+        smooth, render(expected.tile(*tile), panel.layer.vis_params, band_names=expected.band_names)
+    )
+    # At z15 (~4.3 m map pixels) the model sees interpolated 10 m pixels instead of picked ones:
+    # the nearest tile would fail the check above (> 0.1% of its pixels off by more than a level).
+    assert (np.abs(smooth.astype(int) - near.astype(int)).max(axis=-1) > 1).mean() > 0.01
+    show(panel, resampling="nearest")
+    assert_looks_like(shown_tile(panel, tile), near)
+
+
 def test_overlap_zero_brings_back_tile_seams(panel, scene):
     show(panel, model_picker="fcn", fix_input_proj=True)
     with8 = panel.prediction.to_numpy()
