@@ -27,6 +27,7 @@ from .test_panel import shown
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
 PRED = "emw-prediction"
+CELL_DONE = "__emw_cell_done__"  # printed last by every cell `run_code` runs
 
 
 def start_nbclassic(root: Path, timeout: float = 90) -> JupyterServer:
@@ -92,7 +93,12 @@ class ClassicNotebook:
         self.wait_idle(timeout)
 
     def run_code(self, code: str, timeout: float = 180) -> str:
-        """Append a code cell, run it, return its text output."""
+        """Append a code cell, run it, return its text output.
+
+        The cell's prompt number comes with the kernel's execute_reply (shell channel), its
+        output on the iopub channel: on a loaded machine the reply can arrive first. So the cell
+        prints a marker last, and its output is read once the marker (or an error) is there.
+        """
         n = self.page.evaluate(
             """(code) => {
                 const n = Jupyter.notebook.ncells();
@@ -102,16 +108,23 @@ class ClassicNotebook:
                 cell.execute();
                 return n;
             }""",
-            code,
+            f"{code}\nprint({CELL_DONE!r})",
         )
         self.wait_idle(timeout)
-        return self.page.evaluate(
+        self.page.wait_for_function(
+            """([n, mark]) => Jupyter.notebook.get_cell(n).output_area.outputs.some(o =>
+                o.ename !== undefined || [].concat(o.text || '').join('').includes(mark))""",
+            arg=[n, CELL_DONE],
+            timeout=timeout * 1000,
+        )
+        text = self.page.evaluate(
             """(n) => Jupyter.notebook.get_cell(n).output_area.outputs.map(o =>
                 o.text !== undefined ? [].concat(o.text).join('')
                 : o.data ? [].concat(o.data['text/plain'] || '').join('')
                 : o.ename ? `${o.ename}: ${o.evalue}` : '').join('')""",
             n,
         )
+        return text.replace(CELL_DONE + "\n", "")
 
 
 def kernel_pngs(nb: ClassicNotebook, zxys: list[str]) -> dict[str, np.ndarray]:
