@@ -461,11 +461,10 @@ class FileImage(_RasterImage):
     def _pick_level(self, limit: float, picking: bool) -> _Level:
         # The file's own overviews when it has them (the coarsest one within `limit`), else
         # 2**k block means of the full-res pixels (like ArrayImage's pyramid).
-        f = limit
-        if f < 2:
+        if limit < 2:
             return _Level(("full",), self._grid)
         if self._overview_factors:
-            fits = [i for i, o in enumerate(self._overview_factors) if o <= f]
+            fits = [i for i, o in enumerate(self._overview_factors) if o <= limit]
             if not fits:
                 return _Level(("full",), self._grid)
             i = max(fits, key=lambda j: self._overview_factors[j])

@@ -408,8 +408,8 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
         settings, its prediction of `image` (resampled as the Model tab says), and what the map
         shows of it (a class band added per vector output). Returns (model, prediction, display)."""
         model = with_params(base, fix_input_proj=fix_input_proj, tile=tile, overlap=overlap)
-        resampling = self.resampling.value
-        pred = model.predict_image(image if resampling == "nearest" else image.resample(resampling))
+        # Always a resample() view, so "nearest" holds for an image the user resample()d too.
+        pred = model.predict_image(image.resample(self.resampling.value))
         groups = vector_outputs(pred.band_names)
         return model, pred, (ClassBandImage(pred, groups) if groups else pred)
 
