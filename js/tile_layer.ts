@@ -10,7 +10,8 @@
 //   kernel -> view  {type: 'tile_response', id, status, kind: 'data', bands, rows, cols, style}
 //                                                           buffers[0] = float32 values
 //   kernel -> view  {type: 'tile_sync', sync, held}         the ids still queued or rendering
-//   kernel -> view  {type: 'redraw'}                        drop every tile, ask again
+//   kernel -> view  {type: 'redraw', generation?, style?}   drop every tile, ask again
+//   view -> kernel  {type: 'style_sync'}                    a newer `_style` is named but not here: send it
 // Request ids carry a per-view random prefix: replies reach every view of the model (a map
 // displayed twice, a second browser tab), and each view only takes its own.
 //
@@ -26,7 +27,8 @@
 // params compiled in Python, colour.ts), and when `_style` changes it recolours every loaded tile
 // from the values it holds, without asking the kernel. A tile names the style version whose bands
 // it holds: one newer than the view's waits for that style; one older, for other bands, is
-// asked for again.
+// asked for again. A style named (by a tile or a redraw) but not received is asked for again,
+// as a lost request is: its change message can be lost like any other.
 //
 // The values of the data tiles received are also kept in a bounded cache for the page
 // (tile_cache.ts): a tile Leaflet creates again (a zoom back out, a pan back) is coloured from
@@ -47,6 +49,8 @@ const STALE_MS = 2000; // a request unanswered for this long is asked about
 const SILENT_MS = 4000; // no answer to a sync for this long: say that the kernel is not answering
 const MAX_RESENDS = 3; // a request the kernel lost this often is given up (an error tile)
 const NOTICE_MS = 8000; // how long "asked again" stays on the map after the last resend
+const STYLE_WAIT_MS = 1500; // a data tile waiting this long for its style makes the view look again
+const STYLE_SYNC_MS = 5000; // the kernel is asked to send its style again at most this often
 
 // What a tile canvas carries besides its pixels.
 interface ITile extends HTMLCanvasElement {
@@ -119,7 +123,8 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
   private dataTiles = new Set<ITile>(); // loaded tiles that hold values (coloured with `style`)
   private style: IStyle | null = null;
   private styleCheck = 0; // timer: data tiles still wait for their style
-  private lastStyleSync = 0;
+  private lastStyleSync = -Infinity; // when the kernel was last asked to send its style again
+  private styleNamed = 0; // the newest style version the kernel named (in a tile or a redraw)
   private generation = 0; // the newest data generation of the layer this view knows of
   private notice: L.Control | null = null;
   private noticeDiv: HTMLDivElement | null = null;
@@ -412,6 +417,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     }
     if (content.type === 'redraw') {
       this.newGeneration(content.generation); // before the tiles are made again
+      this.styleIsNamed(content.style);
       this.cancelAll();
       this.lostTiles.clear();
       this.dataTiles.clear();
@@ -481,6 +487,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
       return;
     }
     const data = { values, bands: positions, rows, cols, style: content.style };
+    this.styleIsNamed(content.style);
     p.img._emwData = data;
     p.img.dataset.status = content.status ?? 'ok';
     p.img.dataset.source = 'kernel';
@@ -529,9 +536,11 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     }
   }
 
-  // A tile waiting for a style that never comes would stay blank: after a while, read the
-  // model's style again (a change event may have come before this view listened), and if
-  // tiles still wait, ask the kernel to send its current style (at most every 5 s).
+  // A tile waiting for a style that never comes would stay blank (its change message can be
+  // lost, like a tile request, e.g. while a reopened page restores its widgets): while tiles
+  // wait, read the model's style again every STYLE_WAIT_MS (a change event may have come
+  // before this view listened), and ask the kernel to send its current style again, at most
+  // every STYLE_SYNC_MS, until none waits (that answer can be lost too).
   private checkStyleSoon(): void {
     if (this.styleCheck) {
       return;
@@ -543,13 +552,29 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
         this.onStyle();
       }
       const version = this.style ? String(this.style.version) : '';
-      const waiting = [...this.dataTiles].some((t) => t.dataset.style !== version);
-      if (waiting && performance.now() - this.lastStyleSync > 5000) {
+      const asking = (t: ITile) => t._emwRequest !== undefined && this.pending.has(t._emwRequest);
+      const waiting =
+        (this.style?.version ?? 0) < this.styleNamed ||
+        [...this.dataTiles].some((t) => t.dataset.style !== version && !asking(t));
+      if (!waiting) {
+        return;
+      }
+      if (performance.now() - this.lastStyleSync > STYLE_SYNC_MS) {
         this.lastStyleSync = performance.now();
         this.send({ type: 'style_sync' });
+      }
+      this.checkStyleSoon();
+    }, STYLE_WAIT_MS);
+  }
+
+  // The kernel has a style this new (its tiles or a redraw say so): until it is here, look for it.
+  private styleIsNamed(version: unknown): void {
+    if (typeof version === 'number' && version > this.styleNamed) {
+      this.styleNamed = version;
+      if ((this.style?.version ?? 0) < version) {
         this.checkStyleSoon();
       }
-    }, 1500);
+    }
   }
 
   private onStyle(): void {

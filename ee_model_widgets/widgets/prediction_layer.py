@@ -134,7 +134,10 @@ class PredictionLayer(KernelTileLayer):
         # In the message, not only in the trait: a trait update can reach the view after this
         # message (held by a `hold_sync`, e.g. a worker publishing its counts, and applied
         # asynchronously by ipywidgets), and the redrawn tiles must not come from an older generation.
-        self.send({"type": "redraw", "generation": self._generation})
+        # The style version too: if its `_style` update is lost, the view knows to ask for it
+        # (0 while the vis params are invalid: `_style` is empty, the tiles say why).
+        style = self._style.get("version", 0)
+        self.send({"type": "redraw", "generation": self._generation, "style": style})
 
     # ---- rendering ---------------------------------------------------------------------
     def _render_many(self, requests: Sequence[TileRequest]) -> list[bytes | TileData | BaseException]:

@@ -10,13 +10,15 @@ Messages (`type` of a custom widget message):
   browser -> kernel  tile_cancel {id}             Leaflet unloaded the tile
   browser -> kernel  tile_sync {sync, ids}        which of these requests do you still hold?
   browser -> kernel  tile_report {resent, lost}   requests the browser had to send again / gave up on
-  browser -> kernel  style_sync                   data tiles wait for a style: send `_style` again
+  browser -> kernel  style_sync                   a style named (by a tile or a redraw) is not there:
+                                                  send `_style` again
   kernel -> browser  tile_response {id, status}   buffers[0] = the PNG (an error tile if status is 'error')
   kernel -> browser  tile_response {id, status, kind: 'data', bands, rows, cols, style}
                                                   buffers[0] = float32 values the browser colours
                                                   (PredictionLayer; see tile_payload.py)
   kernel -> browser  tile_sync {sync, held}       the ids of `ids` that are queued or rendering
-  kernel -> browser  redraw                       drop every tile and ask again
+  kernel -> browser  redraw {generation?, style?} drop every tile and ask again (PredictionLayer
+                                                  names its data generation and style version)
 A request the kernel neither holds nor answered was lost on the way (in either direction): the
 browser asks for it again, within seconds instead of waiting for `request_timeout`.
 """

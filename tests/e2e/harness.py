@@ -313,11 +313,19 @@ def layer_diagnosis(page, cls: str = PREDICTION) -> str:
     """What the page shows about layer `.cls`: tile statuses, the layer's own notice, the panel's status line."""
     return page.evaluate(
         """(cls) => {
-            const st = {};
-            for (const i of document.querySelectorAll(`.${cls} .leaflet-tile`)) st[i.dataset.status] = (st[i.dataset.status] || 0) + 1;
+            const st = {}, detail = {};
+            for (const i of document.querySelectorAll(`.${cls} .leaflet-tile`)) {
+                st[i.dataset.status] = (st[i.dataset.status] || 0) + 1;
+                // status/source/style version/loaded: e.g. 'ok/kernel/3/waiting' is a data tile
+                // that came but waits to be coloured
+                const key = [i.dataset.status, i.dataset.source || '-', i.dataset.style || '-',
+                             i.classList.contains('leaflet-tile-loaded') ? 'loaded' : 'waiting'].join('/');
+                detail[key] = (detail[key] || 0) + 1;
+            }
             const notice = [...document.querySelectorAll('.emw-tile-notice')].map(n => n.innerText).join(' | ');
             const status = [...document.querySelectorAll('.emw-status')].map(n => n.innerText).join(' | ');
-            return `tiles by status ${JSON.stringify(st)}; layer notice: ${notice || '-'}; status line: ${status || '-'}`;
+            return `tiles by status ${JSON.stringify(st)} (${JSON.stringify(detail)}); `
+                + `layer notice: ${notice || '-'}; status line: ${status || '-'}`;
         }""",
         cls,
     )

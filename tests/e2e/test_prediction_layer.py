@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 
 from ee_model_widgets import demo
 
-from .harness import NotebookPage, wait_prediction_tiles, write_notebook
+from .harness import (
+    NotebookPage,
+    kernel_tiles,
+    layer_diagnosis,
+    wait_prediction_tiles,
+    write_notebook,
+)
 
 VIS = {"min": 0.0, "max": 0.3, "palette": "viridis"}
 
@@ -160,3 +167,64 @@ def test_new_palette_recolours_from_cache_without_model_calls(lab_server, page):
     assert np.abs(after_pixels.astype(int) - before_pixels.astype(int)).mean() > 10
     # The tiles are black-to-red now: no green or blue left.
     assert after_pixels[..., 1:].max() <= 221
+
+
+SCENE_LAYER = """
+import json, time
+import ipyleaflet
+import ee_model_widgets as emw
+from ee_model_widgets import demo
+
+img = demo.scene()
+layer = emw.PredictionLayer(img, vis_params={"bands": ["nir"], "min": 700, "max": 3100, "palette": ["000000", "00ff00"]})
+w, s, e, n = img.bounds
+m = ipyleaflet.Map(center=((s + n) / 2, (w + e) / 2), zoom=15, layers=(),
+                   layout={"width": "700px", "height": "500px"})
+m.add(layer)
+m
+"""
+
+# What a lost comm message does: the kernel's `_style` changes, the browser never hears of it.
+# The first answer to the browser's "send the style again" is lost too.
+LOSE_STYLE = """
+dropped = []
+def lossy_send_state(key=None, _send_state=layer.send_state):
+    if key == "_style":
+        dropped.append(key)
+        return
+    _send_state(key)
+layer.send_state = lossy_send_state
+layer.vis_params = {"bands": ["red"], "min": 600, "max": 2700, "palette": ["000000", "ff0000"]}
+print(layer._style["version"])
+"""
+
+
+LAYER = "ee-model-tile"  # a PredictionLayer's own class
+
+
+def test_tiles_waiting_for_a_lost_style_ask_for_it_until_it_comes(lab_server, page):
+    nb = open_layer_notebook(lab_server, page, "lost_style.ipynb", SCENE_LAYER)
+    before = wait_prediction_tiles(page, 4, timeout=60, cls=LAYER)
+    version = int(nb.run_code(LOSE_STYLE).strip().splitlines()[-1])
+    # The red band's tiles come (a redraw message), but the style they are to be coloured with
+    # does not: the change and the first "style_sync" answer are both dropped.
+    deadline = time.monotonic() + 30
+    while kernel_json(nb, "len(dropped)") < 2:
+        assert time.monotonic() < deadline, "the style was not asked for again: " + layer_diagnosis(
+            page, LAYER
+        )
+        page.wait_for_timeout(250)
+    assert not kernel_tiles(page, LAYER, style=str(version))
+    nb.run_code("del layer.send_state")  # the kernel's messages get through again
+    deadline = time.monotonic() + 20
+    while len(after := kernel_tiles(page, LAYER, style=str(version))) < 4:
+        assert time.monotonic() < deadline, "tiles still wait for their style: " + layer_diagnosis(
+            page, LAYER
+        )
+        page.wait_for_timeout(250)
+    # Drawn from the red band in black to red now, not the near-infrared in black to green as before.
+    assert all(rgba[..., 1].max() > 100 for rgba in before.values())
+    for zxy, rgba in after.items():
+        drawn = rgba[..., 3] > 0
+        assert drawn.mean() > 0.05 and rgba[..., 0][drawn].max() > 100, zxy
+        assert rgba[..., 1].max() == 0, zxy

@@ -263,7 +263,12 @@ def test_data_tiles_carry_the_generation_that_a_new_image_or_refresh_moves_on(sc
         lambda inputs: inputs["array"][..., 1:2], input_tile_size=[64, 64]
     ).predict_image(scene, cache=None)
     assert layer._generation == g0 + 1
-    assert view.messages("redraw")[-1] == {"type": "redraw", "generation": g0 + 1}
+    # The redraw names the style the new tiles are coloured with (its `_style` update may be lost).
+    assert view.messages("redraw")[-1] == {
+        "type": "redraw",
+        "generation": g0 + 1,
+        "style": layer._style["version"],
+    }
     second = view.fetch(tiles)
     assert {r.content["generation"] for r in second} == {g0 + 1}
     assert not np.array_equal(first[0].values, second[0].values)
