@@ -84,8 +84,11 @@ class RecordingModel:
         )
 
     def __call__(self, inputs):
+        # Kept by reference, not copied: a copy would be timed as the layer's work, and the layer
+        # never writes to a batch it has passed to the model (`PredictedImage._compute` builds a
+        # fresh one per call). (Measured: 7 alternating runs, median ratio 1.83 either way.)
         with self.lock:
-            self.inputs.append({k: v.copy() for k, v in inputs.items()})
+            self.inputs.append(dict(inputs))
             self.cells += len(next(iter(inputs.values())))
         return self.base.predict_batch(inputs)
 
