@@ -206,8 +206,9 @@ def test_tiles_waiting_for_a_lost_style_ask_for_it_until_it_comes(lab_server, pa
     nb = open_layer_notebook(lab_server, page, "lost_style.ipynb", SCENE_LAYER)
     before = wait_prediction_tiles(page, 4, timeout=60, cls=LAYER)
     version = int(nb.run_code(LOSE_STYLE).strip().splitlines()[-1])
-    # The red band's tiles come (a redraw message), but the style they are to be coloured with
-    # does not: the change and the first "style_sync" answer are both dropped.
+    # The redraw that follows names the new style, but the style itself does not come (the map
+    # shows its cached near-infrared tiles meanwhile): the change and the browser's first
+    # "style_sync" answer are both dropped.
     deadline = time.monotonic() + 30
     while kernel_json(nb, "len(dropped)") < 2:
         assert time.monotonic() < deadline, "the style was not asked for again: " + layer_diagnosis(
