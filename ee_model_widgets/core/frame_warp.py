@@ -64,7 +64,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .grid import Grid
-from .warp import BLOCK, TOLERANCE, _mem_dataset, mask_sets, warp_options
+from .warp import BLOCK, _mem_dataset, mask_sets, warped_vrt
 
 #: Frames are sized so that their source footprint is about this many source pixels wide
 #: (bounded memory for the cached source cut, whatever the zoom) ...
@@ -104,7 +104,6 @@ class _FrameVRTs:
         self.lock = threading.Lock()
         self.closed = False
         self.bands = src.shape[0]
-        extras = warp_options(scales, nan_init=True)
         sets = mask_sets(src)
         self.parts: list[tuple[list[int], np.ndarray, object, WarpedVRT]] = []
         try:
@@ -112,22 +111,7 @@ class _FrameVRTs:
                 part = src if len(sets) == 1 else np.ascontiguousarray(src[s])
                 ds = _mem_dataset(part, src_transform)  # reads `part` in place: kept alive below
                 try:
-                    vrt = WarpedVRT(
-                        ds,
-                        src_crs=src_crs,
-                        src_transform=src_transform,
-                        crs=frame.crs,
-                        transform=frame.transform,
-                        width=frame.width,
-                        height=frame.height,
-                        resampling=resampling,
-                        tolerance=TOLERANCE,
-                        src_nodata=np.nan,
-                        nodata=None,
-                        init_dest_nodata=False,
-                        dtype="float32",
-                        **extras,
-                    )
+                    vrt = warped_vrt(ds, src_transform, src_crs, frame, resampling, scales, masked=True)
                 except Exception:
                     ds.close()
                     raise

@@ -198,17 +198,37 @@ def _mem_dataset(src: np.ndarray, transform: Affine):
         return rasterio.open(name)
 
 
-def warp_options(scales: tuple[float, float] | None, nan_init: bool) -> dict[str, str]:
-    """GDAL warp options shared by block and frame warps: bands masked as one, the output
-    initialised to NaN (`nan_init`), and XSCALE/YSCALE fixing the downsampling kernel's width
-    instead of letting GDAL estimate it per chunk (plain floats: GDAL reads an np.float64 repr as 0)."""
+def warped_vrt(
+    ds, src_transform: Affine, src_crs: CRS, grid: Grid, resampling: Resampling, scales, masked: bool
+) -> WarpedVRT:
+    """The `WarpedVRT` of float32 MEM dataset `ds` (`_mem_dataset`) onto `grid`, as block and
+    frame warps both set it up: GDAL's transformer error held to `TOLERANCE`, bands masked as
+    one, XSCALE/YSCALE fixing the downsampling kernel's width instead of letting GDAL estimate
+    it per chunk (plain floats: GDAL reads an np.float64 repr as 0). `masked`: NaN is the
+    source's nodata and the output starts as NaN (`NAN_INIT`), with no destination nodata
+    (see `_warp`); else the source has no mask and GDAL's plain kernels run."""
     extras = {"UNIFIED_SRC_NODATA": "YES"}
-    if nan_init:
+    if masked:
         extras["INIT_DEST"] = NAN_INIT
     if scales is not None:
         extras["XSCALE"] = repr(1.0 / float(scales[0]))
         extras["YSCALE"] = repr(1.0 / float(scales[1]))
-    return extras
+    return WarpedVRT(
+        ds,
+        src_crs=src_crs,
+        src_transform=src_transform,
+        crs=grid.crs,
+        transform=grid.transform,
+        width=grid.width,
+        height=grid.height,
+        resampling=resampling,
+        tolerance=TOLERANCE,
+        src_nodata=np.nan if masked else None,
+        nodata=None,
+        init_dest_nodata=not masked,
+        dtype="float32",
+        **extras,
+    )
 
 
 def _warp(
@@ -233,24 +253,8 @@ def _warp(
     resampling), without GDAL's destination-validity bookkeeping.
     """
     src = np.ascontiguousarray(src, dtype=np.float32)
-    extras = warp_options(scales, nan_init=masked)
     with _mem_dataset(src, src_transform) as ds:
-        with WarpedVRT(
-            ds,
-            src_crs=src_crs,
-            src_transform=src_transform,
-            crs=grid.crs,
-            transform=grid.transform,
-            width=grid.width,
-            height=grid.height,
-            resampling=resampling,
-            tolerance=TOLERANCE,
-            src_nodata=np.nan if masked else None,
-            nodata=None,
-            init_dest_nodata=not masked,
-            dtype="float32",
-            **extras,
-        ) as vrt:
+        with warped_vrt(ds, src_transform, src_crs, grid, resampling, scales, masked) as vrt:
             return vrt.read()
 
 
