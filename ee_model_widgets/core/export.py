@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ..errors import InputError
+
 if TYPE_CHECKING:
     from .image import Image
 
@@ -46,6 +48,8 @@ def export_geotiff(
     # One export path (threads or dask.distributed, COG by default): see core/export_tasks.py.
     from .export_tasks import export_tasks
 
+    _refuse_ee_export_names(options)
+
     return export_tasks(
         image,
         path,
@@ -58,3 +62,28 @@ def export_geotiff(
         overviews=overviews,
         **options,
     )
+
+
+# Earth Engine's Export.image parameters that have another spelling here.
+_EE_EXPORT_NAMES = {
+    "scale": "proj=emw.Projection(crs).at_scale(scale)",
+    "crs": "proj=emw.Projection(crs).at_scale(scale) (or proj='EPSG:xxxx' for the image's own pixel size)",
+    "crs_transform": "proj=emw.Projection(crs, transform)",
+    "crsTransform": "proj=emw.Projection(crs, transform)",
+    "maxPixels": "nothing (exports are written window by window, whatever their size)",
+    "max_pixels": "nothing (exports are written window by window, whatever their size)",
+    "fileFormat": "nothing (exports are GeoTIFFs; TFRecords: `ee-model tfrecord export`)",
+    "file_format": "nothing (exports are GeoTIFFs; TFRecords: `ee-model tfrecord export`)",
+    "fileNamePrefix": "the path argument",
+    "description": "the path argument",
+}
+
+
+def _refuse_ee_export_names(options: dict) -> None:
+    """Say what to write instead of an Earth Engine Export.image keyword (not a bare TypeError)."""
+    for name in options:
+        if name in _EE_EXPORT_NAMES:
+            raise InputError(
+                f"export() has no {name!r} argument (Earth Engine's Export.image spelling): use "
+                f"{_EE_EXPORT_NAMES[name]}."
+            )

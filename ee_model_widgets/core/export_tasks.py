@@ -106,6 +106,7 @@ def export_tasks(
         not isinstance(block_size, int) or block_size < _BLOCK or block_size % _BLOCK
     ):
         raise InputError(f"block_size must be a positive multiple of {_BLOCK}, got {block_size!r}.")
+    compress = _check_compress(compress)
     if resampling is not None:
         from .resampling import resolve_resampling
 
@@ -287,6 +288,23 @@ def _remote_chunk(blob, key, grid, window, resampling):
 
 
 # ---- files -------------------------------------------------------------------------------------
+# GDAL codecs that can hold float32 pixels (JPEG and WEBP cannot: GDAL then writes empty
+# blocks and only logs an error), for both the COG and the GTiff driver.
+_COMPRESSIONS = ("deflate", "lzw", "zstd", "lzma", "lerc", "lerc_deflate", "lerc_zstd", "packbits", "none")
+
+
+def _check_compress(compress) -> str:
+    """The `compress` option, refused up front if GDAL would ignore it or write NaN blocks."""
+    if compress is None:
+        return "none"
+    if not isinstance(compress, str) or compress.lower() not in _COMPRESSIONS:
+        raise InputError(
+            f"compress={compress!r} cannot be used: exports are float32, so compress must be one of "
+            f"{list(_COMPRESSIONS)} (JPEG and WEBP hold 8-bit pixels only)."
+        )
+    return compress.lower()
+
+
 def _profile(grid, count: int, compress: str, cog: bool) -> dict:
     profile = {
         "driver": "GTiff",

@@ -50,6 +50,18 @@ def check_target(path: str | os.PathLike, size_bytes: int | None = None) -> str:
             f"Cannot export to {path}: it is a folder. Give a file name inside it, e.g. "
             f"{os.path.join(path, 'prediction.tif')}."
         )
+    if os.path.islink(path):
+        # The final rename would replace the link itself, not write the file it points to.
+        raise ExportError(
+            f"Cannot export to {path}: it is a symbolic link (to {os.path.realpath(path)}), which the "
+            "export would replace by the new file. Export to the link's target, or remove the link first."
+        )
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        # A device (/dev/null), a FIFO or a socket: the final rename would replace it by a plain file.
+        raise ExportError(
+            f"Cannot export to {path}: it is not a regular file (a device, pipe or socket), which the "
+            "export would replace. Give the path of a .tif file."
+        )
     if not os.path.isdir(directory):
         raise ExportError(f"Cannot export to {path}: the folder {directory} does not exist. Create it first.")
     if not os.access(directory, os.W_OK | os.X_OK):

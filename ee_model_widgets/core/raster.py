@@ -114,6 +114,14 @@ def _as_transform(transform) -> Affine:
                 f"transform {transform!r} is not an affine transform: pass an affine.Affine "
                 "(e.g. rasterio.transform.from_origin(west, north, xres, yres))."
             ) from None
+        if t.c == 0 and t.e == 0 and t.a != 0 and t.b != 0 and t.d != 0:
+            # (x0, xres, 0, y0, 0, yres): GDAL's GetGeoTransform order, which read in affine's
+            # order (a, b, c, d, e, f) is a 90-degree-sheared grid placed at the wrong spot.
+            raise ProjectionError(
+                f"transform {tuple(transform)!r} looks like a GDAL geotransform (x0, xres, 0, y0, 0, yres); "
+                "a plain tuple is read in affine's order (xres, 0, x0, 0, yres, y0). Pass "
+                "affine.Affine.from_gdal(*geotransform) or rasterio.transform.from_origin(west, north, xres, yres)."
+            )
     if t.is_degenerate or not all(math.isfinite(v) for v in t[:6]):
         raise ProjectionError(f"transform {tuple(t)[:6]} is degenerate: pixel sizes must be non-zero.")
     return t

@@ -130,6 +130,33 @@ def test_export_argument_errors(scene, tmp_path):
         img.export(tmp_path / "missing" / "a.tif", progress=False)
 
 
+@pytest.mark.parametrize("compress", ["jpeg", "webp", "zipp", 1])
+def test_a_compression_gdal_would_ignore_or_fail_on_is_refused(scene, tmp_path, compress):
+    # GDAL writes a JPEG float32 COG as all-NaN blocks and only logs an error; a typo was ignored.
+    img, _, _ = scene
+    with pytest.raises(InputError, match="compress must be one of"):
+        img.export(tmp_path / "a.tif", compress=compress, progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "compress, expected", [("LZW", "lzw"), ("zstd", "zstd"), (None, None), ("none", None)]
+)
+def test_compressions_gdal_can_hold_float32_are_written(scene, tmp_path, compress, expected):
+    img, _, _ = scene
+    path = img.export(tmp_path / "a.tif", compress=compress, progress=False)
+    with rasterio.open(path) as ds:
+        assert (ds.compression.value.lower() if ds.compression else None) == expected
+        assert not np.isnan(ds.read()).all()
+
+
+@pytest.mark.parametrize("name", ["scale", "crs", "maxPixels"])
+def test_earth_engine_export_keywords_say_what_to_write_instead(scene, tmp_path, name):
+    img, _, _ = scene
+    with pytest.raises(InputError, match=f"no '{name}' argument.*use "):
+        img.export(tmp_path / "a.tif", progress=False, **{name: 30})
+
+
 def test_overviews_are_built_on_request(tmp_path):
     img = Image.from_array(np.ones((1, 1024, 1024), np.float32), transform=UTM_TRANSFORM, crs="EPSG:32719")
     out = img.export(tmp_path / "ov.tif", overviews=True, progress=False)

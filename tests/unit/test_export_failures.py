@@ -128,6 +128,29 @@ def test_a_folder_as_target_is_refused_before_the_work(counting_image, tmp_path)
     assert os.listdir(tmp_path / "results") == []
 
 
+def test_a_symbolic_link_as_target_is_refused_and_left_alone(counting_image, tmp_path):
+    # The final rename would replace the link, and the file it points to would never be written.
+    img, _ = counting_image
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "out.tif"
+    link.symlink_to(tmp_path / "real" / "out.tif")
+    with pytest.raises(ExportError, match="symbolic link.*real/out.tif"):
+        img.export(link, progress=False)
+    assert img.reads == 0
+    assert link.is_symlink()
+
+
+def test_a_fifo_as_target_is_refused_and_left_alone(counting_image, tmp_path):
+    # e.g. /dev/null: run as root, the rename replaced the device by a plain file.
+    img, _ = counting_image
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ExportError, match="not a regular file"):
+        img.export(fifo, progress=False)
+    assert img.reads == 0
+    assert not fifo.is_file() and fifo.exists()
+
+
 def test_a_folder_without_write_permission_is_refused_before_the_work(counting_image, tmp_path):
     if os.geteuid() == 0:
         pytest.skip("root ignores permission bits (the read-only mount test covers root)")

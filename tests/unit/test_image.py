@@ -275,6 +275,14 @@ def test_from_array_unknown_crs_raises_projection_error():
         Image.from_array(np.zeros((2, 2)), transform=UTM_TRANSFORM, crs="EPSG:1234567")
 
 
+def test_from_array_refuses_a_gdal_order_geotransform_tuple():
+    # (x0, xres, 0, y0, 0, yres) read in affine's order put the image over the whole world.
+    with pytest.raises(ProjectionError, match="from_gdal"):
+        Image.from_array(np.zeros((2, 2)), transform=(500000, 10, 0, 4000000, 0, -10), crs=32719)
+    img = Image.from_array(np.zeros((2, 2)), transform=(10, 0, 500000, 0, -10, 4000000), crs=32719)
+    assert img.bounds[2] - img.bounds[0] < 0.01
+
+
 def test_from_array_band_names_must_match_and_be_unique():
     with pytest.raises(InputError, match="2 band"):
         Image.from_array(np.zeros((2, 2, 2)), transform=UTM_TRANSFORM, crs=32719, band_names=["a"])
