@@ -18,6 +18,8 @@ from ..errors import ProjectionError
 WEB_MERCATOR = CRS.from_epsg(3857)
 # Half the width of the EPSG:3857 world square, in metres.
 MERCATOR_HALF_WORLD = 20037508.342789244
+#: Latitude (degrees) where the web map's square world ends: nothing beyond it is ever shown.
+WEB_MERCATOR_MAX_LAT = 85.0511287798066
 TILE_SIZE = 256
 
 

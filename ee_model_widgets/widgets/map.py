@@ -27,6 +27,7 @@ import time
 
 import ipyleaflet
 
+from ..core.grid import WEB_MERCATOR_MAX_LAT
 from ..errors import InputError
 from .comm_routing import route_to_live_subshells
 from .prediction_layer import PredictionLayer
@@ -107,7 +108,7 @@ def zoom_for_bounds(bounds, size_px: tuple[int, int] = DEFAULT_VIEW_PX, max_zoom
     west, south, east, north = bounds
 
     def merc_y(lat: float) -> float:
-        lat = max(min(lat, 85.0511), -85.0511)
+        lat = max(min(lat, WEB_MERCATOR_MAX_LAT), -WEB_MERCATOR_MAX_LAT)
         return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
 
     fx = max(east - west, 1e-9) / 360.0

@@ -16,13 +16,14 @@ in" tile instead of a flood of work (Earth Engine's zoom-out trap).
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from traitlets import Bool, Dict, Int, List, Unicode, observe
 
 from ..core.cache import CellCache
-from ..core.grid import xyz_grid
+from ..core.grid import WEB_MERCATOR_MAX_LAT, xyz_grid
 from ..core.vis import VisStyle, message_tile, vis_style
 from ..errors import InputError, TooManyCells
 from .scheduler import CANCELLED, TileRequest
@@ -56,6 +57,8 @@ class PredictionLayer(KernelTileLayer):
     # Tiles repeat in every world copy, as the base map's do: an image across the antimeridian
     # then shows on both sides of 180° (Leaflet asks for the wrapped tile x).
     no_wrap = Bool(False).tag(sync=True, o=True)
+    # Why no tile of the image can show on a web map ("" when some can): kept in `status`.
+    _off_map = ""
 
     def __init__(self, image, vis_params: dict | None = None, *, name: str = "", **kwargs):
         self._tile_cache = CellCache(kwargs.pop("tile_cache_bytes", TILE_CACHE_BYTES))
@@ -93,6 +96,16 @@ class PredictionLayer(KernelTileLayer):
             # tiles wrapped into -180..180, so only the latitudes can be limited.
             west, east = -180.0, 180.0
         self.bounds = [[south, west], [north, east]]
+        self._off_map = ""
+        if south >= WEB_MERCATOR_MAX_LAT or north <= -WEB_MERCATOR_MAX_LAT:
+            # Every tile would be empty: say why once, here and in the status line.
+            self._off_map = (
+                f"This image lies between latitudes {south:.2f} and {north:.2f}, beyond the "
+                f"{WEB_MERCATOR_MAX_LAT:.2f} degrees that a web map (EPSG:3857) can show: its tiles stay "
+                "empty. Look at it in its own projection with to_numpy() or export()."
+            )
+            warnings.warn(self._off_map, stacklevel=3)
+        self.status = self._off_map
 
     @observe("vis_params")
     def _vis_changed(self, change) -> None:
@@ -126,7 +139,7 @@ class PredictionLayer(KernelTileLayer):
         self._tile_cache = CellCache(self._tile_cache.max_bytes)
         # After the new cache (and image): a tile stamped with the new generation holds new values.
         self._generation += 1
-        self.status = ""
+        self.status = self._off_map
         self.redraw()
 
     def redraw(self) -> None:

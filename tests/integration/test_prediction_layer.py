@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -283,3 +284,25 @@ def test_data_tiles_carry_the_generation_that_a_new_image_or_refresh_moves_on(sc
     gate.set()
     assert view.wait([rid])[rid].content["generation"] == g0 + 2
     assert view.fetch(tiles[:1])[0].content["generation"] == g0 + 3
+
+
+def test_an_image_beyond_the_web_maps_latitudes_says_so_instead_of_showing_empty_tiles(scene, make_layer):
+    # 100 km square around the North Pole (Arctic polar stereographic): north of 89.3 degrees,
+    # where EPSG:3857 map tiles never reach.
+    polar = emw.Image.from_array(
+        np.ones((2, 100, 100), np.float32),
+        transform=Affine(1000, 0, -50000, 0, -1000, 50000),
+        crs="EPSG:3413",
+        band_names=["red", "nir"],
+    )
+    assert polar.bounds[1] > 89
+    with pytest.warns(UserWarning, match=r"beyond the 85\.05 degrees .* to_numpy\(\) or export\(\)"):
+        layer, _ = make_layer(diff_model().predict_image(polar))
+    assert "beyond the 85.05 degrees that a web map (EPSG:3857) can show" in layer.status
+    layer.refresh()
+    assert "beyond the 85.05 degrees" in layer.status  # a refresh does not forget why
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer.image = diff_model().predict_image(scene)  # an image the map shows: no warning
+        make_layer(diff_model().predict_image(scene))
+    assert layer.status == ""
