@@ -14,6 +14,7 @@ import math
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -293,6 +294,16 @@ class ArrayImage(_RasterImage):
             )
         if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool) or np.iscomplexobj(data):
             raise InputError(f"from_array needs a real numeric array, got dtype {data.dtype}.")
+        if data.shape[2] <= 4 < min(data.shape[:2]) and (band_names is None or len(band_names) != len(data)):
+            # Most likely (rows, cols, bands), the order of PIL, matplotlib and Keras.
+            hint = (
+                f"from_array reads an array of shape {data.shape} as (bands, rows, cols): {data.shape[0]} "
+                f"bands of {data.shape[1]}x{data.shape[2]} pixels. If it is (rows, cols, bands), pass "
+                "np.moveaxis(a, -1, 0)."
+            )
+            if band_names is not None:
+                raise InputError(f"{hint} (band_names has {len(band_names)} names.)")
+            warnings.warn(hint, stacklevel=3)
         self._crs = as_crs(crs)
         self._transform = _as_transform(transform)
         values = data.astype(np.float32, copy=True)  # our copy: later edits of `arr` don't leak in
@@ -384,9 +395,15 @@ class FileImage(_RasterImage):
         self._decimated: dict[tuple[bool, int], np.ndarray] = {}
         self._decimated_lock = threading.Lock()
         descriptions = [d if d else f"B{i + 1}" for i, d in enumerate(ds.descriptions)]
-        default = (
-            descriptions if len(set(descriptions)) == ds.count else [f"B{i + 1}" for i in range(ds.count)]
-        )
+        default = descriptions
+        if len(set(descriptions)) != ds.count:
+            default = [f"B{i + 1}" for i in range(ds.count)]
+            if band_names is None:
+                warnings.warn(
+                    f"{self.path}: the band descriptions {descriptions} repeat a name, so the bands are "
+                    f"named {default}; give your own with Image.open(path, band_names=[...]).",
+                    stacklevel=3,
+                )
         self._band_names = _band_names(band_names, ds.count, default, self.path)
         cat = set(_categorical(categorical, self._band_names))
         for i, name in enumerate(self._band_names):

@@ -45,6 +45,16 @@ def test_open_without_descriptions_names_bands_b1_to_bn(write_geotiff):
         Image.open(write_geotiff(_scene(3), name="y.tif"), band_names=["a"])
 
 
+def test_repeated_band_descriptions_name_the_bands_b1_to_bn_and_say_so(write_geotiff):
+    path = write_geotiff(_scene(2), descriptions=["red", "red"])
+    with pytest.warns(
+        UserWarning, match=r"\['red', 'red'\] repeat a name, so the bands are named \['B1', 'B2'\]"
+    ):
+        img = Image.open(path)
+    assert img.band_names == ["B1", "B2"]
+    assert Image.open(path, band_names=["red", "red_2"]).band_names == ["red", "red_2"]
+
+
 def test_nodata_becomes_the_mask(write_geotiff):
     data = (np.arange(12, dtype=np.int16).reshape(1, 3, 4)) * 10
     data[0, 1, 2] = -9999
@@ -288,6 +298,21 @@ def test_from_array_band_names_must_match_and_be_unique():
         Image.from_array(np.zeros((2, 2, 2)), transform=UTM_TRANSFORM, crs=32719, band_names=["a"])
     with pytest.raises(InputError, match="duplicates"):
         Image.from_array(np.zeros((2, 2, 2)), transform=UTM_TRANSFORM, crs=32719, band_names=["a", "a"])
+
+
+def test_from_array_says_when_an_array_looks_like_rows_cols_bands():
+    rgb = np.zeros((50, 40, 3), np.float32)  # PIL / matplotlib order
+    with pytest.warns(
+        UserWarning, match=r"\(50, 40, 3\) as \(bands, rows, cols\): 50 bands of 40x3.*moveaxis"
+    ):
+        img = Image.from_array(rgb, transform=UTM_TRANSFORM, crs=32719)
+    assert len(img.band_names) == 50
+    with pytest.raises(InputError, match=r"np.moveaxis\(a, -1, 0\)"):
+        Image.from_array(rgb, transform=UTM_TRANSFORM, crs=32719, band_names=["r", "g", "b"])
+    img = Image.from_array(
+        np.moveaxis(rgb, -1, 0), transform=UTM_TRANSFORM, crs=32719, band_names=["r", "g", "b"]
+    )
+    assert img.grid.width == 40 and img.grid.height == 50
 
 
 # ---- band algebra and conveniences ------------------------------------------------------------
