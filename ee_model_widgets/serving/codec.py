@@ -76,6 +76,10 @@ _VAL_FIELD = {
     23: "uint64_val",
 }
 SUPPORTED_DTYPES = tuple(_DT_NAMES[k] for k in sorted(_DT_NAMES))
+# Leave room for the batch axis numpy adds when stacking instances (numpy allows 64 dimensions).
+MAX_RANK = 32
+# What numpy can shape at all (its sizes are signed 64-bit byte counts).
+_MAX_SPAN = 2**62 // 16
 
 
 @lru_cache(maxsize=1)
@@ -245,9 +249,22 @@ def _checked_shape(proto, max_elements: int | None) -> tuple[tuple[int, ...], in
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if any(n < 0 for n in shape):
         raise InputError(f"TensorProto has a negative dimension in shape {shape}.")
+    if len(shape) > MAX_RANK:
+        raise InputError(
+            f"TensorProto has {len(shape)} dimensions; at most {MAX_RANK} are supported (a tile is 2-D or 3-D)."
+        )
     count = 1
     for n in shape:  # Python ints: a product of huge dimensions cannot overflow and look small
         count *= n
+    # an empty tensor may still declare dimensions no array can have, e.g. (0, 2**62, 2**62)
+    span = 1
+    for n in shape:
+        span *= max(n, 1)
+    if count == 0 and span > (max_elements if max_elements is not None else _MAX_SPAN):
+        raise TensorTooLarge(
+            f"A tensor of shape {shape} is empty but declares dimensions spanning {span} elements; "
+            "send a concrete tile shape."
+        )
     if max_elements is not None and count > max_elements:
         raise TensorTooLarge(
             f"A tensor of shape {shape} has {count} elements; this reader accepts at most {max_elements} "

@@ -244,6 +244,10 @@ def _column_to_array(
     values: list, info: TensorInfo, ee_wire: bool, encoded: set[str], limits: Limits
 ) -> np.ndarray:
     """One input's instances -> a batch array of the input's dtype and shape (checked)."""
+    if not values:
+        raise InputError(
+            f"Input '{info.name}' has no instances; send a list with one value per instance (at least one)."
+        )
     if info.is_string:
         arr = _strings(values, info, ee_wire, limits)
     elif all(isinstance(v, str) or _is_b64(v) for v in values):

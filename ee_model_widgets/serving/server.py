@@ -186,7 +186,8 @@ def create_app(
             )
         if m["label"] is not None:
             raise _HTTPError(
-                404, f"Servable not found for request: label '{m['label']}' of {name}; use /versions/1."
+                404,
+                f"Servable not found for request: label '{m['label']}' of {name}; use /v1/models/{name}/versions/1.",
             )
         return m
 
@@ -195,9 +196,15 @@ def create_app(
         try:
             check_auth(request)
             m = resolve(request.path_params["rest"])
-            if request.method == "GET":
+            if request.method in ("GET", "HEAD"):  # HEAD: uvicorn sends the headers only
+                if m["verb"] == "predict":
+                    raise _HTTPError(405, "Use POST for :predict.")
                 if m["verb"]:
-                    raise _HTTPError(405, f"Use POST for :{m['verb']}.")
+                    raise _HTTPError(
+                        404,
+                        f"Unknown method :{m['verb']} on /v1/models/{name}; use GET /v1/models/{name}"
+                        f"[/metadata] or POST /v1/models/{name}:predict.",
+                    )
                 if m["metadata"]:
                     body = protocol.metadata_json(name, servable.signatures)
                 else:

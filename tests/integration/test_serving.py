@@ -195,6 +195,9 @@ def test_multi_input_multi_output_replies_name_the_outputs(models):
             "'x' not found",
         ),
         ("/elsewhere", None, 404, "Try /v1/models/plain"),
+        ("/v1/models/plain:metadata", None, 404, "use GET /v1/models/plain[/metadata]"),
+        ("/v1/models/plain/labels/x", None, 404, "use /v1/models/plain/versions/1"),
+        ("/v1/models/plain:predict", {"inputs": []}, 400, "has no instances"),
     ],
 )
 def test_errors_are_json_with_the_right_status(plain_server, path, body, status, message):
@@ -205,6 +208,13 @@ def test_errors_are_json_with_the_right_status(plain_server, path, body, status,
         r = httpx.post(url, content=body if isinstance(body, bytes) else json.dumps(body))
     assert r.status_code == status, r.text
     assert message in r.json()["error"]
+
+
+def test_head_answers_like_get(plain_server):
+    for path in ("/", "/v1/models/plain", "/v1/models/plain/metadata"):
+        r = httpx.head(plain_server.base_url + path)
+        assert r.status_code == 200 and r.content == b"", (path, r.status_code)
+    assert httpx.head(plain_server.url + ":predict").status_code == 405
 
 
 def test_token_and_size_limit(models):

@@ -81,6 +81,31 @@ def test_element_pool_bounds_requests_in_flight_together():
     protocol.parse_predict({"instances": [{"red": small}]}, sig, limits=protocol.Limits(pool=pool))
 
 
+@pytest.mark.parametrize("ee_wire", [False, True])
+def test_degenerate_requests_are_input_errors_not_crashes(ee_wire):
+    """Each of these was a 500 "Internal error (ValueError/IndexError)" from numpy."""
+    sig = _sig(ee_wire)
+    limits = protocol.Limits(max_instance_elements=4 * 1024 * 1024)
+    with pytest.raises(InputError, match="'red' has no instances"):
+        protocol.parse_predict({"inputs": {"red": []}}, sig, limits=limits)
+    with pytest.raises(InputError, match="'red' has no instances"):
+        protocol.parse_predict({"inputs": []}, sig, limits=limits)
+    # an empty tensor declaring dimensions no array can have
+    empty_huge = codec.encode_base64(proto_bytes((0, 2**62, 2**62)))
+    with pytest.raises(codec.TensorTooLarge, match="is empty but declares"):
+        protocol.parse_predict({"instances": [empty_huge]}, sig, limits=limits)
+    # more dimensions than numpy has room for once instances are stacked
+    for rank in (64, 65, 100):
+        deep = codec.encode_base64(proto_bytes((1,) * rank))
+        with pytest.raises(InputError, match=f"has {rank} dimensions; at most 32"):
+            protocol.parse_predict({"instances": [deep]}, sig, limits=limits)
+    # the readers refuse them too, with or without a limit
+    with pytest.raises(InputError, match="is empty but declares"):
+        codec.parse_tensor(proto_bytes((0, 2**62, 2**62)))
+    np.testing.assert_array_equal(codec.parse_tensor(proto_bytes((0, 256, 3))), np.zeros((0, 256, 3)))
+    assert codec.parse_tensor(proto_bytes((1,) * 32)).shape == (1,) * 32
+
+
 def test_deep_json_is_an_input_error():
     with pytest.raises(InputError, match="nested too deeply"):
         protocol.parse_body(b"[" * 100_000 + b"]" * 100_000)
