@@ -169,9 +169,14 @@ def create_app(
     pool = protocol.ElementPool(max(max_inflight_elements, max_request_elements))
 
     def parse(body: bytes, limits: protocol.Limits) -> tuple[Signature, protocol.ParsedRequest]:
-        obj = protocol.parse_body(body)
-        sig = servable.signature(protocol.signature_name_of(obj))
-        return sig, protocol.parse_predict(obj, sig, limits=limits)
+        # Parsing builds Python objects (lists, numbers) that the tensor limits never see.
+        reserved = limits.take_json(body)
+        try:
+            obj = protocol.parse_body(body)
+            sig = servable.signature(protocol.signature_name_of(obj))
+            return sig, protocol.parse_predict(obj, sig, limits=limits)
+        finally:
+            limits.give_back_json(reserved)
 
     def resolve(rest: str) -> re.Match:
         m = _PATH.match(rest)

@@ -188,6 +188,41 @@ def test_shape_bomb_is_refused_at_once_without_memory(which, request):
     assert ok.status_code == 200  # and it still serves
 
 
+def test_a_body_of_nested_json_numbers_is_refused_before_it_is_parsed(plain):
+    # 26 MB of one-number lists, [[[0]]],[[[0]]],...: under the 64 MB body limit, 13 M JSON values.
+    # Parsing them used to hold the GIL for seconds (every other client waited: 18 s behind a 60 MB
+    # one) and grow the server by GBs before any tensor limit could look at the shapes.
+    col = b"[" + (b"[[[0]]]," * 1_600_000)[:-1] + b"]"
+    body = b'{"inputs": {"red": ' + col + b', "nir": ' + col + b"}}"
+    warm, expected = tile_body(np.random.default_rng(2))
+    assert httpx.post(plain.url + ":predict", json=warm, headers=AUTH, timeout=60).status_code == 200
+    before, cpu0 = rss_mb(plain.proc.pid), cpu_s(plain.proc.pid)
+    r = httpx.post(
+        plain.url + ":predict",
+        content=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=120,
+    )
+    cpu, growth = cpu_s(plain.proc.pid) - cpu0, rss_mb(plain.proc.pid) - before
+    assert r.status_code == 413, r.text[:500]
+    message = r.json()["error"]
+    assert "JSON numbers and lists" in message and "at most 2097152 per request" in message
+    assert '{"b64": ...}' in message  # and what to send instead
+    # Refused on a count of the body's bytes: its CPU cost, not the wall clock of a loaded machine
+    # (parsing this body costs ~3 s of CPU).
+    assert cpu < 1.0, f"the server spent {cpu:.2f} s of CPU on a body it refused"
+    assert growth < 200, f"the server grew by {growth:.0f} MB"
+    print(
+        f"{len(body) / 1e6:.0f} MB of nested JSON numbers: 413 after {cpu:.2f} s of server CPU, +{growth:.0f} MB"
+    )
+    # A request of JSON numbers of ordinary size is still parsed and answered.
+    red = np.random.default_rng(3).random((2, 16, 16, 1), dtype=np.float32)
+    rows = {"instances": [{"red": a.tolist(), "nir": (a + 0.25).tolist()} for a in red]}
+    ok = httpx.post(plain.url + ":predict", json=rows, headers=AUTH, timeout=60)
+    assert ok.status_code == 200, ok.text[:500]
+    np.testing.assert_allclose(np.asarray(ok.json()["predictions"]), 0.25 / (2 * red + 0.25), rtol=1e-5)
+
+
 def test_web_pages_are_refused(plain):
     body, _ = tile_body(np.random.default_rng(2))
     predict = plain.url + ":predict"
