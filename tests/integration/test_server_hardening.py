@@ -223,6 +223,20 @@ def test_a_body_of_nested_json_numbers_is_refused_before_it_is_parsed(plain):
     np.testing.assert_allclose(np.asarray(ok.json()["predictions"]), 0.25 / (2 * red + 0.25), rtol=1e-5)
 
 
+def test_a_too_large_body_announced_with_expect_100_continue_is_refused_before_it_is_sent(plain):
+    # curl asks "Expect: 100-continue" above 1 MB and waits for the go before sending the body.
+    host, port = plain.url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as c:
+        c.sendall(
+            b"POST /v1/models/ndvi:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer abc\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100000000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        reply = c.recv(4096).decode("latin-1")
+    # The refusal itself, not "HTTP/1.1 100 Continue" and a wait for 100 MB that would be dropped.
+    assert reply.startswith("HTTP/1.1 413"), reply[:200]
+    assert "larger than this server's limit" in reply
+
+
 def test_web_pages_are_refused(plain):
     body, _ = tile_body(np.random.default_rng(2))
     predict = plain.url + ":predict"
