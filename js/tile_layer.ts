@@ -19,7 +19,8 @@
 // server's IOPub rate limit, a websocket that reconnected). A request unanswered for STALE_MS is
 // therefore asked about; one the kernel does not hold was lost and is sent again, up to
 // MAX_RESENDS times. What happens is said on the map (a notice in its corner) and reported to the
-// kernel, whose counts feed the panel's status line.
+// kernel, whose counts feed the panel's status line. The same corner shows the layer's `notice`
+// trait (why all its tiles are empty) when no message is being lost.
 //
 // Every tile is a <canvas>. A PNG reply (a plain KernelTileLayer's tiles, "zoom in" and error
 // tiles) is decoded into it. A data reply (a PredictionLayer's) holds the values of the bands its
@@ -164,11 +165,13 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     this.obj = new (Grid as any)({ noWrap: true, ...this.get_options() });
     this.obj.on('tileunload', (e: any) => this.onTileUnload(e.tile as ITile));
     this.obj.on('remove', () => this.showNotice('', ''));
+    this.obj.on('add', () => this.updateNotice()); // a notice set before the layer was on a map
     this.style = parseStyle(this.model.get('_style'));
     this.newGeneration(this.model.get('_generation'));
     this.model.on('msg:custom', this.onCustom, this);
     this.model.on('change:_style', this.onStyle, this);
     this.model.on('change:_generation', this.onGeneration, this);
+    this.model.on('change:notice', this.updateNotice, this);
   }
 
   // ---- the page's cache of tile values (tile_cache.ts) --------------------------------------
@@ -380,7 +383,9 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
       this.noticeTimer = window.setTimeout(() => this.updateNotice(), NOTICE_MS);
     } else {
       this.resentShown = 0;
-      this.showNotice('', '');
+      // The layer's own word on why its tiles are all empty (PredictionLayer.notice), if any.
+      const notice = String(this.model.get('notice') ?? '');
+      this.showNotice(notice ? 'layer' : '', notice);
     }
   }
 
@@ -609,6 +614,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
     this.model.off('msg:custom', this.onCustom, this);
     this.model.off('change:_style', this.onStyle, this);
     this.model.off('change:_generation', this.onGeneration, this);
+    this.model.off('change:notice', this.updateNotice, this);
     window.clearTimeout(this.styleCheck);
     this.dataTiles.clear();
     super.remove();

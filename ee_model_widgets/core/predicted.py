@@ -137,10 +137,23 @@ class PredictedImage(Image):
         self._grid: Grid | None = None
         self._footprint_cache: dict[tuple, list[tuple[int, int, int, int]]] = {}
         self._fp_lock = threading.Lock()
+        # [cells the model computed from valid inputs, those whose output had a finite value]:
+        # a model that gives nothing but NaN would otherwise only show as an empty map.
+        self._output_counts = [0, 0]
+        self._counts_lock = threading.Lock()
         # Streaming views (exports) read the shared cache but keep new cells in a small
         # private one, so an export's memory does not grow with its size and it does not
         # flush the cells the map is showing.
         self._scratch: CellCache | None = None
+
+    @property
+    def cells_without_values(self) -> int:
+        """How many cells the model has computed from valid inputs if not one of them had a finite
+        output value (only NaN or inf: masked), else 0. Non-zero is the mark of a broken model or
+        of inputs it cannot take (e.g. scaled otherwise than it was trained on)."""
+        with self._counts_lock:
+            computed, with_values = self._output_counts
+        return computed if computed and not with_values else 0
 
     def streaming(self, scratch_bytes: int = EXPORT_SCRATCH_BYTES) -> PredictedImage:
         """A view for one-pass reads (exports): uses cached cells but stores new ones only in
@@ -419,6 +432,10 @@ class PredictedImage(Image):
         out_valid = mask_to_output(valid, p.output_tile_size)
         if not out_valid.all():
             out[np.broadcast_to(~out_valid[:, None], out.shape)] = np.nan
+        with_values = int(np.isfinite(out).reshape(len(order), -1).any(axis=1).sum())
+        with self._counts_lock:
+            self._output_counts[0] += len(order)
+            self._output_counts[1] += with_values
         for k, (lk, i, j, _) in enumerate(order):
             # an owned copy per cell: the cache must not keep the whole batch alive
             results[(lk, i, j)] = out[k].copy()

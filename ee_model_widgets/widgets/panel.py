@@ -220,6 +220,7 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
             "tiles_lost",
             "last_error",
             "status",
+            "notice",
         ):
             self.layer.observe(self._on_layer_progress, trait)
 
@@ -367,6 +368,8 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
             lines.append(f'<span class="emw-busy" style="color:#555">Working: {html.escape(busy)}</span>')
         if lay.status:
             lines.append(f'<span style="color:#555">{html.escape(lay.status)}</span>')
+        if lay.notice:
+            lines.append(f'<span class="emw-notice" style="color:#b00">{html.escape(lay.notice)}</span>')
         if self.error:
             lines.append(
                 f'<span class="emw-error" style="color:#b00">Error: {html.escape(self.error)}</span>'

@@ -49,6 +49,10 @@ class PredictionLayer(KernelTileLayer):
     tiles_zoom_in = Int(0).tag(sync=True)
     #: A one-line human status, e.g. why some tiles say "zoom in".
     status = Unicode("").tag(sync=True)
+    #: Why the layer's tiles are all empty, said on the map (a notice in its corner) and in the
+    #: panel: the image lies beyond the web map's latitudes, or the model has returned no finite
+    #: value so far. "" when there is nothing to say.
+    notice = Unicode("").tag(sync=True)
     #: With fix_input_proj, a map tile needing more native cells than this gets a "zoom in" tile
     #: (the tile's cell budget, passed to `Image.plan`; the image's own `max_cells` still applies).
     max_cells_per_tile = Int(64)
@@ -57,7 +61,7 @@ class PredictionLayer(KernelTileLayer):
     # Tiles repeat in every world copy, as the base map's do: an image across the antimeridian
     # then shows on both sides of 180° (Leaflet asks for the wrapped tile x).
     no_wrap = Bool(False).tag(sync=True, o=True)
-    # Why no tile of the image can show on a web map ("" when some can): kept in `status`.
+    # Why no tile of the image can show on a web map ("" when some can).
     _off_map = ""
 
     def __init__(self, image, vis_params: dict | None = None, *, name: str = "", **kwargs):
@@ -105,7 +109,19 @@ class PredictionLayer(KernelTileLayer):
                 "empty. Look at it in its own projection with to_numpy() or export()."
             )
             warnings.warn(self._off_map, stacklevel=3)
-        self.status = self._off_map
+        self._update_notice()
+
+    def _update_notice(self) -> None:
+        notice = self._off_map
+        silent = getattr(self._image, "cells_without_values", 0)
+        if not notice and silent:
+            notice = (
+                f"The model has returned no finite value (only NaN or inf) for any of the {silent} "
+                "cells computed so far, so the tiles are empty: check the input bands and their "
+                "scaling, or the model."
+            )
+        if notice != self.notice:
+            self.notice = notice
 
     @observe("vis_params")
     def _vis_changed(self, change) -> None:
@@ -139,7 +155,7 @@ class PredictionLayer(KernelTileLayer):
         self._tile_cache = CellCache(self._tile_cache.max_bytes)
         # After the new cache (and image): a tile stamped with the new generation holds new values.
         self._generation += 1
-        self.status = self._off_map
+        self.status = ""
         self.redraw()
 
     def redraw(self) -> None:
@@ -196,6 +212,7 @@ class PredictionLayer(KernelTileLayer):
             for r in todo:
                 if r.id in values:
                     cache.put((r.z, r.x, r.y, tuple(shown)), values[r.id])
+            self._update_notice()  # e.g. the model has given nothing but NaN so far
 
         for rid, v in values.items():
             # The browser colours these bands (NaN where masked) with the style `version`.

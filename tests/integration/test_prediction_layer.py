@@ -298,11 +298,36 @@ def test_an_image_beyond_the_web_maps_latitudes_says_so_instead_of_showing_empty
     assert polar.bounds[1] > 89
     with pytest.warns(UserWarning, match=r"beyond the 85\.05 degrees .* to_numpy\(\) or export\(\)"):
         layer, _ = make_layer(diff_model().predict_image(polar))
-    assert "beyond the 85.05 degrees that a web map (EPSG:3857) can show" in layer.status
+    assert "beyond the 85.05 degrees that a web map (EPSG:3857) can show" in layer.notice
     layer.refresh()
-    assert "beyond the 85.05 degrees" in layer.status  # a refresh does not forget why
+    assert "beyond the 85.05 degrees" in layer.notice  # a refresh does not forget why
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layer.image = diff_model().predict_image(scene)  # an image the map shows: no warning
         make_layer(diff_model().predict_image(scene))
-    assert layer.status == ""
+    assert layer.notice == ""
+
+
+def test_a_model_that_gives_only_nan_says_so_instead_of_showing_empty_tiles(scene, make_layer):
+    def broken(inputs):  # e.g. a log of inputs it was not trained on
+        return np.full(inputs["array"].shape[:-1] + (1,), np.nan, np.float32)
+
+    nan_model = emw.Model.from_callable(
+        broken, input_tile_size=[64, 64], output_bands={"diff": {"type": "float"}}
+    )
+    pred = nan_model.predict_image(scene)
+    layer, view = make_layer(pred)
+    assert layer.notice == ""  # nothing computed yet
+    tiles = center_tiles(scene, 13)
+    replies = view.fetch(tiles)
+    assert [(r.status, r.kind) for r in replies] == [("ok", "data")] * 4  # tiles came ...
+    assert all(np.isnan(r.values).all() for r in replies)  # ... all of them empty
+    assert pred.cells_without_values > 0
+    assert layer.notice.startswith(
+        f"The model has returned no finite value (only NaN or inf) for any of the {pred.cells_without_values} cells"
+    )
+    # The same layer on a model that gives values: the notice goes with the new image's first tiles.
+    layer.image = diff_model().predict_image(scene)
+    assert layer.notice == ""
+    view.fetch(center_tiles(scene, 13, n=2))
+    assert layer.notice == "" and layer.image.cells_without_values == 0
