@@ -40,6 +40,34 @@ def as_crs(crs) -> CRS:
         ) from None
 
 
+def as_transform(transform, what: str = "transform") -> Affine:
+    """A user's pixel lattice (an Affine, or 6 numbers in affine's order) as an Affine, checked:
+    finite, not degenerate, and not a GDAL geotransform tuple read in the wrong order."""
+    if isinstance(transform, Affine):
+        t = transform
+    else:
+        try:
+            t = Affine(*list(transform)[:6])
+        except (TypeError, ValueError):
+            raise ProjectionError(
+                f"{what} {transform!r} is not an affine transform: pass an affine.Affine "
+                "(e.g. rasterio.transform.from_origin(west, north, xres, yres))."
+            ) from None
+        if t.c == 0 and t.e == 0 and t.a != 0 and t.b != 0 and t.d != 0:
+            # (x0, xres, 0, y0, 0, yres): GDAL's GetGeoTransform order, which read in affine's
+            # order (a, b, c, d, e, f) is a 90-degree-sheared grid placed at the wrong spot.
+            raise ProjectionError(
+                f"{what} {tuple(transform)!r} looks like a GDAL geotransform (x0, xres, 0, y0, 0, yres); "
+                "a plain tuple is read in affine's order (xres, 0, x0, 0, yres, y0). Pass "
+                "affine.Affine.from_gdal(*geotransform) or rasterio.transform.from_origin(west, north, xres, yres)."
+            )
+    if t.is_degenerate or not all(math.isfinite(v) for v in t[:6]):
+        raise ProjectionError(
+            f"{what} {tuple(t)[:6]} is degenerate or not finite: pixel sizes must be non-zero."
+        )
+    return t
+
+
 def crs_key(crs: CRS) -> str:
     """A canonical string for hashing: the EPSG code when exact, else the WKT."""
     epsg = crs.to_epsg(confidence_threshold=100)

@@ -13,7 +13,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from ..errors import InputError, ProjectionError
-from .grid import Grid, as_crs, crs_key
+from .grid import Grid, as_crs, as_transform, crs_key
 
 #: Metres per degree at the equator, the factor Earth Engine uses for geographic CRSs.
 METRES_PER_DEGREE = 111319.49079327357
@@ -42,19 +42,7 @@ class Projection:
             crs = crs.crs
         self._crs = as_crs(crs)
         if transform is not None:
-            if not isinstance(transform, Affine):
-                try:
-                    transform = Affine(*list(transform)[:6])
-                except (TypeError, ValueError) as exc:
-                    raise ProjectionError(
-                        f"Projection transform {transform!r} is not an affine transform: pass an "
-                        f"affine.Affine or 6 numbers (a, b, c, d, e, f) in rasterio order ({exc})."
-                    ) from None
-            if not all(math.isfinite(v) for v in transform[:6]) or transform.is_degenerate:
-                raise ProjectionError(
-                    f"Projection transform {tuple(transform)[:6]} is degenerate or not finite: "
-                    "pixel sizes must be non-zero numbers."
-                )
+            transform = as_transform(transform, "Projection transform")
         self._transform = transform
         self._key = None
 

@@ -24,10 +24,10 @@ from affine import Affine
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from ..errors import ImageReadError, InputError, ProjectionError
+from ..errors import ImageReadError, InputError
 from .cache import CellCache
 from .frame_warp import close_frames, frame_block_shape, frame_grid, frame_size, warp_frame_window
-from .grid import Grid, as_crs, lattice_offset
+from .grid import Grid, as_crs, as_transform, lattice_offset
 from .image import Image, empty_read
 from .resampling import resolve_resampling
 from .warp import (  # noqa: F401 - BLOCK, TOLERANCE, warp_array, _frame, ... stay importable from here
@@ -102,30 +102,6 @@ def _categorical(categorical, names: list[str]) -> frozenset[str]:
     if unknown:
         raise InputError(f"categorical names unknown band(s) {unknown}: the bands are {names}.")
     return frozenset(categorical)
-
-
-def _as_transform(transform) -> Affine:
-    if isinstance(transform, Affine):
-        t = transform
-    else:
-        try:
-            t = Affine(*list(transform)[:6])
-        except (TypeError, ValueError):
-            raise ProjectionError(
-                f"transform {transform!r} is not an affine transform: pass an affine.Affine "
-                "(e.g. rasterio.transform.from_origin(west, north, xres, yres))."
-            ) from None
-        if t.c == 0 and t.e == 0 and t.a != 0 and t.b != 0 and t.d != 0:
-            # (x0, xres, 0, y0, 0, yres): GDAL's GetGeoTransform order, which read in affine's
-            # order (a, b, c, d, e, f) is a 90-degree-sheared grid placed at the wrong spot.
-            raise ProjectionError(
-                f"transform {tuple(transform)!r} looks like a GDAL geotransform (x0, xres, 0, y0, 0, yres); "
-                "a plain tuple is read in affine's order (xres, 0, x0, 0, yres, y0). Pass "
-                "affine.Affine.from_gdal(*geotransform) or rasterio.transform.from_origin(west, north, xres, yres)."
-            )
-    if t.is_degenerate or not all(math.isfinite(v) for v in t[:6]):
-        raise ProjectionError(f"transform {tuple(t)[:6]} is degenerate: pixel sizes must be non-zero.")
-    return t
 
 
 @dataclass(frozen=True)
@@ -305,7 +281,7 @@ class ArrayImage(_RasterImage):
                 raise InputError(f"{hint} (band_names has {len(band_names)} names.)")
             warnings.warn(hint, stacklevel=3)
         self._crs = as_crs(crs)
-        self._transform = _as_transform(transform)
+        self._transform = as_transform(transform)
         values = data.astype(np.float32, copy=True)  # our copy: later edits of `arr` don't leak in
         bad = ~np.isfinite(values)
         if mask is not None:

@@ -17,12 +17,11 @@ from affine import Affine
 from rasterio.windows import Window
 
 from ..errors import InputError, ProjectionError
-from .grid import Grid, as_crs, lattice_offset
+from .grid import Grid, as_crs, as_transform, lattice_offset
 from .image import Image, empty_read
 from .raster import (
     _STRIP_PIXELS,
     ArrayImage,
-    _as_transform,
     _band_names,
     _categorical,
     _Level,
@@ -126,7 +125,7 @@ class XarrayImage(_RasterImage):
         n, h, w = (int(s) for s in da.shape)
         self._da = da
         self._nodata = nodata
-        self._grid = Grid(as_crs(crs), _as_transform(transform), w, h)
+        self._grid = Grid(as_crs(crs), as_transform(transform), w, h)
         self._token = uuid.uuid4().hex
         self._band_names = _band_names(band_names, n, [f"B{i + 1}" for i in range(n)], "The DataArray")
         self.categorical_bands = _categorical(categorical, self._band_names)

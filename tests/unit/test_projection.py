@@ -92,6 +92,17 @@ def test_at_scale_rejects_non_positive_or_non_numeric_scales(bad):
         Projection("EPSG:32719").at_scale(bad)
 
 
+def test_a_gdal_order_geotransform_tuple_is_refused_with_the_fix():
+    # GDAL's (x0, xres, 0, y0, 0, yres) read in affine's order is a sheared grid far away.
+    with pytest.raises(
+        ProjectionError, match=r"Projection transform .* looks like a GDAL geotransform.*from_gdal"
+    ):
+        Projection("EPSG:32719", (500000, 10, 0, 4000000, 0, -10))
+    assert Projection("EPSG:32719", (10, 0, 500000, 0, -10, 4000000)).transform == Affine(
+        10, 0, 500000, 0, -10, 4000000
+    )
+
+
 def test_degenerate_transform_is_rejected():
     with pytest.raises(ProjectionError, match="degenerate"):
         Projection("EPSG:32719", Affine(0, 0, 0, 0, -10, 0))
