@@ -120,10 +120,12 @@ def create_app(
     def json_response(body: bytes, status: int = 200, headers: dict | None = None) -> Response:
         return Response(body, status_code=status, media_type="application/json", headers=headers)
 
-    def error(status: int, message: str) -> Response:
+    def error(status: int, message: str, echo: str = "") -> Response:
+        """A JSON error reply: `message` cleaned of server paths and dumps (`public_message`),
+        then `echo`, words of the client's own request that it may see again as they were."""
         counters["errors"] += 1
         headers = {"WWW-Authenticate": 'Bearer realm="ee-model"'} if status == 401 else None
-        return json_response(protocol.error_body(protocol.public_message(message)), status, headers)
+        return json_response(protocol.error_body(protocol.public_message(message) + echo), status, headers)
 
     def authorized(request: Request) -> bool:
         if expected_token is None:
@@ -266,9 +268,10 @@ def create_app(
         return json_response(json.dumps(body).encode())
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
-        return error(
-            exc.status_code, f"{exc.detail}: {request.method} {request.url.path}. Try /v1/models/{name}."
-        )
+        # The path the client asked for is its own: said as it was (only cut short), not cleaned
+        # as if it were one of ours (/V1/models/x used to come back as "<path>").
+        asked = request.url.path if len(request.url.path) <= 200 else request.url.path[:200] + "..."
+        return error(exc.status_code, f"{exc.detail}:", f" {request.method} {asked}. Try /v1/models/{name}.")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

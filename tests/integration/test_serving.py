@@ -195,6 +195,8 @@ def test_multi_input_multi_output_replies_name_the_outputs(models):
             "'x' not found",
         ),
         ("/elsewhere", None, 404, "Try /v1/models/plain"),
+        ("/V1/models/plain", None, 404, "Not Found: GET /V1/models/plain. Try /v1/models/plain."),
+        ("/v1//models/plain", None, 404, "Not Found: GET /v1//models/plain. Try"),
         ("/v1/models/plain:metadata", None, 404, "use GET /v1/models/plain[/metadata]"),
         ("/v1/models/plain/labels/x", None, 404, "use /v1/models/plain/versions/1"),
         ("/v1/models/plain:predict", {"inputs": []}, 400, "has no instances"),
