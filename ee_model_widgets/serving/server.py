@@ -146,6 +146,11 @@ def create_app(
             )
 
     async def read_body(request: Request) -> bytes:
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":  # else the JSON parser would report bytes it cannot decode
+            raise _HTTPError(
+                415, f"Content-Encoding: {encoding} is not supported; send the request body uncompressed."
+            )
         declared = request.headers.get("content-length")
         too_big = f"The request body is larger than this server's limit of {max_request_bytes} bytes"
         if declared is not None and declared.isdigit() and int(declared) > max_request_bytes:

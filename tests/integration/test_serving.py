@@ -212,6 +212,19 @@ def test_errors_are_json_with_the_right_status(plain_server, path, body, status,
     assert message in r.json()["error"]
 
 
+def test_a_compressed_body_is_refused_with_what_to_do(plain_server):
+    import gzip
+
+    body = gzip.compress(json.dumps({"instances": [[[[1.0, 2.0, 3.0]]]]}).encode())
+    r = httpx.post(
+        plain_server.base_url + "/v1/models/plain:predict",
+        content=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 415, r.text
+    assert r.json()["error"] == "Content-Encoding: gzip is not supported; send the request body uncompressed."
+
+
 def test_head_answers_like_get(plain_server):
     for path in ("/", "/v1/models/plain", "/v1/models/plain/metadata"):
         r = httpx.head(plain_server.base_url + path)
