@@ -126,6 +126,8 @@ class BrowserSafety:
         headers = {}
         for k, v in scope["headers"]:
             if k in (b"host", b"origin", b"content-type"):
+                if k in headers:  # which one would count? (the last one used to)
+                    return 400, f"The request has more than one {k.decode().title()} header; send one."
                 headers[k] = v.decode("latin-1")
         host = headers.get(b"host")
         if host is not None and not self.any_host:

@@ -255,6 +255,15 @@ def test_web_pages_are_refused(plain):
         headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert r.status_code == 415
+    # two Host headers, a foreign one first: refused whichever would have counted
+    host, port = plain.url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as c:
+        c.sendall(
+            b"GET /v1/models/ndvi HTTP/1.1\r\nHost: evil.example\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer abc\r\n\r\n"
+        )
+        reply = c.recv(4096).decode("latin-1")
+    assert reply.startswith("HTTP/1.1 400") and "more than one Host header" in reply, reply[:300]
     # the names a client on this machine uses are answered; so is a JSON body without charset fuss
     for host in ("localhost", "127.0.0.1", "[::1]"):
         port = plain.url.split(":")[2].split("/")[0]
