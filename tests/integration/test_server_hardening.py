@@ -126,6 +126,29 @@ def prepared(tmp_path_factory):
 AUTH = {"Authorization": "Bearer abc"}
 
 
+def raw_request(server, head: bytes) -> str:
+    """Send `head` as it is (what an HTTP client library would not send); return the first reply,
+    headers and body (as far as its Content-Length says; a "100 Continue" has none)."""
+    host, port = server.url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as c:
+        c.sendall(head)
+        reply = b""
+        while b"\r\n\r\n" not in reply and (chunk := c.recv(4096)):
+            reply += chunk
+        headers, _, body = reply.partition(b"\r\n\r\n")
+        length = next(
+            (
+                int(v)
+                for k, _, v in (h.partition(b":") for h in headers.split(b"\r\n"))
+                if k.lower() == b"content-length"
+            ),
+            0,
+        )
+        while len(body) < length and (chunk := c.recv(4096)):
+            body += chunk
+    return (headers + b"\r\n\r\n" + body).decode("latin-1")
+
+
 def tile_body(rng, n=1, size=16):
     red = rng.random((n, size, size, 1), dtype=np.float32)
     nir = red + 0.25
@@ -225,13 +248,11 @@ def test_a_body_of_nested_json_numbers_is_refused_before_it_is_parsed(plain):
 
 def test_a_too_large_body_announced_with_expect_100_continue_is_refused_before_it_is_sent(plain):
     # curl asks "Expect: 100-continue" above 1 MB and waits for the go before sending the body.
-    host, port = plain.url.split("//")[1].split("/")[0].split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as c:
-        c.sendall(
-            b"POST /v1/models/ndvi:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer abc\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 100000000\r\nExpect: 100-continue\r\n\r\n"
-        )
-        reply = c.recv(4096).decode("latin-1")
+    reply = raw_request(
+        plain,
+        b"POST /v1/models/ndvi:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer abc\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100000000\r\nExpect: 100-continue\r\n\r\n",
+    )
     # The refusal itself, not "HTTP/1.1 100 Continue" and a wait for 100 MB that would be dropped.
     assert reply.startswith("HTTP/1.1 413"), reply[:200]
     assert "larger than this server's limit" in reply
@@ -256,13 +277,11 @@ def test_web_pages_are_refused(plain):
     )
     assert r.status_code == 415
     # two Host headers, a foreign one first: refused whichever would have counted
-    host, port = plain.url.split("//")[1].split("/")[0].split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as c:
-        c.sendall(
-            b"GET /v1/models/ndvi HTTP/1.1\r\nHost: evil.example\r\nHost: 127.0.0.1\r\n"
-            b"Authorization: Bearer abc\r\n\r\n"
-        )
-        reply = c.recv(4096).decode("latin-1")
+    reply = raw_request(
+        plain,
+        b"GET /v1/models/ndvi HTTP/1.1\r\nHost: evil.example\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer abc\r\n\r\n",
+    )
     assert reply.startswith("HTTP/1.1 400") and "more than one Host header" in reply, reply[:300]
     # the names a client on this machine uses are answered; so is a JSON body without charset fuss
     for host in ("localhost", "127.0.0.1", "[::1]"):
