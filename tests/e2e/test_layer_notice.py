@@ -43,6 +43,13 @@ m
 """
 
 
+def run_notebook(server, page, name: str, cell: str) -> NotebookPage:
+    write_notebook(server.root / name, [cell])
+    nb = NotebookPage(page, server, name)
+    nb.run_all()
+    return nb
+
+
 def notice_text(page, timeout_ms: int = 60_000) -> str:
     notice = page.locator(".emw-tile-notice[data-layer*='ee-model-tile'][data-state='layer']")
     try:
@@ -53,9 +60,7 @@ def notice_text(page, timeout_ms: int = 60_000) -> str:
 
 
 def test_a_model_that_gives_only_nan_is_said_on_the_map(lab_server, page):
-    write_notebook(lab_server.root / "nan_model.ipynb", [NAN_MODEL])
-    nb = NotebookPage(page, lab_server, "nan_model.ipynb")
-    nb.run_all()
+    nb = run_notebook(lab_server, page, "nan_model.ipynb", NAN_MODEL)
     text = notice_text(page)
     assert "The model has returned no finite value (only NaN or inf)" in text, text
     assert "check the input bands and their scaling" in text
@@ -70,9 +75,7 @@ def test_a_model_that_gives_only_nan_is_said_on_the_map(lab_server, page):
 
 
 def test_an_image_beyond_the_web_maps_latitudes_is_said_on_the_map(lab_server, page):
-    write_notebook(lab_server.root / "polar.ipynb", [POLAR])
-    nb = NotebookPage(page, lab_server, "polar.ipynb")
-    nb.run_all()
+    run_notebook(lab_server, page, "polar.ipynb", POLAR)
     text = notice_text(page)
     assert "beyond the 85.05 degrees that a web map (EPSG:3857) can show" in text, text
     assert "to_numpy() or export()" in text
