@@ -186,6 +186,12 @@ class XarrayImage(_RasterImage):
 
 
 # ---- the constructor ---------------------------------------------------------------------------------
+def _has_written_transform(da) -> bool:
+    """Whether the DataArray carries an explicit transform (rioxarray's `write_transform`)."""
+    ref = da.coords["spatial_ref"].attrs if "spatial_ref" in da.coords else {}
+    return bool(ref.get("GeoTransform"))
+
+
 def image_from_xarray(da, band_names=None, categorical=None) -> Image:
     """An image from a rioxarray-style DataArray (dims (band,) y, x; CRS via .rio or attrs) or a
     Dataset (variables as bands): an `ArrayImage` copy of in-memory data, a lazy `XarrayImage`
@@ -197,6 +203,10 @@ def image_from_xarray(da, band_names=None, categorical=None) -> Image:
     crs = transform = nodata = None
     if hasattr(da, "rio"):  # rioxarray installed and registered its accessor
         crs, transform, nodata = da.rio.crs, da.rio.transform(), da.rio.nodata
+        if transform == Affine.identity() and not _has_written_transform(da):
+            # rioxarray's answer when it cannot tell (spatial dims it does not know, such as
+            # lat/lon, no coordinates, a single row or column): not a georeferencing.
+            transform = None
     if crs is None:
         ref = da.coords["spatial_ref"].attrs if "spatial_ref" in da.coords else {}
         crs = da.attrs.get("crs") or ref.get("crs_wkt") or ref.get("spatial_ref")
@@ -207,11 +217,20 @@ def image_from_xarray(da, band_names=None, categorical=None) -> Image:
         )
     ydim, xdim = dims[-2], dims[-1]
     if transform is None:
+        missing = [d for d in (xdim, ydim) if d not in da.coords]
+        if missing:
+            raise InputError(
+                f"from_xarray: the DataArray has no {' or '.join(repr(d) for d in missing)} coordinates, so "
+                "where its pixels are is unknown: assign the pixel-centre coordinates "
+                "(da.assign_coords(x=..., y=...)) or write a transform (da.rio.write_transform(affine))."
+            )
         x = np.asarray(da.coords[xdim], dtype=float)
         y = np.asarray(da.coords[ydim], dtype=float)
         if len(x) < 2 or len(y) < 2:
             raise InputError(
-                "from_xarray needs at least 2x2 pixels to infer the pixel size; install rioxarray."
+                f"from_xarray: a {len(y)}x{len(x)} px DataArray's coordinates do not give the pixel size: "
+                "write its transform with rioxarray (da.rio.write_transform(affine)) or select at least "
+                "2 pixels along each axis."
             )
         dx, dy = (x[-1] - x[0]) / (len(x) - 1), (y[-1] - y[0]) / (len(y) - 1)
         # Coordinates are pixel centres: the transform starts half a pixel before.

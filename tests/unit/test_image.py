@@ -409,6 +409,32 @@ def test_from_xarray_uses_rioxarray_georeferencing():
     np.testing.assert_array_equal(img.to_numpy().data, da.values)
 
 
+def test_from_xarray_does_not_take_rioxarrays_identity_fallback_for_a_georeferencing():
+    # rioxarray answers Affine.identity() when it cannot tell (lat/lon dims, no coordinates,
+    # one column): that would put the image at (0, 0) with 1-unit pixels, silently.
+    pytest.importorskip("rioxarray")
+    import xarray as xr
+
+    values = np.arange(12, dtype=np.float32).reshape(3, 4)
+    latlon = xr.DataArray(
+        values, dims=("lat", "lon"), coords={"lat": [-9.5, -9.6, -9.7], "lon": [20.05, 20.15, 20.25, 20.35]}
+    ).rio.write_crs("EPSG:4326")
+    np.testing.assert_allclose(Image.from_xarray(latlon).bounds, (20.0, -9.75, 20.4, -9.45))
+    with pytest.raises(InputError, match="no 'x' or 'y' coordinates"):
+        Image.from_xarray(xr.DataArray(values, dims=("y", "x")).rio.write_crs("EPSG:32719"))
+    utm = xr.DataArray(
+        values,
+        dims=("y", "x"),
+        coords={"y": 7000000 - 5 - 10 * np.arange(3), "x": 500005 + 10 * np.arange(4)},
+    ).rio.write_crs("EPSG:32719")
+    column = utm.isel(x=slice(0, 1))
+    with pytest.raises(InputError, match="write_transform"):
+        Image.from_xarray(column)
+    # An explicitly written transform is trusted, even for one column.
+    written = column.rio.write_transform(UTM_TRANSFORM)
+    assert Image.from_xarray(written).grid == Grid("EPSG:32719", UTM_TRANSFORM, 1, 3)
+
+
 def test_zoomed_out_array_reads_average_and_keep_masks():
     # A pixel-scale checkerboard: averaging gives ~0.5 everywhere, nearest keeps 0/1 values.
     board = (np.indices((512, 512)).sum(axis=0) % 2).astype(np.float32)
