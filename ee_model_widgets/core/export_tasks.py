@@ -140,11 +140,13 @@ def export_tasks(
         link = getattr(client, "dashboard_link", None)
         if link:
             bar.write(f"dask dashboard: {link}")
-    if on_progress is not None:
-        on_progress(len(done), len(wins))
     todo = [(k, w) for k, w in enumerate(wins) if k not in done]
     finished = False
     try:
+        # Inside the try: a callback that raises (or Ctrl-C) here still records an adopted
+        # temporary of a resumed export in the sidecar, instead of orphaning it.
+        if on_progress is not None:
+            on_progress(len(done), len(wins))
         # GDAL's block cache held small: written blocks are not kept (see gdal_cache.py).
         with bounded_block_cache():
             if tmp is None:

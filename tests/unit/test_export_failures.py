@@ -277,3 +277,27 @@ def test_an_interrupted_export_removes_its_temporary(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         img.export(tmp_path / "out.tif", block_size=256, progress=False)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_resumed_export_interrupted_at_once_keeps_its_windows_and_no_orphan(tmp_path):
+    arr = np.random.default_rng(0).random((1, 600, 600)).astype("float32")
+    img = Image.from_array(arr, transform=TRANSFORM, crs="EPSG:32719")
+    target = tmp_path / "out.tif"
+
+    def stop_at(n):
+        def on_progress(done, total):
+            if done == n:
+                raise KeyboardInterrupt
+
+        return on_progress
+
+    for n in (2, 2):  # the second run resumes at 2 windows and is stopped by its first callback
+        with pytest.raises(KeyboardInterrupt):
+            img.export(target, block_size=256, progress=False, resume=True, on_progress=stop_at(n))
+        assert len([f for f in os.listdir(tmp_path) if f.endswith(".tmp")]) == 1
+    seen = []
+    img.export(target, block_size=256, progress=False, resume=True, on_progress=lambda d, t: seen.append(d))
+    assert seen[0] == 2  # the windows of the first run were kept
+    assert os.listdir(tmp_path) == ["out.tif"]
+    with rasterio.open(target) as ds:
+        assert np.array_equal(ds.read(1), arr[0])
