@@ -166,11 +166,13 @@ def export_image(
         if masked_threshold == 1:
             with open(files.temp_for(mixer_path), "w", encoding="utf-8") as f:
                 f.write(mixer.to_json())
-        stale = records.stale_shards(prefix, writer.finals)
         # A mixer on disk vouches for complete shards: the old one goes first, the new one is
-        # renamed last, after the new shards and the removal of an older export's extra shards.
-        records.unlink_quiet(mixer_path)
-        written = files.commit(before_last=lambda: [records.unlink_quiet(p) for p in stale])
+        # renamed last, after the new shards and the removal of an older export's extra shards;
+        # under a lock, so a concurrent export to the same prefix cannot interleave.
+        with records.publish_lock(prefix):
+            stale = records.stale_shards(prefix, writer.finals)
+            records.unlink_quiet(mixer_path)
+            written = files.commit(before_last=lambda: [records.unlink_quiet(p) for p in stale])
     except BaseException as exc:
         try:
             writer.close()

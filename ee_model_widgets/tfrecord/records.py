@@ -12,6 +12,7 @@ import glob
 import os
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -296,6 +297,24 @@ class AtomicFiles:
         for tmp, _ in self._pending:
             unlink_quiet(tmp)
         self._pending = []
+
+
+@contextmanager
+def publish_lock(prefix: str) -> Iterator[None]:
+    """Hold an exclusive lock on the folder of `prefix` while an export publishes its files, so
+    two exports to the same prefix at once cannot interleave their renames (one export's mixer
+    over the other's shards). An advisory flock (POSIX; elsewhere, no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    fd = os.open(os.path.dirname(os.path.abspath(prefix)), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def unlink_quiet(path: str) -> None:

@@ -260,3 +260,24 @@ def test_bad_export_arguments(tmp_path):
     with pytest.raises(InputError, match=r"Name the 2 output channel\(s\)"):
         write_predictions(tmp_path / "p.tfrecord", np.zeros((3, 4, 4, 2)))
     assert os.listdir(tmp_path) == []
+
+
+def test_concurrent_exports_to_one_prefix_leave_one_consistent_export(tmp_path):
+    import threading
+
+    prefix = str(tmp_path / "e")
+    for _ in range(10):
+        threads = [
+            threading.Thread(target=export_image, args=(make_image(),), kwargs=kw)
+            for kw in (
+                {"prefix": prefix, "patch_dimensions": 4, "max_file_size": 1},
+                {"prefix": prefix, "patch_dimensions": 8, "max_file_size": 1},
+            )
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        mixer = load_mixer(prefix + "-mixer.json")
+        shards = [f for f in os.listdir(tmp_path) if f.endswith(".tfrecord.gz")]
+        assert len(shards) == mixer.total_patches  # one record per shard here
