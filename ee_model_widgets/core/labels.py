@@ -101,7 +101,13 @@ def _position(p, what: str) -> list[float]:
         raise InputError(
             f"{what}: ({lon}, {lat}) is not lon/lat in degrees (lon -180..180, lat -90..90, lon first)."
         )
-    return [p[0], p[1]]  # kept as given (ints stay ints) so GeoJSON round-trips exactly
+    # Kept as given (ints stay ints) so GeoJSON round-trips exactly; numpy scalars become
+    # Python numbers, which JSON (save, to_geojson, the map) can write.
+    return [_plain(p[0]), _plain(p[1])]
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _ring(ring, what: str) -> list[list[float]]:
@@ -152,7 +158,7 @@ def _geometry(obj, what: str) -> dict:
             raise InputError(
                 f"{what}: a box is (west, south, east, north) with west < east and south < north, got {tuple(obj)}."
             )
-        w, s, e, n = obj
+        w, s, e, n = (_plain(v) for v in obj)
         return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
     raise InputError(
         f"{what}: a label is a (lon, lat) point, a (west, south, east, north) box or a GeoJSON "

@@ -76,6 +76,20 @@ def test_geojson_round_trip_is_exact(tmp_path):
     assert emw.Labels.from_geojson(path).classes == ["water", "forest", "empty"]
 
 
+def test_numpy_coordinates_are_saved_as_plain_numbers(tmp_path):
+    """Coordinates straight from numpy arrays (float32, int64) are stored as Python numbers,
+    so the labels still save: JSON cannot write numpy scalars."""
+    labels = emw.Labels(["a"])
+    labels.add((np.float32(-69.0), np.float32(-27.0)), "a")
+    labels.add(np.array([-69.0, -27.0, -68.5, -26.5], np.float32), "a")
+    labels.add({"type": "Point", "coordinates": [np.int64(-69), np.int64(-27)]}, "a")
+    path = labels.save(tmp_path / "labels.geojson")
+    back = emw.Labels.from_geojson(path).to_geojson()
+    assert back == labels.to_geojson()
+    assert back["features"][0]["geometry"]["coordinates"] == [-69.0, -27.0]
+    assert back["features"][2]["geometry"]["coordinates"] == [-69, -27]
+
+
 def test_plain_feature_collection_gets_classes_in_order_of_appearance():
     fc = {
         "type": "FeatureCollection",
