@@ -22,6 +22,7 @@ import os
 import re
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +143,13 @@ def train_classifier(
     validation figures. `on_progress(info)` gets a dict per epoch (epoch, epochs, loss,
     accuracy, val_loss, val_accuracy); returning False from it stops training early.
     """
+    from .image import Image as _Image
+
+    if not isinstance(image, _Image):
+        raise InputError(
+            f"image must be an emw.Image (emw.Image.open(path) or emw.Image.from_array(...)), "
+            f"got {type(image).__name__}."
+        )
     if not isinstance(labels, Labels):
         raise InputError(f"labels must be an emw.Labels, got {type(labels).__name__}.")
     if kind not in KINDS:
@@ -161,7 +169,7 @@ def train_classifier(
     if present.size < 2:
         raise InputError(
             f"Training needs labelled pixels of at least two classes; the labels cover {samples.counts()} "
-            "pixels per class. Label some pixels of another class."
+            f"pixels per class.{_why_no_pixels(image, labels, samples) or ' Label some pixels of another class.'}"
         )
     start = time.perf_counter()
     mean, var = band_statistics(image, bands)
@@ -184,6 +192,31 @@ def train_classifier(
     clf.validation = Evaluation.from_classes(labels.classes, *validation)
     clf.seconds = time.perf_counter() - start
     return clf
+
+
+def _why_no_pixels(image: Image, labels: Labels, samples: Samples) -> str:
+    """Why classes that have labels got no training pixel: outside the image, or masked."""
+    from .region import grid_for
+
+    counts = samples.counts()
+    empty = [c for c, n in labels.counts().items() if n and not counts[c]]
+    if not empty:
+        return ""
+    inside = set(labels._pixels(grid_for(image, None, None))[2].tolist())
+    outside = [c for c in empty if labels.classes.index(c) not in inside]
+    masked = [c for c in empty if c not in outside]
+    out = ""
+    if outside:
+        out += (
+            f" The labels of {outside} lie outside the image, which covers {image.bounds} (lon/lat): "
+            "are the points (lon, lat), lon first?"
+        )
+    if masked:
+        out += (
+            f" The labels of {masked} are all on masked pixels (nodata or NaN in one of the bands "
+            f"{list(image.band_names)}): label valid pixels, or train on fewer bands."
+        )
+    return out
 
 
 def _split_bands(x, bands):
@@ -394,6 +427,14 @@ class TrainedClassifier:
                 f"0..{len(self.classes) - 1} in the order {self.classes}."
             )
         p = np.asarray(got.data)[ok][ok_t]
+        if not t.size:
+            from ..errors import RegionError
+
+            raise RegionError(
+                f"The reference image has no valid class pixel where the prediction has one (image "
+                f"bounds {image.bounds}, reference bounds {reference.bounds}, lon/lat): nothing to "
+                "compare. Give a reference that overlaps the image."
+            )
         return Evaluation.from_classes(self.classes, t.astype(np.int64), p.astype(np.int64))
 
     def save(self, path: str | os.PathLike) -> str:
@@ -419,14 +460,28 @@ class TrainedClassifier:
         import keras
 
         path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ModelError(f"No such classifier file: {path}.")
         try:
             km = keras.models.load_model(path, compile=False)
         except Exception as exc:  # noqa: BLE001 - keras raises many types
-            raise ModelError(f"Cannot load {path} as a saved classifier: {exc}") from None
+            hint = ""
+            if path.endswith(".keras") and not zipfile.is_zipfile(path):
+                hint = " The file is not a .keras (zip) archive: is it truncated or corrupt? Save it again."
+            raise ModelError(f"Cannot load {path} as a saved classifier: {exc}{hint}") from None
         names = [n for n in km.output_names if n != CLASS_BAND]
-        if CLASS_BAND not in km.output_names:
+        layers = {layer.name for layer in km.layers}
+        if CLASS_BAND not in km.output_names or "hidden_0" not in layers:
             raise ModelError(
-                f"{path} is not a classifier saved by TrainedClassifier.save (no {CLASS_BAND!r} output)."
+                f"{path} is not a classifier saved by TrainedClassifier.save (no {CLASS_BAND!r} output "
+                "or no 'hidden_0' layer); load other models with emw.Model.from_keras."
             )
+        if classes is not None and len(classes) != len(names):
+            raise InputError(
+                f"{path} classifies {len(names)} classes (bands {names}), but {len(classes)} class "
+                f"names were given: {list(classes)}. Give one name per class, in band order."
+            )
+        if colors is not None and (isinstance(colors, str) or len(colors) != len(names)):
+            raise InputError(f"colors must give one colour per class ({len(names)}), got {colors!r}.")
         kind = "patch" if km.get_layer("hidden_0").kernel_size[0] > 1 else "pixel"
         return cls(km, classes=list(classes) if classes is not None else names, colors=colors, kind=kind)

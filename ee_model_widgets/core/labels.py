@@ -376,7 +376,7 @@ class Labels:
         if rows.size == 0:
             raise RegionError(
                 f"None of the {len(self)} labels covers a pixel of the image, which covers {image.bounds} "
-                "(lon/lat): label places inside the image."
+                f"(lon/lat): label places inside the image.{self._swapped_hint(image.bounds)}"
             )
         # Last label wins on a pixel: keep each pixel's last occurrence (labels were visited in order).
         key = rows.astype(np.int64) * full.width + cols
@@ -427,6 +427,22 @@ class Labels:
             cols=cols[ok],
             patches=patches,
         )
+
+    def _swapped_hint(self, bounds) -> str:
+        """A hint when points given as (lat, lon) would fall inside `bounds` read as (lon, lat)."""
+        w, s, e, n = bounds
+        for f in self._features:
+            g = f["geometry"]
+            pts = (
+                [g["coordinates"]]
+                if g["type"] == "Point"
+                else g["coordinates"]
+                if g["type"] == "MultiPoint"
+                else []
+            )
+            if any(w <= p[1] <= e and s <= p[0] <= n for p in pts):
+                return " Some points are inside it read as (lat, lon): give points as (lon, lat), lon first."
+        return ""
 
     def _pixels(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows, cols, class index) of every pixel of `grid` under each label, in label order."""

@@ -11,7 +11,7 @@ from rasterio.warp import transform as warp_transform
 import ee_model_widgets as emw
 from ee_model_widgets import demo
 from ee_model_widgets.core.classifier import CLASS_BAND
-from ee_model_widgets.errors import InputError
+from ee_model_widgets.errors import InputError, RegionError
 
 UTM = "EPSG:32719"
 T = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 7000000.0)
@@ -287,3 +287,63 @@ def test_a_class_named_like_an_input_band_gets_a_distinct_band(scene):
         "classification_probability",
         CLASS_BAND,
     ]
+
+
+def test_training_says_why_a_class_has_no_pixels(scene):
+    """A class whose labels are all outside the image or all on masked pixels is named, with
+    the reason, instead of the bare "label another class"."""
+    img, _, _ = scene
+    data = np.asarray(img.to_numpy())
+    mask = np.zeros(data.shape, bool)
+    mask[3, :, :40] = True  # the nir band is masked left of column 40
+    masked = emw.Image.from_array(
+        np.ma.MaskedArray(data, mask=mask), transform=T, crs=UTM, band_names=img.band_names
+    )
+    labels = emw.Labels(["a", "b"])
+    labels.add(pixel_lonlat(T, UTM, [5], [5])[0], "a")  # masked in nir
+    labels.add(pixel_lonlat(T, UTM, [5], [80])[0], "b")
+    with pytest.raises(InputError, match=r"labels of \['a'\] are all on masked pixels"):
+        emw.train_classifier(masked, labels)
+    lon, lat = pixel_lonlat(T, UTM, [5], [5])[0]
+    labels.clear("a")
+    labels.add((lat, lon), "a")  # (lat, lon) by mistake
+    with pytest.raises(InputError, match=r"labels of \['a'\] lie outside the image.*lon first"):
+        emw.train_classifier(img, labels)
+    with pytest.raises(InputError, match="image must be an emw.Image"):
+        emw.train_classifier(data, labels)
+
+
+def test_evaluate_on_a_reference_that_does_not_overlap_is_an_error(scene, trained):
+    from affine import Affine as _Affine
+
+    img, _, truth = scene
+    _, clf = trained
+    far = emw.Image.from_array(
+        truth[None].astype(np.float32),
+        transform=T @ _Affine.translation(100000, 0),
+        crs=UTM,
+        band_names=["c"],
+    )
+    with pytest.raises(RegionError, match="no valid class pixel"):
+        clf.evaluate(img, far)
+
+
+def test_load_errors_name_the_problem(scene, trained, tmp_path):
+    import keras
+
+    from ee_model_widgets.errors import ModelError
+
+    _, clf = trained
+    path = clf.save(tmp_path / "clf.keras")
+    with pytest.raises(InputError, match="classifies 3 classes"):
+        emw.TrainedClassifier.load(path, classes=["a", "b"])
+    with pytest.raises(ModelError, match="No such classifier file"):
+        emw.TrainedClassifier.load(tmp_path / "missing.keras")
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes((tmp_path / "clf.keras").read_bytes()[:1000])
+    with pytest.raises(ModelError, match="truncated or corrupt"):
+        emw.TrainedClassifier.load(cut)
+    i = keras.Input((None, None, 1), name="a")
+    keras.Model(i, keras.layers.Conv2D(2, 1, name=CLASS_BAND)(i)).save(tmp_path / "other.keras")
+    with pytest.raises(ModelError, match="not a classifier saved by"):
+        emw.TrainedClassifier.load(tmp_path / "other.keras")

@@ -217,3 +217,11 @@ def test_sample_errors(image):
     labels.add((10.0, 10.0), "a")  # far from the image
     with pytest.raises(RegionError, match="None of the 1 labels"):
         labels.sample(image)
+
+
+def test_points_given_as_lat_lon_get_a_hint(image):
+    labels = emw.Labels(["a"])
+    lon, lat = lonlat(3.5, 2.5)
+    labels.add((lat, lon), "a")
+    with pytest.raises(RegionError, match=r"read as \(lat, lon\)"):
+        labels.sample(image)
