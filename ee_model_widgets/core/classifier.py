@@ -17,6 +17,7 @@ Training is deterministic for a seed (seeded initialisers and shuffling).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -192,6 +193,19 @@ def train_classifier(
     clf.validation = Evaluation.from_classes(labels.classes, *validation)
     clf.seconds = time.perf_counter() - start
     return clf
+
+
+# The entry of a saved classifier's .keras archive that holds its class names and colours.
+_LEGEND_FILE = "ee_model_widgets_legend.json"
+
+
+def _saved_legend(path: str) -> dict:
+    """The class names and colours `TrainedClassifier.save` wrote into `path` ({} if none)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read(_LEGEND_FILE))
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile):  # saved before, or by Keras alone
+        return {}
 
 
 def _why_no_pixels(image: Image, labels: Labels, samples: Samples) -> str:
@@ -445,6 +459,10 @@ class TrainedClassifier:
         tmp = f"{path[: -len('.keras')]}.tmp-{os.getpid()}.keras"
         try:
             self.keras_model.save(tmp)
+            # Class names and colours beside Keras's own files (a .keras is a zip; Keras reads only
+            # its own entries), so `load` gives back the same legend: band names lose both.
+            with zipfile.ZipFile(tmp, "a") as z:
+                z.writestr(_LEGEND_FILE, json.dumps({"classes": self.classes, "colors": self.colors}))
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -456,7 +474,8 @@ class TrainedClassifier:
     def load(
         cls, path: str | os.PathLike, classes: Sequence[str] | None = None, colors=None
     ) -> TrainedClassifier:
-        """A classifier saved with `save`; class names default to its output band names."""
+        """A classifier saved with `save`, with the class names and colours it was saved with (a
+        file saved otherwise: its output band names and the default colours)."""
         import keras
 
         path = os.fspath(path)
@@ -476,6 +495,11 @@ class TrainedClassifier:
                 f"{path} is not a classifier saved by TrainedClassifier.save (no {CLASS_BAND!r} output "
                 "or no 'hidden_0' layer); load other models with emw.Model.from_keras."
             )
+        saved = _saved_legend(path)  # the names and colours `save` wrote, unless given here
+        if classes is None and len(saved.get("classes") or ()) == len(names) > 0:
+            classes = saved["classes"]
+        if colors is None and len(saved.get("colors") or ()) == len(names) > 0:
+            colors = saved["colors"]
         if classes is not None and len(classes) != len(names):
             raise InputError(
                 f"{path} classifies {len(names)} classes (bands {names}), but {len(classes)} class "

@@ -216,6 +216,22 @@ def test_save_load_and_prepare_serve(scene, trained, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.keras"]
 
 
+def test_save_and_load_keep_the_class_names_and_colours(scene, trained, tmp_path):
+    # Names a band cannot hold as they are ("eau douce" becomes the band eau_douce), own colours.
+    _, clf = trained
+    classes, colors = ["eau douce", "forêt", "3"], ["#0000ff", "#00aa00", "#aa8844"]
+    named = emw.TrainedClassifier(clf.keras_model, classes=classes, colors=colors, kind=clf.kind)
+    back = emw.TrainedClassifier.load(named.save(tmp_path / "named.keras"))
+    assert back.classes == classes and back.colors == colors
+    assert back.vis_params == named.vis_params  # the same legend on the map
+    # Names given at load time still win.
+    assert emw.TrainedClassifier.load(tmp_path / "named.keras", classes=["a", "b", "c"]).classes == [
+        "a",
+        "b",
+        "c",
+    ]
+
+
 def test_exported_model_prepares_and_serves_like_the_local_one(scene, trained, tmp_path):
     """`export_classifier` hands off the .keras, a prepared model and the samples; the
     `ee-model prepare` command on the .keras gives a model that, served over HTTP, predicts
