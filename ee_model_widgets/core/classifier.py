@@ -456,6 +456,9 @@ class TrainedClassifier:
         path = os.fspath(path)
         if not path.endswith(".keras"):
             raise InputError(f"Save the classifier to a .keras file, got {path!r}.")
+        from .output_file import check_target
+
+        check_target(path)  # a missing or read-only folder, a folder, a link: said before Keras tries
         tmp = f"{path[: -len('.keras')]}.tmp-{os.getpid()}.keras"
         try:
             self.keras_model.save(tmp)

@@ -339,11 +339,18 @@ class Labels:
                 raise InputError(f"Feature {i} is not a GeoJSON Feature.")
             props = dict(f.get("properties") or {})
             c = props.pop("class", None)
+            if isinstance(c, float) and c.is_integer():  # 1.0: how some tools write an index
+                c = int(c)
             if isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < len(names):
                 c = names[c]
-            if not isinstance(c, str):
+            if c is None:
                 raise InputError(
                     f"Feature {i} has no 'class' property (a class name); its properties: {props}."
+                )
+            if not isinstance(c, str):
+                raise InputError(
+                    f"Feature {i} has class {c!r}: give a class name, or an index 0..{len(names) - 1} "
+                    f"into the classes {names}."
                 )
             if c not in names:
                 raise InputError(f"Feature {i} has class {c!r}, which is not one of the classes {names}.")

@@ -11,7 +11,7 @@ from rasterio.warp import transform as warp_transform
 import ee_model_widgets as emw
 from ee_model_widgets import demo
 from ee_model_widgets.core.classifier import CLASS_BAND
-from ee_model_widgets.errors import InputError, RegionError
+from ee_model_widgets.errors import ExportError, InputError, RegionError
 
 UTM = "EPSG:32719"
 T = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 7000000.0)
@@ -224,6 +224,8 @@ def test_save_and_load_keep_the_class_names_and_colours(scene, trained, tmp_path
     back = emw.TrainedClassifier.load(named.save(tmp_path / "named.keras"))
     assert back.classes == classes and back.colors == colors
     assert back.vis_params == named.vis_params  # the same legend on the map
+    with pytest.raises(ExportError, match="the folder .*missing.* does not exist"):
+        named.save(tmp_path / "missing" / "c.keras")
     # Names given at load time still win.
     assert emw.TrainedClassifier.load(tmp_path / "named.keras", classes=["a", "b", "c"]).classes == [
         "a",

@@ -156,6 +156,20 @@ def test_bad_classes_and_files(tmp_path):
     }
     with pytest.raises(InputError, match="no 'class' property"):
         emw.Labels.from_geojson(no_class, classes=["a"])
+    # A class index written as a float (1.0) is an index; one out of range is named as such.
+    point = {"type": "Point", "coordinates": [0, 0]}
+    by_index = {
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "properties": {"class": 1.0}, "geometry": point}],
+    }
+    assert emw.Labels.from_geojson(by_index, classes=["a", "b"]).to_geojson()["features"][0][
+        "properties"
+    ] == {"class": "b"}
+    by_index["features"][0]["properties"]["class"] = 5
+    with pytest.raises(
+        InputError, match=r"has class 5: give a class name, or an index 0\.\.1 into the classes"
+    ):
+        emw.Labels.from_geojson(by_index, classes=["a", "b"])
 
 
 def test_sample_points_and_polygons_give_the_pixels_under_them(image):
