@@ -108,6 +108,16 @@ def export_image(
             f"may have), got {masked_threshold!r}."
         )
     specs = features.plan_features(image.band_names, image.band_types, tensor_depths)
+    as_bytes = [b for s in specs if s.as_bytes for b in s.bands]
+    if as_bytes and not 0 <= default_value <= 255:
+        warnings.warn(
+            f"export_image: the uint8 band(s) {as_bytes} go out as bytes, where default_value "
+            f"{default_value!r} is clamped to {int(np.clip(np.trunc(default_value), 0, 255))} as Earth Engine "
+            "does, so their masked pixels read as a valid value. Give a default_value in 0..255 that "
+            "the data never takes, or cast those bands to float.",
+            UserWarning,
+            stacklevel=2,
+        )
     grid = grid_for(image, region, proj)
     per_row, rows = grid.width // pw, grid.height // ph
     if per_row == 0 or rows == 0:

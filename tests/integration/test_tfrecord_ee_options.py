@@ -153,7 +153,10 @@ def test_uint8_bands_are_written_as_raw_bytes(tmp_path, write_geotiff):
     assert img.band_types == {"class": np.dtype("uint8")}
     both = emw.Image.from_array(np.stack([classes, classes]), T, CRS, band_names=["c", "d"])
     prefix = str(tmp_path / "u")
-    export_image(img, prefix, patch_dimensions=4, kernel_size=2, default_value=300.7)
+    with pytest.warns(
+        UserWarning, match=r"uint8 band\(s\) \['class'\] .* default_value 300.7 is clamped to 255"
+    ):
+        export_image(img, prefix, patch_dimensions=4, kernel_size=2, default_value=300.7)
     recs = [tf.train.Example.FromString(r).features.feature for r in records(prefix)]
     f = recs[0]["class"]
     assert f.WhichOneof("kind") == "bytes_list" and len(f.bytes_list.value) == 1
