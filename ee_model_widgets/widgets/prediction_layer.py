@@ -102,7 +102,7 @@ class PredictionLayer(KernelTileLayer):
         self.bounds = [[south, west], [north, east]]
         self._off_map = ""
         if south >= WEB_MERCATOR_MAX_LAT or north <= -WEB_MERCATOR_MAX_LAT:
-            # Every tile would be empty: say why once, here and in the status line.
+            # Every tile would be empty: say why, as a warning now and as the layer's notice.
             self._off_map = (
                 f"This image lies between latitudes {south:.2f} and {north:.2f}, beyond the "
                 f"{WEB_MERCATOR_MAX_LAT:.2f} degrees that a web map (EPSG:3857) can show: its tiles stay "
