@@ -104,8 +104,11 @@ test: lint typecheck pytest test-kserve
 
 bench: install-test chromium
 	$(PIP) install --quiet -e ".[test,bench]"
+	cp benchmarks/figures.json $(VENV)/figures-before-bench.json
 	@for f in benchmarks/[!_]*.py; do [ $$f = benchmarks/report.py ] && continue; echo "== $$f"; $(PY) $$f || exit 1; done
 	$(PY) benchmarks/report.py --write
+	@echo "== this run against the runs recorded before it"
+	$(PY) benchmarks/report.py --compare $(VENV)/figures-before-bench.json
 
 clean:
 	rm -rf $(VENV) $(KVENV) node_modules lib dist ee_model_widgets/labextension ee_model_widgets/nbextension

@@ -45,12 +45,19 @@ def record(key: str, what: str, measured: str, target: str = "—") -> None:
     the script printed it, `target` the goal it is held against ("—" when there is none).
     """
     figures = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    run = {"measured": measured, "date": datetime.date.today().isoformat(), "machine": machine()}
+    now = datetime.datetime.now()
+    run = {
+        "measured": measured,
+        "date": now.date().isoformat(),
+        "machine": machine(),
+        "time": now.isoformat(),  # tells two runs of one day apart
+    }
     old = figures.get(key, {})
     runs = [r for r in old.get("runs", []) if shape(r["measured"]) == shape(measured)]
     if shape(old.get("what", "")) != shape(what):
         runs = []  # it measures something else now: earlier runs say nothing about it
-    figures[key] = {"what": what, "target": target, **run, "runs": (runs + [run])[-RUNS_KEPT:]}
+    latest = {k: run[k] for k in ("measured", "date", "machine")}
+    figures[key] = {"what": what, "target": target, **latest, "runs": (runs + [run])[-RUNS_KEPT:]}
     tmp = FIGURES.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(dict(sorted(figures.items())), indent=1, ensure_ascii=False) + "\n")
     tmp.replace(FIGURES)
