@@ -27,18 +27,19 @@ CONTRACT (other modules rely on it; keep it stable):
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 import numpy as np
 from rasterio.enums import Resampling
 
-from ..errors import InputError
+from ..errors import InputError, RegionError
 from .fingerprint import image_fingerprint
 from .grid import Grid, xyz_grid
 from .plan import ReadPlan, plan_of_parents
 from .projection import Projection
-from .region import grid_for, lonlat_bounds, point_grid
+from .region import grid_for, lonlat_bounds, point_grid, point_in_image
 from .resampling import resolve_resampling
 
 #: Largest grid `to_numpy` returns by default (pixels per band); exports stream instead.
@@ -210,13 +211,28 @@ class Image:
         return self.read(grid, resampling=resampling)
 
     def sample(self, lon: float, lat: float, proj=None) -> dict[str, float | None]:
-        """Band values of the pixel containing (lon, lat) at native scale (None if masked)."""
+        """Band values of the pixel containing (lon, lat) at native scale (None if masked).
+
+        A point off the image reads None in every band too, and says so in a warning.
+        """
         grid = point_grid(self, lon, lat, proj)
         values = self.read(grid, resampling=Resampling.nearest)
-        return {
+        out = {
             name: (None if values.mask[i, 0, 0] else float(values.data[i, 0, 0]))
             for i, name in enumerate(self._band_names)
         }
+        if all(v is None for v in out.values()) and not point_in_image(self, lon, lat):
+            try:
+                swapped = point_in_image(self, lat, lon)
+            except RegionError:  # lon is no latitude
+                swapped = False
+            hint = " It is inside read as (lat, lon): give (lon, lat), lon first." if swapped else ""
+            warnings.warn(
+                f"Point ({lon}, {lat}) is outside the image, which covers {self.bounds} (lon/lat): "
+                f"every band reads None.{hint}",
+                stacklevel=2,
+            )
+        return out
 
 
 class ParentView(Image):

@@ -304,3 +304,10 @@ def point_grid(image: Image, lon: float, lat: float, proj=None) -> Grid:
         raise RegionError(f"Point ({lon}, {lat}) cannot be expressed in {p!r}.")
     col, row = ~p.transform @ (xs[0], ys[0])
     return Grid(p.crs, p.transform @ Affine.translation(math.floor(col), math.floor(row)), 1, 1)
+
+
+def point_in_image(image: Image, lon: float, lat: float) -> bool:
+    """Whether (lon, lat) falls on a pixel of the image's own grid (masked or not)."""
+    g, own = point_grid(image, lon, lat), image.grid
+    col, row = ~own.transform @ (g.transform.c, g.transform.f)
+    return 0 <= round(col) < own.width and 0 <= round(row) < own.height

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 
 from ..core.image import Image
+from ..core.region import point_in_image
 
 
 def fmt(value: float | None) -> str:
@@ -47,6 +48,13 @@ class Inspector(widgets.VBox):
         rows = [f"<b>Point</b> {lon:.6f}, {lat:.6f}"]
         for title, image in sections:
             try:
+                if not point_in_image(image, lon, lat):  # say so, rather than "masked" in every band
+                    result[title] = dict.fromkeys(image.band_names)
+                    rows.append(
+                        f'<div style="margin-top:4px" data-section="{html.escape(title)}"><b>{html.escape(title)}</b>'
+                        f'<br><span class="emw-outside">outside this image</span></div>'
+                    )
+                    continue
                 values = image.sample(lon, lat)
             except Exception as exc:  # noqa: BLE001 - a failing model must not break the inspector
                 result[title] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -462,6 +462,11 @@ def test_model_path_field_loads_a_keras_file(panel, tmp_path):
     sample = panel.inspect(-67.64, -47.85)
     inputs = sample[f"Input: {panel.image_picker.value}"]
     assert sample["Prediction: nir_minus_red"]["output"] == pytest.approx(inputs["nir"] - inputs["red"])
+    far = panel.inspect(10.0, 45.0)  # a click off the scene says so, not "masked" in every band
+    assert far["Prediction: nir_minus_red"] == {"output": None}
+    assert all(v is None for v in far[f"Input: {panel.image_picker.value}"].values())
+    assert panel.inspector.html.value.count("outside this image") == 2
+    assert "masked" not in panel.inspector.html.value
     panel.model_path.value = str(tmp_path / "nope.keras")
     panel.load_model_button.click()
     panel.wait()

@@ -386,7 +386,11 @@ def test_to_numpy_with_region_and_pixel_limit(three):
 def test_sample_returns_the_pixel_under_a_point(three):
     w, s, e, n = three.bounds
     assert three.sample((w + e) / 2, (s + n) / 2) == {"r": 1.0, "g": 2.0, "b": 3.0}
-    assert three.sample(0.0, 0.0) == {"r": None, "g": None, "b": None}
+    with pytest.warns(UserWarning, match=r"Point \(0.0, 0.0\) is outside the image, which covers"):
+        assert three.sample(0.0, 0.0) == {"r": None, "g": None, "b": None}
+    lon, lat = (w + e) / 2, (s + n) / 2
+    with pytest.warns(UserWarning, match=r"inside read as \(lat, lon\)"):
+        three.sample(lat, lon)
 
 
 def test_tile_is_256_square_and_masked_off_the_image(three):
