@@ -57,11 +57,13 @@ _LAYER_NAMES = ("stack", "normalise", "hidden_0", "hidden_1", "probabilities", "
 
 
 def class_band_names(classes: Sequence[str], input_bands: Sequence[str] = ()) -> list[str]:
-    """Probability band names for class names: letters, digits and '_' kept, anything else
-    -> '_'; a name taken by an input band or by the network ("green" on an image with a
-    "green" band) gets the suffix "_probability"."""
+    """Probability band names for class names: ASCII letters, digits and '_' kept (model
+    output names must be ASCII), anything else -> '_'; a name with no ASCII letter or digit
+    ("水", "лес") becomes "class_<its index>"; a name taken by an input band or by the network
+    ("green" on an image with a "green" band) gets the suffix "_probability"."""
     names = [re.sub(r"[^A-Za-z0-9_]", "_", c) for c in classes]
-    names = [n if n and not n[0].isdigit() else f"class_{n}" for n in names]
+    names = [n if re.search(r"[A-Za-z0-9]", n) else str(i) for i, n in enumerate(names)]
+    names = [n if not n[0].isdigit() else f"class_{n}" for n in names]
     taken = {*input_bands, *_LAYER_NAMES, CLASS_BAND}
     names = [f"{n}_probability" if n in taken else n for n in names]
     if len(set(names)) != len(names):
@@ -192,6 +194,7 @@ def train_classifier(
     )
     clf.validation = Evaluation.from_classes(labels.classes, *validation)
     clf.seconds = time.perf_counter() - start
+    clf.unused = samples.unused()
     return clf
 
 
@@ -363,6 +366,8 @@ class TrainedClassifier:
         self.validation: Evaluation | None = None
         #: Seconds `train_classifier` spent on band statistics and fitting (sampling the labels excluded).
         self.seconds = float("nan")
+        #: What of the labels training could not use (`Samples.unused()`; "" when it used them all).
+        self.unused = ""
         self.model: Model = Model.from_keras(keras_model, name=name, **self.ee_params)
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ import copy
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -57,9 +58,25 @@ class Samples:
     rows: np.ndarray
     cols: np.ndarray
     patches: np.ndarray | None = None
+    #: Labels with no pixel in the image, and labelled pixels left out because they are masked.
+    labels_outside: int = 0
+    masked_pixels: int = 0
 
     def __len__(self) -> int:
         return int(self.y.size)
+
+    def unused(self) -> str:
+        """What of the labels was not sampled, as a sentence ("" when everything was)."""
+        parts = []
+        if self.labels_outside:
+            n = self.labels_outside
+            parts.append(f"{n} label{'s' * (n > 1)} outside the image")
+        if self.masked_pixels:
+            n = self.masked_pixels
+            parts.append(f"{n} labelled pixel{'s' * (n > 1)} masked in the image (nodata or NaN)")
+        if not parts:
+            return ""
+        return f"Not used: {' and '.join(parts)}; {len(self)} labelled pixels were sampled."
 
     def counts(self) -> dict[str, int]:
         """Pixels per class, in class order."""
@@ -367,6 +384,8 @@ class Labels:
         """The pixels under the labels, on `proj`'s lattice (None: the image's native grid).
 
         Masked pixels are dropped; a pixel under several labels gets the class of the last.
+        Labels outside the image and masked labelled pixels are counted (`Samples.unused()`)
+        and named in a warning: a label that counts for nothing is never silent.
         `patch_size` (odd) also returns each pixel's neighbourhood (for patch classifiers).
         """
         from .region import grid_for
@@ -379,7 +398,7 @@ class Labels:
         ):
             raise InputError(f"patch_size must be a positive odd integer, got {patch_size!r}.")
         full = grid_for(image, None, proj)
-        rows, cols, cls = self._pixels(full)
+        rows, cols, cls, label = self._pixels(full)
         if rows.size == 0:
             raise RegionError(
                 f"None of the {len(self)} labels covers a pixel of the image, which covers {image.bounds} "
@@ -390,6 +409,7 @@ class Labels:
         _, last = np.unique(key[::-1], return_index=True)
         keep = np.sort(key.size - 1 - last)
         rows, cols, cls = rows[keep], cols[keep], cls[keep]
+        outside = len(self._features) - np.unique(label).size
 
         half = (patch_size or 1) // 2
         r0, r1 = int(rows.min()) - half, int(rows.max()) + half + 1
@@ -424,7 +444,7 @@ class Labels:
                     v, vm = at(dr, dc)
                     patches[:, :, i, j] = np.where(vm, 0.0, v).T  # masked -> 0, as Earth Engine sends
             patches = patches[ok]
-        return Samples(
+        samples = Samples(
             x=np.ascontiguousarray(x.T[ok], dtype=np.float32),
             y=cls[ok].astype(np.int64),
             band_names=list(bands),
@@ -433,7 +453,12 @@ class Labels:
             rows=rows[ok],
             cols=cols[ok],
             patches=patches,
+            labels_outside=int(outside),
+            masked_pixels=int((~ok).sum()),
         )
+        if samples.unused():  # a label the user placed and that silently counts for nothing
+            warnings.warn(samples.unused(), stacklevel=2)
+        return samples
 
     def _swapped_hint(self, bounds) -> str:
         """A hint when points given as (lat, lon) would fall inside `bounds` read as (lon, lat)."""
@@ -451,15 +476,16 @@ class Labels:
                 return " Some points are inside it read as (lat, lon): give points as (lon, lat), lon first."
         return ""
 
-    def _pixels(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(rows, cols, class index) of every pixel of `grid` under each label, in label order."""
+    def _pixels(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols, class index, label index) of every pixel of `grid` under each label, in
+        label order."""
         from rasterio import features
         from rasterio.warp import transform as warp_transform
         from rasterio.warp import transform_geom
 
         from .grid import snap_bounds
 
-        rows, cols, cls = [], [], []
+        rows, cols, cls, label = [], [], [], []
         inv = ~grid.transform
         # Every point in one projection call (thousands of clicked points are common).
         lonlat = [
@@ -476,7 +502,7 @@ class Labels:
             xs, ys = warp_transform("EPSG:4326", grid.crs, [p[0] for p in lonlat], [p[1] for p in lonlat])
             pc, pr = inv @ (np.asarray(xs, np.float64), np.asarray(ys, np.float64))
         n_pt = 0
-        for f in self._features:
+        for i, f in enumerate(self._features):
             k = self._classes.index(f["properties"]["class"])
             kind = f["geometry"]["type"]
             if kind in ("Point", "MultiPoint"):
@@ -487,6 +513,7 @@ class Labels:
                 rows.append(np.floor(r[ok]))
                 cols.append(np.floor(c[ok]))
                 cls.append(np.full(int(ok.sum()), k))
+                label.append(np.full(int(ok.sum()), i))
                 continue
             g = transform_geom("EPSG:4326", grid.crs, f["geometry"])
             flat = np.array([p[:2] for poly in _polygons(g) for ring in poly for p in ring], np.float64)
@@ -511,11 +538,12 @@ class Labels:
             rows.append(rr + r0)
             cols.append(cc + c0)
             cls.append(np.full(rr.size, k))
+            label.append(np.full(rr.size, i))
         if not rows:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        r, c, k = (np.concatenate(a).astype(np.int64) for a in (rows, cols, cls))
+            return tuple(np.zeros(0, np.int64) for _ in range(4))  # type: ignore[return-value]
+        r, c, k, i = (np.concatenate(a).astype(np.int64) for a in (rows, cols, cls, label))
         inside = (r >= 0) & (c >= 0) & (r < grid.height) & (c < grid.width)
-        return r[inside], c[inside], k[inside]
+        return r[inside], c[inside], k[inside], i[inside]
 
 
 def _polygons(g: dict) -> list:

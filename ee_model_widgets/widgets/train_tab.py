@@ -341,7 +341,7 @@ class TrainTab(widgets.VBox):
         self.evaluation = clf.validation
         # The map first (the user is waiting for it), then the plots.
         self.panel.add_model(name, clf.model, vis_params=clf.vis_params, class_names=clf.classes)
-        self._say(f"{name} trained in {clf.seconds:.1f} s and shown on the map.")
+        self._say(f"{name} trained in {clf.seconds:.1f} s and shown on the map. {clf.unused}".rstrip())
         self.plot.value = history_png(clf.history, len(clf.history.get("loss", [])))
         self._show_validation(name, clf)
         if self.uncertainty.value:

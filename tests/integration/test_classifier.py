@@ -3,6 +3,8 @@ the uncertainty layer, evaluate's figures, save/load, and `ee-model prepare`/`se
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from affine import Affine
@@ -307,6 +309,16 @@ def test_a_class_named_like_an_input_band_gets_a_distinct_band(scene):
     ]
 
 
+def test_classes_named_in_any_script_get_distinct_bands_and_keep_their_names(scene):
+    """Model output names must be ASCII: names without an ASCII letter or digit get
+    class_<index> bands (they used to collide as "_"), the legend keeps the names."""
+    img, _, truth = scene
+    labels = label_from_truth(truth, T, UTM, ["水", "лес", "Wald-2"], 5)
+    clf = emw.train_classifier(img, labels, epochs=1)
+    assert clf.model.predict_image(img).band_names == ["class_0", "class_1", "Wald_2", CLASS_BAND]
+    assert clf.classes == ["水", "лес", "Wald-2"]
+
+
 def test_training_says_why_a_class_has_no_pixels(scene):
     """A class whose labels are all outside the image or all on masked pixels is named, with
     the reason, instead of the bare "label another class"."""
@@ -329,6 +341,40 @@ def test_training_says_why_a_class_has_no_pixels(scene):
         emw.train_classifier(img, labels)
     with pytest.raises(InputError, match="image must be an emw.Image"):
         emw.train_classifier(data, labels)
+
+
+def test_labels_that_count_for_nothing_are_named_not_dropped_silently(scene):
+    """Two labels off the image and one on a masked pixel: training goes on with the others,
+    and says what it did not use (a warning, and `clf.unused` that the Train tab shows)."""
+    img, _, _ = scene
+    data = np.asarray(img.to_numpy())
+    mask = np.zeros(data.shape, bool)
+    mask[3, :, :40] = True  # the nir band is masked left of column 40
+    masked = emw.Image.from_array(
+        np.ma.MaskedArray(data, mask=mask), transform=T, crs=UTM, band_names=img.band_names
+    )
+    labels = emw.Labels(["a", "b"])
+    for row, col in [(50, 50), (52, 50), (54, 50)]:
+        labels.add(pixel_lonlat(T, UTM, [row], [col])[0], "a")
+    for row, col in [(60, 80), (62, 80), (5, 5)]:  # the last one is masked in nir
+        labels.add(pixel_lonlat(T, UTM, [row], [col])[0], "b")
+    for row, col in [(50, -500), (-900, 20)]:  # off the image
+        labels.add(pixel_lonlat(T, UTM, [row], [col])[0], "a")
+    expected = "Not used: 2 labels outside the image and 1 labelled pixel masked in the image (nodata or NaN); 5 labelled pixels were sampled."
+    with pytest.warns(UserWarning) as caught:
+        samples = labels.sample(masked)
+    assert [str(w.message) for w in caught] == [expected]
+    assert (samples.labels_outside, samples.masked_pixels, len(samples)) == (2, 1, 5)
+    with pytest.warns(UserWarning, match="2 labels outside the image"):
+        clf = emw.train_classifier(masked, labels, epochs=1)
+    assert clf.unused == expected
+    assert clf.samples == {"a": 3, "b": 2}
+    inside = emw.Labels(["a", "b"])
+    inside.add(pixel_lonlat(T, UTM, [50], [50])[0], "a")
+    inside.add(pixel_lonlat(T, UTM, [60], [80])[0], "b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left out: nothing to say
+        assert inside.sample(masked).unused() == ""
 
 
 def test_evaluate_on_a_reference_that_does_not_overlap_is_an_error(scene, trained):

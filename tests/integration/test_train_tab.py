@@ -120,6 +120,7 @@ def test_train_loop_through_the_tab(panel, reference, tmp_path):
     assert "classifier v1" in panel.model_picker.options and panel.model_picker.value == "classifier v1"
     assert panel.band.value == "classification" and panel.layer.visible
     assert "validation accuracy" in tab.summary.value and tab.confusion.value[:4] == b"\x89PNG"
+    assert "classifier v1 trained in" in tab.message.value and "Not used" not in tab.message.value
     clf = tab.classifier
     tile = tile_at((w + e) / 2, (s + n) / 2, 15)
     (reply,) = panel.view.fetch([tile])
@@ -148,10 +149,13 @@ def test_train_loop_through_the_tab(panel, reference, tmp_path):
     tab.compare_previous.value = True
     for lon, lat in centres(scene, *np.nonzero(lc == 3))[:10]:
         tab.add_point(lon, lat, "green")
+    tab.add_point(e + 0.01, n, "green")  # a click just off the scene: trained without, and said so
     tab.train_button.click()
     panel.wait(300)
     assert panel.error == "", panel.error
     assert panel.model_picker.value == "classifier v2"
+    assert "classifier v2 trained in" in tab.message.value
+    assert "Not used: 1 label outside the image" in tab.message.value
     assert panel.compare.value and panel.compare_model.value == "classifier v1"
     assert panel.split_control is not None
     assert (
@@ -165,7 +169,7 @@ def test_train_loop_through_the_tab(panel, reference, tmp_path):
     tab.path.value = str(tmp_path / "labels.geojson")
     tab.save_button.click()
     saved = json.loads((tmp_path / "labels.geojson").read_text())
-    assert saved == tab.labels.to_geojson() and len(saved["features"]) == 40
+    assert saved == tab.labels.to_geojson() and len(saved["features"]) == 41
     tab.clear_button.click()
     assert len(tab.labels) == 0 and tab.label_group.layers == ()
     tab.load_button.click()
