@@ -353,7 +353,8 @@ class TrainTab(widgets.VBox):
         ev = clf.validation
         if ev is None or ev.n == 0:
             self.summary.value = (
-                f"<small><b>{html.escape(name)}</b>: no pixels held out for validation.</small>"
+                f"<small><b>{html.escape(name)}</b>: no pixels held out for validation (a class keeps "
+                "one aside once it has 3 labelled pixels; labels on one pixel count once).</small>"
             )
             self.confusion.value = b""
             return
