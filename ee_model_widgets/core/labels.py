@@ -76,7 +76,8 @@ class Samples:
             parts.append(f"{n} labelled pixel{'s' * (n > 1)} masked in the image (nodata or NaN)")
         if not parts:
             return ""
-        return f"Not used: {' and '.join(parts)}; {len(self)} labelled pixels were sampled."
+        n = len(self)
+        return f"Not used: {' and '.join(parts)}; {n} labelled pixel{'s were' if n != 1 else ' was'} sampled."
 
     def counts(self) -> dict[str, int]:
         """Pixels per class, in class order."""

@@ -205,8 +205,12 @@ def test_last_label_wins_on_a_pixel_and_masked_pixels_are_dropped():
     labels.add(lonlat(1.5, 1.5), "a")
     labels.add(lonlat(1.5, 1.5), "b")  # a correction on the same pixel
     labels.add(lonlat(9.5, 1.5), "a")  # masked pixel
-    s = labels.sample(img)
+    with pytest.warns(
+        UserWarning, match=r"^Not used: 1 labelled pixel masked .*; 1 labelled pixel was sampled\.$"
+    ):
+        s = labels.sample(img)
     assert s.y.tolist() == [1] and s.x[:, 0].tolist() == [11.0]
+    assert (s.labels_outside, s.masked_pixels) == (0, 1)
 
 
 def test_patches_are_centred_and_zero_outside(image):
