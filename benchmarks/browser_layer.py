@@ -347,6 +347,7 @@ def run_side(browser, server, name: str, cells: list[str], ctx: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sides", default="ours,lts-process,lts-comm-bridge")
+    ap.add_argument("--shots", type=Path, help="save each side's first-view screenshot here, as <side>.png")
     args = ap.parse_args()
     sides = args.sides.split(",")
     theirs = any(side.startswith("lts") for side in sides)  # `--sides ours` runs without localtileserver
@@ -421,6 +422,10 @@ def main() -> None:
             f"restyle p50 {statistics.median(rs):5.0f} ms (max {max(rs):.0f}) | pan {r['pan_tiles']} tiles "
             f"in {r['pan_s']:.2f} s = {r['pan_tiles'] / r['pan_s']:.1f} tiles/s | tile src {r['schemes']}"
         )
+    if args.shots:
+        args.shots.mkdir(parents=True, exist_ok=True)
+        for side, r in results.items():
+            PILImage.fromarray(r["shot"].astype(np.uint8)).save(args.shots / f"{side}.png")
     if "ours" in results:
         k = results["ours"]["kernel"]
         print(
