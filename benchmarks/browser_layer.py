@@ -27,7 +27,8 @@ Each map is 768x512 px, no basemap, no inertia, alone in its page; the same scri
     from the first drag to the last tile of the final view.
 Only the layer's tiles are counted (ours: `.ee-model-tile` canvases, drawn with status "ok",
 never an error tile; theirs: images that decoded). The first views are screenshotted and compared:
-the difference is printed, and so is the centre tile's as each side makes it (both read
+the difference is printed and recorded (`same_pixels`), and so is the centre tile's as each side
+makes it (both read
 with nearest neighbour, Earth Engine's default and rio-tiler's; the colormap lookup differs:
 ours a 4097-entry ramp, rio-tiler 256 entries; with `resample("bilinear")` ours differs more).
 
@@ -227,11 +228,21 @@ def wait_done(nb: NotebookPage, expected: int, timeout: float = 120) -> float:
 
 def screenshot_map(nb: NotebookPage) -> np.ndarray:
     """RGB pixels of the map's tiles as shown (scrolled into view if needed), without the zoom
-    buttons and the attribution box, which differ between the layers."""
-    controls = ".leaflet-control-container"
-    nb.page.evaluate(f"document.querySelector('{controls}').style.visibility = 'hidden'")
-    png = nb.page.locator(".leaflet-container").first.screenshot()
-    nb.page.evaluate(f"document.querySelector('{controls}').style.visibility = ''")
+    buttons and the attribution box, which differ between the layers, and without JupyterLab's
+    notifications (its first-run "Jupyter news?" toast sits over the map's corner).
+
+    The map sits at a fractional page offset that differs between notebooks (457.56 px here,
+    458.13 px there), and an element screenshot clips from the offset rounded down: the same
+    map came out one row apart. The tiles are drawn on whole device pixels, so the clip starts
+    at the offset rounded to the nearest pixel instead: the map's own pixels on both sides."""
+    hide = ".leaflet-control-container, .Toastify"
+    nb.page.evaluate(f"document.querySelectorAll('{hide}').forEach(e => e.style.visibility = 'hidden')")
+    container = nb.page.locator(".leaflet-container").first
+    container.scroll_into_view_if_needed()
+    box = container.bounding_box()
+    clip = {"x": round(box["x"]), "y": round(box["y"]), "width": MAP_W, "height": MAP_H}
+    png = nb.page.screenshot(clip=clip)
+    nb.page.evaluate(f"document.querySelectorAll('{hide}').forEach(e => e.style.visibility = '')")
     return np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
@@ -440,10 +451,12 @@ def main() -> None:
         )
         ref = results["ours"]["shot"]
         assert ref.std() > 5, "our map screenshot is blank"
+        same = {}  # side -> (share of pixels within 2 levels of ours, largest difference)
         for side, r in results.items():
             if side == "ours":
                 continue
             d = np.abs(r["shot"] - ref).max(axis=-1)
+            same[side] = (100 * (d <= 2).mean(), int(d.max()))
             print(
                 f"  first view, {side} vs ours: mean |diff| {d.mean():.2f} levels, pixels within 2 levels "
                 f"{100 * (d <= 2).mean():.1f}%, within 16 {100 * (d <= 16).mean():.1f}%, max {d.max()}"
@@ -471,6 +484,15 @@ def main() -> None:
                     f"{(t['pan_tiles'] / t['pan_s']) / (o['pan_tiles'] / o['pan_s']):.2f}",
                     "<= 1.0",
                 )
+        if same:
+            record(
+                "browser_layer.same_pixels",
+                "Same in Chromium: the first views as shown, theirs against ours (screenshots of the map, "
+                f"{' / '.join(same)}): pixels within 2 levels of 255; largest difference",
+                " / ".join(f"{p:.1f}%" for p, _ in same.values())
+                + "; "
+                + " / ".join(str(m) for _, m in same.values()),
+            )
 
 
 if __name__ == "__main__":
