@@ -319,16 +319,23 @@ def test_classes_named_in_any_script_get_distinct_bands_and_keep_their_names(sce
     assert clf.classes == ["水", "лес", "Wald-2"]
 
 
-def test_training_says_why_a_class_has_no_pixels(scene):
-    """A class whose labels are all outside the image or all on masked pixels is named, with
-    the reason, instead of the bare "label another class"."""
+@pytest.fixture(scope="module")
+def nir_masked_left(scene):
+    """The scene with its nir band masked left of column 40."""
     img, _, _ = scene
     data = np.asarray(img.to_numpy())
     mask = np.zeros(data.shape, bool)
-    mask[3, :, :40] = True  # the nir band is masked left of column 40
-    masked = emw.Image.from_array(
+    mask[3, :, :40] = True
+    return emw.Image.from_array(
         np.ma.MaskedArray(data, mask=mask), transform=T, crs=UTM, band_names=img.band_names
     )
+
+
+def test_training_says_why_a_class_has_no_pixels(scene, nir_masked_left):
+    """A class whose labels are all outside the image or all on masked pixels is named, with
+    the reason, instead of the bare "label another class"."""
+    img, _, _ = scene
+    data, masked = np.asarray(img.to_numpy()), nir_masked_left
     labels = emw.Labels(["a", "b"])
     labels.add(pixel_lonlat(T, UTM, [5], [5])[0], "a")  # masked in nir
     labels.add(pixel_lonlat(T, UTM, [5], [80])[0], "b")
@@ -343,16 +350,10 @@ def test_training_says_why_a_class_has_no_pixels(scene):
         emw.train_classifier(data, labels)
 
 
-def test_labels_that_count_for_nothing_are_named_not_dropped_silently(scene):
+def test_labels_that_count_for_nothing_are_named_not_dropped_silently(nir_masked_left):
     """Two labels off the image and one on a masked pixel: training goes on with the others,
     and says what it did not use (a warning, and `clf.unused` that the Train tab shows)."""
-    img, _, _ = scene
-    data = np.asarray(img.to_numpy())
-    mask = np.zeros(data.shape, bool)
-    mask[3, :, :40] = True  # the nir band is masked left of column 40
-    masked = emw.Image.from_array(
-        np.ma.MaskedArray(data, mask=mask), transform=T, crs=UTM, band_names=img.band_names
-    )
+    masked = nir_masked_left
     labels = emw.Labels(["a", "b"])
     for row, col in [(50, 50), (52, 50), (54, 50)]:
         labels.add(pixel_lonlat(T, UTM, [row], [col])[0], "a")
