@@ -457,8 +457,9 @@ class Labels:
             labels_outside=int(outside),
             masked_pixels=int((~ok).sum()),
         )
-        if samples.unused():  # a label the user placed and that silently counts for nothing
-            warnings.warn(samples.unused(), stacklevel=2)
+        unused = samples.unused()
+        if unused:  # a label the user placed and that would silently count for nothing
+            warnings.warn(unused, stacklevel=2)
         return samples
 
     def _swapped_hint(self, bounds) -> str:
