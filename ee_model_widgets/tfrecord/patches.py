@@ -230,6 +230,7 @@ def read_predictions(
     if kernel_size is not None:
         margin = margins(kernel_size)
     float_bands: set[str] = set()  # bands with float values; the others are class-like
+    beyond_float32: dict[str, int] = {}  # int64 bands -> their largest |value| above 2**24
     count = 0
     counts: list[int] = []
     for path in paths:
@@ -266,6 +267,10 @@ def read_predictions(
                     ) from None
                 if values.dtype.kind == "f":
                     float_bands.add(name)
+                elif values.size:
+                    big = int(np.abs(values).max())
+                    if big > _FLOAT32_EXACT and big > beyond_float32.get(name, 0):
+                        beyond_float32[name] = big
                 if margin is None:
                     margin = _detect_margin(values.size, pw, ph, where, name)
                 sw, sh = pw + 2 * margin[0], ph + 2 * margin[1]
@@ -288,6 +293,15 @@ def read_predictions(
             f"The prediction files hold {count} record(s) ({per_file}) but the mixer says "
             f"totalPatches={mix.total_patches}: a shard is missing or truncated, or the files belong "
             "to another export. Predict every exported patch, in order, and pass all the shards."
+        )
+    if beyond_float32:
+        # Bands are float32 from here on (as every image's are): say so rather than round quietly.
+        name, big = max(beyond_float32.items(), key=lambda kv: kv[1])
+        warnings.warn(
+            f"Integer feature(s) {sorted(beyond_float32)} hold values beyond 2**24 (16,777,216), "
+            f"e.g. {big:,} in {name!r}: bands are float32, which cannot hold them exactly "
+            f"({big:,} reads as {int(np.float32(big)):,}). Keep class values below 2**24.",
+            stacklevel=2,
         )
     data, transform = _north_up(out, mix.transform)
     return Image.from_array(
@@ -315,6 +329,9 @@ def _pick_bands(feats: Mapping, bands: Sequence[str] | None, where: str) -> list
         )
     return list(bands)
 
+
+# Integers up to this are exact in float32 (24-bit significand).
+_FLOAT32_EXACT = 2**24
 
 #: Largest mosaic `read_predictions` builds in memory, in pixels per band (as `to_numpy`).
 MAX_READ_PIXELS = 100_000_000

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -125,6 +126,31 @@ def test_feature_of_the_wrong_length_names_file_record_and_feature(export, tmp_p
         TFRecordError, match=r"record 0 of .*'p' has 65 values, but the mixer's patchDimensions are 8x8"
     ):
         read_predictions(path, prefix + "-mixer.json")
+
+
+def test_int64_values_float32_cannot_hold_are_named(export, tmp_path):
+    """Class values beyond 2**24 come back rounded (bands are float32): a warning says which
+    feature and what a value reads as, instead of rounding them quietly."""
+    _, prefix = export
+
+    def int_example(values):
+        return tf.train.Example(
+            features=tf.train.Features(
+                feature={"label": tf.train.Feature(int64_list=tf.train.Int64List(value=values))}
+            )
+        )
+
+    path = tmp_path / "labels.tfrecord"
+    write_raw(path, [int_example([7] * 64)] * 7 + [int_example([2**24 + 1] + [7] * 63)])
+    with pytest.warns(
+        UserWarning, match=r"\['label'\] hold values beyond 2\*\*24.*16,777,217 reads as 16,777,216"
+    ):
+        img = read_predictions(path, prefix + "-mixer.json")
+    assert float(np.asarray(img.to_numpy()).max()) == 2**24
+    write_raw(path, [int_example([2**24] * 64)] * 8)  # still exact: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float(np.asarray(read_predictions(path, prefix + "-mixer.json").to_numpy()).max()) == 2**24
 
 
 def test_corrupt_gzip_names_the_file(export, tmp_path):
