@@ -252,6 +252,13 @@ def read_predictions(
                         _feature_size(feats[names[0]], where, names[0]), pw, ph, where, names[0]
                     )
                 out = _allocate(mix, len(names))
+            if bands is None and len(feats) > len(names):
+                # All features are bands: one that the first record lacked would be dropped unseen.
+                extra = sorted(set(feats) - set(names))
+                raise TFRecordError(
+                    f"{where} has feature(s) {extra} that the first record lacks (it has {names}): every "
+                    "record needs the same features. Pass bands=[...] to read some of them only."
+                )
             r, c = divmod(count, mix.patches_per_row)
             for i, name in enumerate(names):
                 if name not in feats:

@@ -153,6 +153,18 @@ def test_int64_values_float32_cannot_hold_are_named(export, tmp_path):
         assert float(np.asarray(read_predictions(path, prefix + "-mixer.json").to_numpy()).max()) == 2**24
 
 
+def test_a_feature_only_later_records_have_is_an_error_unless_bands_are_picked(export, tmp_path):
+    _, prefix = export
+    path = tmp_path / "preds.tfrecord"
+    good = float_example(p=np.zeros(64))
+    write_raw(path, [good] * 3 + [float_example(p=np.zeros(64), q=np.ones(64))] + [good] * 4)
+    with pytest.raises(
+        TFRecordError, match=r"record 3 of .*has feature\(s\) \['q'\] that the first record lacks"
+    ):
+        read_predictions(path, prefix + "-mixer.json")
+    assert read_predictions(path, prefix + "-mixer.json", bands=["p"]).band_names == ["p"]
+
+
 def test_corrupt_gzip_names_the_file(export, tmp_path):
     prefix = copy_export(export, tmp_path)
     shard = prefix + "-00002.tfrecord.gz"
