@@ -88,9 +88,11 @@ class Model(ModelLoaders, BandMapping):
         max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
         serialize_calls: bool = False,
         single_input_positional: bool = False,
+        thread_safe: bool = True,
     ):
         """Low-level: prefer the `from_*` constructors. `call` takes a dict of batched numpy
-        arrays and returns a dict, a list (in `outputs` order) or a single array."""
+        arrays and returns a dict, a list (in `outputs` order) or a single array.
+        `serialize_calls`: a TF/Keras model; `thread_safe=False`: `call` runs one at a time."""
         if max_batch_size is not None and (
             isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1
         ):
@@ -103,8 +105,9 @@ class Model(ModelLoaders, BandMapping):
         self.max_batch_size = max_batch_size
         self.stats = ModelStats()
         # TF/Keras models run one batch at a time (TF already uses every core inside a call);
-        # user callables may be thread-safe themselves, so they are not serialised.
-        self._lock = threading.Lock() if serialize_calls else None
+        # so do user callables not declared thread-safe: the map renders on several threads.
+        self._lock = threading.Lock() if serialize_calls or not thread_safe else None
+        self._pad_lone = serialize_calls
         self._single_positional = single_input_positional
         self.params = self._complete_params(params)
         #: How another process loads this model again (set by the `from_*` constructors).
@@ -229,7 +232,7 @@ class Model(ModelLoaders, BandMapping):
     def _run(self, chunk: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         # TensorFlow (oneDNN) runs a batch of one through other kernels, whose last bits differ:
         # a lone cell is sent twice, so a cell's value never depends on what it was batched with.
-        pad = n == 1 and self._lock is not None
+        pad = n == 1 and self._pad_lone
         if pad:
             chunk = {k: np.concatenate([a, a]) for k, a in chunk.items()}
         t0 = time.perf_counter()

@@ -246,6 +246,7 @@ class ModelLoaders:
         input_names: Sequence[str] | None = None,
         output_names: Sequence[str] | None = None,
         max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
+        thread_safe: bool = False,
         **ee_params: Any,
     ) -> _M:
         """Any function `fn(dict name -> (N, H, W, C) float32) -> dict name -> array (or one array)`.
@@ -255,7 +256,9 @@ class ModelLoaders:
         whatever bands the image has, each under its own name (EE's request). `fingerprint`: a
         stable string identifying the function's behaviour, so its predictions can be cached
         across Model objects (default: unique per Model object). `output_names`: the keys of
-        the returned dict, when known up front.
+        the returned dict, when known up front. `thread_safe`: the map renders tiles on several
+        threads, so `fn` runs one call at a time unless it is declared safe to call concurrently
+        (pure numpy, a REST client): a stateful model would otherwise mix tiles up.
         """
         if not callable(fn):
             raise InputError(f"from_callable needs a function, got {type(fn).__name__}.")
@@ -289,9 +292,12 @@ class ModelLoaders:
             inputs=in_specs,
             outputs=out_specs,
             max_batch_size=max_batch_size,
+            thread_safe=bool(thread_safe),
         )
         opts = dict(name=name, fingerprint=fingerprint, input_names=input_names, output_names=output_names)
-        model.spec = ModelSpec("callable", fn, dict(opts, max_batch_size=max_batch_size))
+        model.spec = ModelSpec(
+            "callable", fn, dict(opts, max_batch_size=max_batch_size, thread_safe=bool(thread_safe))
+        )
         return model
 
     @classmethod

@@ -1,0 +1,111 @@
+"""Models as users bring them, with their quirks: not thread-safe, integer inputs, channels-first.
+
+Each test drives the user API (`Model.from_*`, `predict_image`, the map layer through
+`HeadlessView`) and compares with the model called directly on the same array, or expects an
+error that names what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from affine import Affine
+
+import ee_model_widgets as emw
+from ee_model_widgets.core.grid import MERCATOR_HALF_WORLD
+from ee_model_widgets.widgets.headless import HeadlessView
+from tests.conftest import UTM19S, UTM_TRANSFORM
+
+Z = 12
+X0, Y0 = 2000, 1500  # the scene covers tiles X0..X0+1, Y0..Y0+1 at zoom Z: a tile is a slice of it
+TILES = [(Z, X0 + i, Y0 + j) for j in range(2) for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def values():
+    return np.random.default_rng(7).integers(1, 100, (1, 512, 512)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def mercator_scene(values):
+    span = 2 * MERCATOR_HALF_WORLD / 2**Z
+    res = span / 256
+    transform = Affine(res, 0, -MERCATOR_HALF_WORLD + X0 * span, 0, -res, MERCATOR_HALF_WORLD - Y0 * span)
+    return emw.Image.from_array(values, transform=transform, crs="EPSG:3857", band_names=["v"])
+
+
+class StatefulModel:
+    """A model that keeps its input in a member between two steps, as many hand-written
+    wrappers do (a reused buffer, a session's feed): two concurrent calls mix their tiles."""
+
+    def __init__(self):
+        self.buffer = None
+        self.started = threading.Event()
+        self.overlapped = False
+
+    def __call__(self, inputs):
+        if self.started.is_set():  # another call is in progress
+            self.overlapped = True
+        self.started.set()
+        self.buffer = inputs["array"]
+        # Give a concurrent call the time to overwrite the buffer (1 s at most, run alone).
+        for _ in range(100):
+            if self.buffer is not inputs["array"]:
+                break
+            threading.Event().wait(0.01)
+        out = self.buffer * 2
+        self.started.clear()
+        return out
+
+
+def test_a_model_that_is_not_thread_safe_still_gets_the_right_tiles_on_the_map(mercator_scene, values):
+    # The layer renders with two worker threads: an unguarded stateful callable gave each
+    # tile the pixels of whichever tile wrote the buffer last.
+    stateful = StatefulModel()
+    model = emw.Model.from_callable(stateful, input_tile_size=[64, 64])
+    layer = emw.PredictionLayer(
+        model.predict_image(mercator_scene, cache=None), vis_params={"min": 0, "max": 255}, workers=2
+    )
+    try:
+        view = HeadlessView(layer)
+        replies = view.fetch(TILES, timeout=60)
+        for (_, x, y), reply in zip(TILES, replies):
+            assert reply.status == "ok"
+            r, c = (y - Y0) * 256, (x - X0) * 256
+            expected = np.clip(values[0, r : r + 256, c : c + 256] * 2, 0, 255).astype(np.uint8)
+            assert expected.max() > 0
+            assert np.array_equal(reply.rgba[..., 0], expected), f"tile {x}/{y} holds another tile's pixels"
+        assert not stateful.overlapped
+    finally:
+        layer.close()
+
+
+def test_a_callable_declared_thread_safe_is_called_concurrently():
+    # The opt-in for functions that are safe (pure numpy, a REST client): calls overlap.
+    both_inside = threading.Barrier(2, timeout=10)
+
+    def fn(inputs):
+        both_inside.wait()  # raises BrokenBarrierError unless two calls are inside at once
+        return inputs["array"] + 1
+
+    model = emw.Model.from_callable(fn, thread_safe=True, input_tile_size=[4, 4])
+    results, errors = [], []
+
+    def call():
+        try:
+            results.append(model.predict_batch({"array": np.zeros((1, 4, 4, 1), np.float32)}))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not errors
+    assert [r["output"].max() for r in results] == [1.0, 1.0]
+
