@@ -225,6 +225,8 @@ class Model(ModelLoaders, BandMapping):
             if dt is not None and a.dtype != dt:
                 if dt.kind in "iub" and a.dtype.kind == "f":
                     a = np.rint(a)
+                if dt.kind in "iu" and a.dtype.kind in "fiu":
+                    a = _saturate(a, dt)
                 a = a.astype(dt)
             out[k] = a
         return out
@@ -428,3 +430,12 @@ class Model(ModelLoaders, BandMapping):
             f"<Model {self.name!r} tile={list(p.input_tile_size)} overlap={list(p.overlap)} "
             f"out_tile={list(p.output_tile_size)} fix_input_proj={p.fix_input_proj}>"
         )
+
+
+def _saturate(a: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """`a` clipped to integer type `dt`'s range, as the output casts (and Earth Engine's) do:
+    `astype` alone wraps around (999 becomes 231 as uint8)."""
+    lo, hi = np.iinfo(dt).min, np.iinfo(dt).max
+    if a.dtype.kind in "iu":  # bounds must fit a's own type
+        lo, hi = max(lo, np.iinfo(a.dtype).min), min(hi, np.iinfo(a.dtype).max)
+    return np.clip(a, lo, hi)

@@ -109,3 +109,24 @@ def test_a_callable_declared_thread_safe_is_called_concurrently():
     assert not errors
     assert [r["output"].max() for r in results] == [1.0, 1.0]
 
+
+def test_an_integer_input_model_gets_out_of_range_values_saturated_not_wrapped():
+    # A uint8 model fed 12-bit imagery (0..999): 999 became 231 (999 mod 256), a
+    # plausible-looking wrong value. Casts saturate, as Earth Engine's do and as ours of outputs.
+    inp = keras.Input((None, None, 1), dtype="uint8")
+    km = keras.Model(inp, keras.layers.Lambda(lambda t: tf.cast(t, tf.float32) * 2.0)(inp))
+    arr = np.random.default_rng(3).uniform(0, 999, (1, 32, 32)).astype(np.float32)
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["b"])
+    got = emw.Model.from_keras(km, input_tile_size=[16, 16]).predict_image(img, cache=None).to_numpy()
+    as_uint8 = np.clip(np.rint(arr), 0, 255).astype(np.uint8).transpose(1, 2, 0)[None]
+    expected = km(as_uint8).numpy()[0, ..., 0]
+    assert (arr > 300).any()
+    assert np.array_equal(got[0], expected)
+    assert got[0][arr[0] > 255].min() == 510.0
+
+    # Through input_type_override too, into int8 (negative side included).
+    model = emw.Model.from_callable(
+        lambda b: b["b"].astype(np.float32), input_names=["b"], input_type_override={"b": "int8"}
+    )
+    out = model.predict_batch({"b": np.array([-1000.0, -3.4, 3.6, 500.0], np.float32).reshape(1, 2, 2, 1)})
+    assert out["output"].ravel().tolist() == [-128.0, -3.0, 4.0, 127.0]
