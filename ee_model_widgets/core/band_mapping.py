@@ -80,6 +80,29 @@ def _array_band(bands: Sequence[str]) -> str | None:
     return name if name and list(bands) == [f"{name}_{i}" for i in range(len(bands))] else None
 
 
+def channels_first_hint(shape: Sequence[int | None] | None, channels: int | None = None) -> str:
+    """A sentence for a model input that looks channels-first, (N, C, H, W), else "".
+
+    With `channels` (the bands it would get) C must be that count; without, C must be smaller
+    than a square H x W. Such models otherwise fail with a misleading size or channel error.
+    """
+    if shape is None or len(shape) != 4 or shape[1] is None:
+        return ""
+    c, h, w = shape[1], shape[2], shape[3]
+    if channels is not None:
+        looks = c == channels and w != channels and h in (None, w)
+    else:
+        looks = h is not None and h == w and c < h
+    if not looks:
+        return ""
+    dims = ", ".join("None" if d is None else str(d) for d in shape)
+    return (
+        f" Its input shape ({dims}) looks channels-first (N, C, H, W), but bands arrive channels-last "
+        "(N, H, W, C), as in Earth Engine: put a transpose in front of the model (a channels-last "
+        "keras.Input followed by keras.layers.Permute((3, 1, 2))) or export it channels-last."
+    )
+
+
 class BandMapping:
     """`Model`'s band planning (a mixin): reads `self.params`, `self.inputs`, `self.outputs`
     and `self.name` of the model it is part of."""
@@ -110,6 +133,12 @@ class BandMapping:
         if len(names) == 1 and names[0] not in sources and not p.input_properties:
             spec = specs[0]
             channels = len(bands)
+            hint = channels_first_hint(spec.shape, channels)
+            if hint:
+                raise InputError(
+                    f"Model {self.name!r} input {spec.name!r} cannot take the image's {channels} band(s) "
+                    f"{bands}.{hint}"
+                )
             want = None
             if spec.shape is not None and len(spec.shape) == 4 and spec.shape[3] is not None:
                 want = int(spec.shape[3])
@@ -142,6 +171,7 @@ class BandMapping:
                 raise InputError(
                     f"Model {self.name!r} input {s.name!r} takes {s.shape[3]} channels, but per-band inputs "
                     "are (H, W, 1): give the model one input per band, or a single input for stacked bands."
+                    + channels_first_hint(s.shape, 1)
                 )
             self._check_spatial(s)
         used_bands = tuple(n for n in names if n in bands and n not in p.input_properties)

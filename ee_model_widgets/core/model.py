@@ -30,6 +30,7 @@ from .band_mapping import (  # noqa: F401 - re-exported: `from ee_model_widgets.
     InputPlan,
     OutputSlot,
     TensorSpec,
+    channels_first_hint,
 )
 from .model_loaders import DEFAULT_MAX_BATCH_SIZE, ModelLoaders, _as_numpy, _describe_exc
 from .model_spec import ModelSpec
@@ -161,6 +162,9 @@ class Model(ModelLoaders, BandMapping):
             h, w = spatial
             mx, my = p.model_input_size
             if (mx, my) != (w, h):
+                hint = "".join(channels_first_hint(s.shape) for s in self.inputs or ())
+                if hint:  # its "size" is channels x height: no tile size fixes that
+                    raise InputError(f"Model {self.name!r} cannot take {mx}x{my} pixel tiles.{hint}")
                 raise InputError(
                     f"Model {self.name!r} takes {w}x{h} pixel inputs but input_tile_size {list(p.input_tile_size)} "
                     f"+ 2 * input_overlap_size {list(p.overlap)} (per edge) = {mx}x{my}: use "

@@ -17,6 +17,7 @@ from affine import Affine
 
 import ee_model_widgets as emw
 from ee_model_widgets.core.grid import MERCATOR_HALF_WORLD
+from ee_model_widgets.errors import InputError
 from ee_model_widgets.widgets.headless import HeadlessView
 from tests.conftest import UTM19S, UTM_TRANSFORM
 
@@ -130,3 +131,32 @@ def test_an_integer_input_model_gets_out_of_range_values_saturated_not_wrapped()
     )
     out = model.predict_batch({"b": np.array([-1000.0, -3.4, 3.6, 500.0], np.float32).reshape(1, 2, 2, 1)})
     assert out["output"].ravel().tolist() == [-128.0, -3.0, 4.0, 127.0]
+
+
+def nchw_model(spatial):
+    """A channels-first model (as exported from PyTorch): a weighted sum of the 3 bands on axis 1."""
+    inp = keras.Input((3, spatial, spatial))
+    weights = tf.constant([1.0, 10.0, 100.0])[None, :, None, None]
+    return keras.Model(inp, keras.layers.Lambda(lambda t: tf.reduce_sum(t * weights, axis=1))(inp))
+
+
+@pytest.mark.parametrize("spatial, tile", [(32, None), (32, [32, 32]), (None, [32, 32])])
+def test_a_channels_first_model_is_named_as_such_and_the_advice_works(spatial, tile):
+    # Before: "takes 32 channel(s) but the image has 3 band(s): select 32", or "takes 32x3
+    # pixel inputs: use input_tile_size=[32, 3]", or a TF traceback: advice that led nowhere.
+    arr = np.random.default_rng(5).random((3, 64, 64)).astype(np.float32)
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["r", "g", "b"])
+    km = nchw_model(spatial)
+    kw = {} if tile is None else {"input_tile_size": tile}
+    with pytest.raises(InputError) as err:
+        emw.Model.from_keras(km, **kw).predict_image(img, cache=None)
+    msg = str(err.value)
+    assert "channels-first (N, C, H, W)" in msg and "Permute((3, 1, 2))" in msg
+    assert "select 32" not in msg and "[32, 3]" not in msg
+
+    # The advice, followed: the numbers are the channels-first model's on the same pixels.
+    inp = keras.Input((spatial, spatial, 3))
+    fixed = keras.Model(inp, km(keras.layers.Permute((3, 1, 2))(inp)))
+    got = emw.Model.from_keras(fixed, input_tile_size=[32, 32]).predict_image(img, cache=None).to_numpy()
+    tiles = [[km(arr[None, :, r : r + 32, c : c + 32]).numpy()[0] for c in (0, 32)] for r in (0, 32)]
+    assert np.allclose(got[0], np.block(tiles), rtol=1e-6)
