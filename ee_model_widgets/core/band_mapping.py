@@ -181,6 +181,16 @@ class BandMapping:
     def _check_spatial(self, spec: TensorSpec) -> None:
         if spec.shape is None:
             return
+        if len(spec.shape) == 2 and spec.shape[1] is not None:
+            # A per-pixel model (e.g. Dense layers trained on sampled pixels): say how to run it.
+            c = spec.shape[1]
+            raise InputError(
+                f"Model {self.name!r} input {spec.name!r} has shape {spec.shape}: one pixel's {c} value(s) "
+                "per instance, but bands arrive as (batch, height, width, channels) tiles, as in Earth "
+                f"Engine. Rebuild it on keras.Input((None, None, {c})) (1x1 Conv2D layers for Dense ones), or "
+                "run it on every pixel of a tile: Model.from_callable(lambda b: np.asarray(model("
+                f"b['array'].reshape(-1, {c}))).reshape(*b['array'].shape[:3], -1), input_tile_size=[256, 256])."
+            )
         if len(spec.shape) not in (3, 4):
             raise InputError(
                 f"Model {self.name!r} input {spec.name!r} has shape {spec.shape}: image models need "

@@ -160,3 +160,26 @@ def test_a_channels_first_model_is_named_as_such_and_the_advice_works(spatial, t
     got = emw.Model.from_keras(fixed, input_tile_size=[32, 32]).predict_image(img, cache=None).to_numpy()
     tiles = [[km(arr[None, :, r : r + 32, c : c + 32]).numpy()[0] for c in (0, 32)] for r in (0, 32)]
     assert np.allclose(got[0], np.block(tiles), rtol=1e-6)
+
+
+def test_a_per_pixel_dense_model_gets_a_recipe_that_gives_its_numbers():
+    # A Dense model trained on sampled pixels takes (batch, bands). Before: "image models need
+    # (batch, height, width[, channels]) inputs", and no way forward.
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((3,))
+    km = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(keras.layers.Dense(4)(inp)))
+    arr = np.random.default_rng(6).random((3, 40, 40)).astype(np.float32)
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["r", "g", "b"])
+    with pytest.raises(InputError) as err:
+        emw.Model.from_keras(km, input_tile_size=[1, 1]).predict_image(img, cache=None)
+    msg = str(err.value)
+    assert "has shape (None, 3): one pixel's 3 value(s) per instance" in msg
+    recipe = "lambda b: np.asarray(model(b['array'].reshape(-1, 3))).reshape(*b['array'].shape[:3], -1)"
+    assert recipe in msg
+
+    # The recipe, followed: every pixel gets the Dense model's numbers.
+    fn = eval(recipe, {"np": np, "model": km})  # noqa: S307 - the text the user is told to run
+    got = emw.Model.from_callable(fn, input_tile_size=[16, 16]).predict_image(img, cache=None).to_numpy()
+    expected = km(arr.reshape(3, -1).T).numpy().T.reshape(2, 40, 40)
+    assert got.shape == (2, 40, 40) and not got.mask.any()
+    assert np.allclose(got, expected, atol=1e-6)
