@@ -241,13 +241,16 @@ class Model(ModelLoaders, BandMapping):
         pad = n == 1 and self._pad_lone
         if pad:
             chunk = {k: np.concatenate([a, a]) for k, a in chunk.items()}
+        # TF hands out fresh arrays; other runtimes may return a buffer their next call
+        # overwrites (TFLite, ONNX Runtime), so those are copied before the lock is released.
+        own = _owned if not self._pad_lone else _same
         t0 = time.perf_counter()
         try:
             if self._lock is not None:
                 with self._lock:
-                    raw = self._call(chunk)
+                    raw = own(self._call(chunk))
             else:
-                raw = self._call(chunk)
+                raw = own(self._call(chunk))
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the model raised, say it plainly
@@ -443,3 +446,18 @@ def _saturate(a: np.ndarray, dt: np.dtype) -> np.ndarray:
     if a.dtype.kind in "iu":  # bounds must fit a's own type
         lo, hi = max(lo, np.iinfo(a.dtype).min), min(hi, np.iinfo(a.dtype).max)
     return np.clip(a, lo, hi)
+
+
+def _same(raw: Any) -> Any:
+    return raw
+
+
+def _owned(raw: Any) -> Any:
+    """`raw` (an array, a dict or a list of them) with every numpy array copied."""
+    if isinstance(raw, np.ndarray):
+        return raw.copy()
+    if isinstance(raw, Mapping):
+        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in raw.items()}
+    if isinstance(raw, (list, tuple)):
+        return [v.copy() if isinstance(v, np.ndarray) else v for v in raw]
+    return raw

@@ -183,3 +183,28 @@ def test_a_per_pixel_dense_model_gets_a_recipe_that_gives_its_numbers():
     expected = km(arr.reshape(3, -1).T).numpy().T.reshape(2, 40, 40)
     assert got.shape == (2, 40, 40) and not got.mask.any()
     assert np.allclose(got, expected, atol=1e-6)
+
+
+class BufferedRuntime:
+    """Like TFLite's or ONNX Runtime's outputs: results live in a buffer the next call overwrites."""
+
+    def __init__(self):
+        self.out = None
+
+    def __call__(self, inputs):
+        a = inputs["array"]
+        if self.out is None or self.out.shape != a.shape:
+            self.out = np.empty_like(a)
+        np.multiply(a, 2.0, out=self.out)
+        return {"doubled": self.out}
+
+
+def test_a_model_reusing_its_output_buffer_gives_every_cell_its_own_values():
+    # Batches split by max_batch_size were joined after the calls: every part was the
+    # buffer's last contents, so most cells showed another cell's values.
+    arr = np.random.default_rng(8).random((1, 64, 64)).astype(np.float32)
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["v"])
+    model = emw.Model.from_callable(BufferedRuntime(), input_tile_size=[16, 16], max_batch_size=4)
+    got = model.predict_image(img, cache=None).to_numpy()
+    assert model.stats.calls >= 4  # 16 cells in batches of 4: the buffer was reused
+    assert np.array_equal(got[0], arr[0] * 2.0)
