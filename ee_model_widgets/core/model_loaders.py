@@ -97,8 +97,8 @@ class ModelLoaders:
         import tensorflow as tf
 
         in_specs = [
-            TensorSpec(t.name, tuple(t.shape), np.dtype(keras.backend.standardize_dtype(t.dtype)))
-            for t in km.inputs
+            TensorSpec(n, tuple(t.shape), np.dtype(keras.backend.standardize_dtype(t.dtype)))
+            for n, t in keras_inputs(km)
         ]
         out_names = list(getattr(km, "output_names", None) or [])
         out_tensors = list(km.outputs)
@@ -320,6 +320,18 @@ class ModelLoaders:
     def fromAiPlatformPredictor(cls: type[_M], *args: Any, **kwargs: Any) -> _M:  # noqa: N802
         """`ee.Model.fromAiPlatformPredictor(projectName, projectId, modelName, version, region, ...)`."""
         return remote.constructor("fromAiPlatformPredictor")(*args, **kwargs)
+
+
+def keras_inputs(km) -> list[tuple[str, Any]]:
+    """(name, symbolic tensor) per input of a Keras model: a model built on a dict of inputs is
+    called with its keys, whatever its Input layers are named; otherwise the layer names."""
+    try:
+        struct = km.input
+    except Exception:  # noqa: BLE001 - some models have no single input structure
+        struct = None
+    if isinstance(struct, Mapping):
+        return [(str(k), t) for k, t in struct.items()]
+    return [(t.name, t) for t in km.inputs]
 
 
 def _keras_fingerprint(km) -> str:

@@ -246,7 +246,7 @@ def _is_keras_model(obj) -> bool:
 def keras_signature_function(model):
     """A `tf.function` over a Keras model taking and returning dicts of named tensors, and its specs.
 
-    Input names are the Keras input names; outputs are named by the model's dict keys or its
+    Input names are the Keras input names (a dict-built model's keys); outputs are named by the model's dict keys or its
     `output_names`. Used both to serve a Keras model and to prepare one.
     """
     import tensorflow as tf
@@ -256,7 +256,9 @@ def keras_signature_function(model):
             f"Keras model {model.name!r} has no defined inputs (a subclassed model that was never built?); "
             "use a Functional/Sequential model or export it with model.export()."
         )
-    specs = {t.name: tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in model.inputs}
+    from ..core.model_loaders import keras_inputs
+
+    specs = {n: tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=n) for n, t in keras_inputs(model)}
     names = list(specs)
     out_names = list(getattr(model, "output_names", None) or [])
 

@@ -208,3 +208,33 @@ def test_a_model_reusing_its_output_buffer_gives_every_cell_its_own_values():
     got = model.predict_image(img, cache=None).to_numpy()
     assert model.stats.calls >= 4  # 16 cells in batches of 4: the buffer was reused
     assert np.array_equal(got[0], arr[0] * 2.0)
+
+
+def dict_input_model():
+    """B4 - 2 * B8, built on a dict whose keys (the names it is called with) are not the names
+    of its Input layers."""
+    b4, b8 = keras.Input((None, None, 1), name="first"), keras.Input((None, None, 1), name="second")
+    out = keras.layers.Subtract()([b4, keras.layers.Rescaling(2.0)(b8)])
+    return keras.Model({"B8": b8, "B4": b4}, out)
+
+
+def test_a_keras_model_built_on_a_dict_of_inputs_takes_the_bands_named_by_its_keys(tmp_path):
+    # Before: "has input(s) ['first', 'second'] that are neither bands": renaming the bands so
+    # led to a TF traceback; the model is called with its dict keys, and they are the input names.
+    from ee_model_widgets.serving.server import serve
+
+    km = dict_input_model()
+    km.save(tmp_path / "m.keras")
+    arr = np.random.default_rng(9).random((2, 32, 32)).astype(np.float32)
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["B4", "B8"])
+    expected = km({"B4": arr[0][None, ..., None], "B8": arr[1][None, ..., None]}).numpy()[0, ..., 0]
+    for source in (km, str(tmp_path / "m.keras")):
+        model = emw.Model.from_keras(source, input_tile_size=[16, 16])
+        assert sorted(s.name for s in model.inputs) == ["B4", "B8"]
+        got = model.predict_image(img, cache=None).to_numpy()
+        assert np.allclose(got[0], expected, atol=1e-6) and not got.mask.any()
+    # Served: the endpoint takes the same names.
+    with serve(km, name="dictin") as handle:
+        remote = emw.Model.from_vertex_ai(handle.url, input_tile_size=[16, 16])
+        got = remote.predict_image(img, cache=None).to_numpy()
+    assert np.allclose(got[0], expected, atol=1e-6) and not got.mask.any()
