@@ -17,6 +17,7 @@ per pixel becomes K bands `<name>_0 .. <name>_<K-1>` (EE's arrayFlatten), `dimen
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ DEFAULT_INPUT_NAME = "array"
 BAND_INPUTS = "bands"
 #: Name of a single output when `output_bands` is not given.
 DEFAULT_OUTPUT_NAME = "output"
+# Integers up to this are exact in float32 (24-bit significand), the type of every band.
+_FLOAT32_EXACT = 2**24
 
 
 @dataclass(frozen=True)
@@ -361,8 +364,10 @@ class BandMapping:
             if (w, h) != (ux, uy):
                 cx, cy = (w - ux) // 2, (h - uy) // 2
                 arr = arr[:, cy : cy + uy, cx : cx + ux]
-            vals = arr.astype(np.float32) if arr.dtype != np.float32 else arr
             dt = slot.band.dtype
+            if dt.kind in "iu" and not getattr(self, "_warned_float32", False):
+                self._warn_beyond_float32(label, arr)
+            vals = arr.astype(np.float32) if arr.dtype != np.float32 else arr
             if dt.kind in "iub" and dt.kind != "b":
                 info = np.iinfo(dt)
                 vals = np.clip(np.rint(vals), info.min, info.max)
@@ -374,6 +379,26 @@ class BandMapping:
             k += want_n
         result[~np.isfinite(result)] = np.nan
         return result
+
+    def _warn_beyond_float32(self, label: str, arr: np.ndarray) -> None:
+        """Warn (once per model) if integer output values lie beyond 2**24: bands are float32,
+        which rounds them (16,777,217 reads as 16,777,216), as a shifted ID would go unnoticed."""
+        if arr.dtype.kind not in "iuf" or arr.dtype.itemsize <= 2 or arr.dtype == np.float32:
+            return
+        with np.errstate(invalid="ignore"):
+            big = arr[np.abs(arr) > _FLOAT32_EXACT]
+        if big.dtype.kind == "f":
+            big = np.rint(big[np.isfinite(big)])
+        rounded = big[big.astype(np.float32).astype(big.dtype) != big]
+        if rounded.size:
+            v = int(rounded.flat[0])
+            self._warned_float32 = True
+            warnings.warn(
+                f"Model {self.name!r} output {label!r} has integer values beyond 2**24 (16,777,216), e.g. "
+                f"{v:,}: bands are float32, which cannot hold them exactly ({v:,} reads as "
+                f"{int(np.float32(v)):,}). Keep integer outputs below 2**24 (or split them into two bands).",
+                stacklevel=2,
+            )
 
     def _pick_output(self, slot: OutputSlot, out: Mapping[str, np.ndarray]) -> np.ndarray:
         if slot.source is not None:

@@ -8,6 +8,7 @@ error that names what is wrong and how to fix it.
 from __future__ import annotations
 
 import threading
+import warnings
 
 import keras
 import numpy as np
@@ -238,3 +239,33 @@ def test_a_keras_model_built_on_a_dict_of_inputs_takes_the_bands_named_by_its_ke
         remote = emw.Model.from_vertex_ai(handle.url, input_tile_size=[16, 16])
         got = remote.predict_image(img, cache=None).to_numpy()
     assert np.allclose(got[0], expected, atol=1e-6) and not got.mask.any()
+
+
+def test_integer_outputs_float32_bands_would_round_are_named_in_a_warning(tmp_path):
+    # Segment IDs past 2**24 came out of the export rounded (16,777,217 -> 16,777,216), quietly.
+    import rasterio
+
+    ids = (np.arange(16 * 16).reshape(1, 16, 16, 1) + 2**24 + 1).astype(np.int32)
+    model = emw.Model.from_callable(
+        lambda b: np.repeat(ids, len(b["array"]), 0),
+        input_tile_size=[16, 16],
+        output_bands={"id": {"type": "int32"}},
+    )
+    arr = np.zeros((1, 32, 32), np.float32)
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["v"])
+    with pytest.warns(
+        UserWarning, match=r"output 'id' has integer values beyond 2\*\*24.*16,777,217 reads as 16,777,216"
+    ):
+        model.predict_image(img, cache=None).export(tmp_path / "ids.tif")
+    with rasterio.open(tmp_path / "ids.tif") as ds:
+        assert ds.read(1)[0, 0] == 2**24  # what the warning said it would read
+
+    # Small class values stay silent.
+    small = emw.Model.from_callable(
+        lambda b: np.ones(b["array"].shape, np.int64),
+        input_tile_size=[16, 16],
+        output_bands={"c": {"type": "int32"}},
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert small.predict_image(img, cache=None).to_numpy().max() == 1
