@@ -171,6 +171,10 @@ class ModelLoaders:
                     else "."
                 )
             )
+        if not any(os.path.isfile(os.path.join(path_s, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
+            raise ModelError(
+                f"{path_s} is not a SavedModel directory (no saved_model.pb).{_dir_hint(path_s)}"
+            )
         try:
             loaded = tf.saved_model.load(path_s)
         except Exception as exc:  # noqa: BLE001
@@ -320,6 +324,19 @@ class ModelLoaders:
     def fromAiPlatformPredictor(cls: type[_M], *args: Any, **kwargs: Any) -> _M:  # noqa: N802
         """`ee.Model.fromAiPlatformPredictor(projectName, projectId, modelName, version, region, ...)`."""
         return remote.constructor("fromAiPlatformPredictor")(*args, **kwargs)
+
+
+def _dir_hint(path: str) -> str:
+    """What a directory without saved_model.pb holds that the user may have meant."""
+    names = sorted(os.listdir(path))
+    versions = [n for n in names if os.path.isfile(os.path.join(path, n, "saved_model.pb"))]
+    if versions:  # TF Serving's layout: one numbered SavedModel per version
+        latest = max(versions, key=lambda n: (n.isdigit(), int(n) if n.isdigit() else 0, n))
+        return f" It holds SavedModel(s) in {versions}: pass {os.path.join(path, latest)!r}."
+    keras_files = [n for n in names if n.lower().endswith((".keras", ".h5"))]
+    if keras_files:
+        return f" It holds {keras_files[0]}: use Model.from_keras({os.path.join(path, keras_files[0])!r})."
+    return f" It holds {names[:5]}." if names else " It is empty."
 
 
 def keras_inputs(km) -> list[tuple[str, Any]]:

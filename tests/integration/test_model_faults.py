@@ -269,3 +269,28 @@ def test_integer_outputs_float32_bands_would_round_are_named_in_a_warning(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert small.predict_image(img, cache=None).to_numpy().max() == 1
+
+
+def test_a_directory_that_is_not_a_saved_model_says_what_it_holds(tmp_path):
+    # Before: "Cannot load the SavedModel at ... (OSError: SavedModel file does not exist ...)".
+    from ee_model_widgets.errors import ModelError
+
+    inp = keras.Input((None, None, 1))
+    km = keras.Model(inp, keras.layers.Rescaling(3.0)(inp))
+    km.export(str(tmp_path / "serving" / "1"), verbose=False)
+    km.export(str(tmp_path / "serving" / "2"), verbose=False)  # TF Serving's version layout
+    with pytest.raises(ModelError, match=r"holds SavedModel\(s\) in \['1', '2'\]: pass '.*serving/2'"):
+        emw.Model.from_saved_model(tmp_path / "serving")
+    model = emw.Model.from_saved_model(tmp_path / "serving" / "2", input_tile_size=[8, 8])  # the advice
+    x = np.arange(64, dtype=np.float32).reshape(1, 8, 8, 1)
+    assert np.allclose(next(iter(model.predict_batch({model.inputs[0].name: x}).values())), km(x).numpy())
+
+    (tmp_path / "kdir").mkdir()
+    km.save(tmp_path / "kdir" / "m.keras")
+    with pytest.raises(ModelError, match=r"holds m.keras: use Model.from_keras\('.*kdir/m.keras'\)"):
+        emw.Model.from_saved_model(tmp_path / "kdir")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        ModelError, match=r"is not a SavedModel directory \(no saved_model.pb\)\. It is empty"
+    ):
+        emw.Model.from_saved_model(tmp_path / "empty")
