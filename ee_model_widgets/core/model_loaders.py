@@ -100,8 +100,16 @@ class ModelLoaders:
             TensorSpec(n, tuple(t.shape), np.dtype(keras.backend.standardize_dtype(t.dtype)))
             for n, t in keras_inputs(km)
         ]
-        out_names = list(getattr(km, "output_names", None) or [])
-        out_tensors = list(km.outputs)
+        try:
+            out_struct = km.output
+        except Exception:  # noqa: BLE001 - some models have no single output structure
+            out_struct = None
+        if isinstance(out_struct, Mapping):  # it returns this dict: its keys name the outputs
+            out_names = [str(k) for k in out_struct]
+            out_tensors = list(out_struct.values())
+        else:
+            out_names = list(getattr(km, "output_names", None) or [])
+            out_tensors = list(km.outputs)
         if len(out_names) != len(out_tensors):
             out_names = (
                 [DEFAULT_OUTPUT_NAME]

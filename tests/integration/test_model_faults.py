@@ -294,3 +294,26 @@ def test_a_directory_that_is_not_a_saved_model_says_what_it_holds(tmp_path):
         ModelError, match=r"is not a SavedModel directory \(no saved_model.pb\)\. It is empty"
     ):
         emw.Model.from_saved_model(tmp_path / "empty")
+
+
+def test_a_keras_model_returning_a_dict_names_its_bands_by_the_dict_keys():
+    # Its outputs were named after their layers ('conv_w', 'conv_c'): output_bands={'water': ...}
+    # was refused with "the model has outputs ['conv_c', 'conv_w']", though it returns 'water'.
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((None, None, 3))
+    water = keras.layers.Conv2D(1, 1, name="conv_w")(inp)
+    cloud = keras.layers.Conv2D(2, 1, name="conv_c")(inp)
+    km = keras.Model(inp, {"water": water, "cloud": cloud})
+    arr = np.random.default_rng(10).random((3, 32, 32)).astype(np.float32)
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["r", "g", "b"])
+    direct = km(arr.transpose(1, 2, 0)[None])
+
+    pred = emw.Model.from_keras(km, input_tile_size=[16, 16]).predict_image(img, cache=None)
+    assert sorted(pred.band_names) == ["cloud_0", "cloud_1", "water"]
+    got = pred.to_numpy()
+    assert np.allclose(got[pred.band_names.index("water")], direct["water"].numpy()[0, ..., 0], atol=1e-6)
+    assert np.allclose(got[pred.band_names.index("cloud_1")], direct["cloud"].numpy()[0, ..., 1], atol=1e-6)
+
+    only = emw.Model.from_keras(km, input_tile_size=[16, 16], output_bands={"water": {"type": "float"}})
+    got = only.predict_image(img, cache=None).to_numpy()
+    assert np.allclose(got[0], direct["water"].numpy()[0, ..., 0], atol=1e-6)
