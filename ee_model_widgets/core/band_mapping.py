@@ -347,6 +347,7 @@ class BandMapping:
                     )
                     + ". Set output_tile_size to what the model returns for an input of "
                     f"{p.model_input_size[1]}x{p.model_input_size[0]} pixels (minus the overlap)."
+                    + self._same_size_hint(slots, out, accepted)
                 )
             pixel = tuple(arr.shape[3:])
             want_n = int(np.prod(slot.pixel_shape)) if slot.pixel_shape else 1
@@ -379,6 +380,21 @@ class BandMapping:
             k += want_n
         result[~np.isfinite(result)] = np.nan
         return result
+
+    def _same_size_hint(self, slots, out, accepted) -> str:
+        """For outputs of several sizes (e.g. deep supervision): name those that fit."""
+        fits = []
+        for s in slots:
+            try:
+                a = self._pick_output(s, out)
+            except ModelError:
+                continue
+            if a.ndim >= 3 and (a.shape[2], a.shape[1]) in accepted:
+                fits.append(s.band.name)
+        if not fits or len(fits) == len(slots):
+            return ""
+        pick = ", ".join(f"{n!r}: {{'type': 'float'}}" for n in fits)
+        return f" Or keep only the outputs of that size: output_bands={{{pick}}}."
 
     def _warn_beyond_float32(self, label: str, arr: np.ndarray) -> None:
         """Warn (once per model) if integer output values lie beyond 2**24: bands are float32,

@@ -296,6 +296,25 @@ def test_a_directory_that_is_not_a_saved_model_says_what_it_holds(tmp_path):
         emw.Model.from_saved_model(tmp_path / "empty")
 
 
+def test_outputs_of_two_sizes_get_pointed_to_output_bands():
+    # Deep supervision: a full-size and a half-size output. Before: only "set output_tile_size",
+    # which would break the full-size one.
+    from ee_model_widgets.errors import ModelError
+
+    inp = keras.Input((None, None, 3))
+    full = keras.layers.Conv2D(1, 1, name="full")(inp)
+    km = keras.Model(inp, {"full": full, "half": keras.layers.AveragePooling2D(2)(full)})
+    arr = np.random.default_rng(4).random((3, 32, 32)).astype(np.float32)
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["r", "g", "b"])
+    with pytest.raises(
+        ModelError, match=r"keep only the outputs of that size: output_bands=\{'full': \{'type': 'float'\}\}"
+    ):
+        emw.Model.from_keras(km, input_tile_size=[16, 16]).predict_image(img, cache=None).to_numpy()
+    fixed = emw.Model.from_keras(km, input_tile_size=[16, 16], output_bands={"full": {"type": "float"}})
+    got = fixed.predict_image(img, cache=None).to_numpy()
+    assert np.allclose(got[0], km(arr.transpose(1, 2, 0)[None])["full"].numpy()[0, ..., 0], atol=1e-6)
+
+
 def test_a_keras_model_returning_a_dict_names_its_bands_by_the_dict_keys():
     # Its outputs were named after their layers ('conv_w', 'conv_c'): output_bands={'water': ...}
     # was refused with "the model has outputs ['conv_c', 'conv_w']", though it returns 'water'.
