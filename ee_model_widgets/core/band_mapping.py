@@ -160,6 +160,12 @@ class BandMapping:
                     "model was trained on)."
                 )
             self._check_spatial(spec)
+            if spec.shape is not None and len(spec.shape) == 3 and channels != 1:
+                raise InputError(
+                    f"Model {self.name!r} input {spec.name!r} has shape {spec.shape}: (batch, height, width), one "
+                    f"band, but the image has {channels} bands {bands}: select the one it takes with "
+                    "image.select([...])."
+                )
             return InputPlan(True, (spec.name,), tuple(bands))
         unknown = [n for n in names if n not in sources]
         if unknown:
@@ -203,6 +209,9 @@ class BandMapping:
     def build_inputs(self, plan: InputPlan, cells: np.ndarray) -> dict[str, np.ndarray]:
         """Model inputs from cell data (N, h, w, C) with C = len(plan.bands) (masked already 0)."""
         if plan.stacked:
+            spec = (self.inputs or [None])[0]
+            if spec is not None and spec.shape is not None and len(spec.shape) == 3:
+                return {plan.names[0]: cells[..., 0]}  # (batch, height, width): one band, no channel axis
             return {plan.names[0]: cells}
         out = {}
         idx = {b: i for i, b in enumerate(plan.bands)}

@@ -336,3 +336,30 @@ def test_a_keras_model_returning_a_dict_names_its_bands_by_the_dict_keys():
     only = emw.Model.from_keras(km, input_tile_size=[16, 16], output_bands={"water": {"type": "float"}})
     got = only.predict_image(img, cache=None).to_numpy()
     assert np.allclose(got[0], direct["water"].numpy()[0, ..., 0], atol=1e-6)
+
+
+class RowNormaliser(tf.Module):
+    """A SavedModel taking (batch, height, width), no channel axis: each pixel over its row's mean."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="input")])
+    def serve(self, input):  # noqa: A002 - the signature's input name
+        return {"out": input / tf.reduce_mean(input, axis=-1, keepdims=True)}
+
+
+def test_a_saved_model_taking_batch_height_width_gets_no_channel_axis(tmp_path):
+    # A signature does not check shapes: the model got (N, H, W, 1), so its axis -1 was the
+    # channel axis instead of the width and every pixel came out 1.0, silently.
+    module = RowNormaliser()
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    arr = np.random.default_rng(11).uniform(0.5, 1.5, (2, 32, 32)).astype(np.float32)
+    one = emw.Image.from_array(arr[:1], transform=UTM_TRANSFORM, crs=UTM19S, band_names=["v"])
+    model = emw.Model.from_saved_model(tmp_path / "sm", input_tile_size=[16, 16], fix_input_proj=True)
+    got = model.predict_image(one, cache=None).to_numpy()
+    for r in (0, 16):
+        for c in (0, 16):
+            expected = module.serve(tf.constant(arr[:1, r : r + 16, c : c + 16]))["out"].numpy()[0]
+            assert np.allclose(got[0, r : r + 16, c : c + 16], expected, rtol=1e-6)
+
+    two = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["v", "w"])
+    with pytest.raises(InputError, match=r"\(batch, height, width\), one band, but the image has 2 bands"):
+        model.predict_image(two, cache=None)
