@@ -105,8 +105,8 @@ class ModelLoaders:
         except Exception:  # noqa: BLE001 - some models have no single output structure
             out_struct = None
         if isinstance(out_struct, Mapping):  # it returns this dict: its keys name the outputs
-            out_names = [str(k) for k in out_struct]
-            out_tensors = list(out_struct.values())
+            named = sorted((str(k), t) for k, t in out_struct.items())  # Keras' flattened order
+            out_names, out_tensors = [n for n, _ in named], [t for _, t in named]
         else:
             out_names = list(getattr(km, "output_names", None) or [])
             out_tensors = list(km.outputs)
@@ -354,8 +354,8 @@ def keras_inputs(km) -> list[tuple[str, Any]]:
         struct = km.input
     except Exception:  # noqa: BLE001 - some models have no single input structure
         struct = None
-    if isinstance(struct, Mapping):
-        return [(str(k), t) for k, t in struct.items()]
+    if isinstance(struct, Mapping):  # in Keras' own (flattened, key-sorted) order
+        return sorted((str(k), t) for k, t in struct.items())
     return [(t.name, t) for t in km.inputs]
 
 
