@@ -298,11 +298,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command that `args` ran, e.g. `ee-model tfrecord export`'s."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = subs and getattr(args, subs[0].dest, None)
+        if not chosen:
+            return parser
+        parser = subs[0].choices[chosen]
+
+
+#: Flags whose value is a comma list: a space in the list splits it into stray arguments.
+_LIST_FLAGS = ("--input", "--output", "--bands", "--region", "--tensor-depths")
+
+
+def _unexpected(command: argparse.ArgumentParser, extra: list[str], argv: list[str]) -> str:
+    """Say which arguments `command` does not take, and the likely slip behind them."""
+    import difflib
+
+    hints = []
+    flags = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    for e in extra:
+        close = (
+            difflib.get_close_matches(e.split("=")[0], flags, n=1, cutoff=0.75) if e.startswith("-") else []
+        )
+        if close:
+            hints.append(f"{e.split('=')[0]} is not a flag of this command; did you mean {close[0]}?")
+    split_list = split_path = False
+    for i, tok in enumerate(argv):
+        if tok not in extra or tok.startswith("-"):
+            continue
+        prev, before = (argv[i - 1] if i else ""), (argv[i - 2] if i > 1 else "")
+        if prev.endswith(",") or before in _LIST_FLAGS or ("=" in prev and prev.split("=")[0] in _LIST_FLAGS):
+            split_list = True
+        else:
+            split_path = True
+    if split_list:
+        hints.append("A list is one argument without spaces (red,nir), or quote it ('red, nir').")
+    if split_path and command.prog.endswith(" prepare"):
+        hints.append(
+            "prepare takes flags only, as `earthengine model prepare` does: "
+            "--source_dir SRC --dest_dir DST --input NAMES --output NAMES."
+        )
+    hints.append(f"See `{command.prog} --help`.")
+    return f"unexpected argument(s): {' '.join(extra)}. " + " ".join(hints)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `ee-model`; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ banner out of the output
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse reports a subcommand's stray arguments with the top-level usage and no hint (the
+    # classic slips: `prepare SRC DST`, `--input red, nir`); say them with the command's own usage.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = _command_parser(parser, args)
+        command.error(_unexpected(command, extra, argv))
     try:
         return int(args.func(args) or 0)
     except EEModelWidgetsError as exc:
