@@ -190,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
         "otherwise; with --token (or EE_MODEL_TOKEN) every request needs 'Authorization: Bearer <token>'.",
     )
     s.add_argument("model_dir", metavar="MODEL_DIR", help="SavedModel directory or .keras file")
-    s.add_argument("--name", help="model name in the URL (default: the directory/file name)")
+    s.add_argument(
+        "--name", help="model name in the URL (default: the folder name, or the file name without .keras/.h5)"
+    )
     s.add_argument("--port", type=_port, default=8501, help="port (default 8501; 0 = any free port)")
     s.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)"
