@@ -172,7 +172,9 @@ def _quiet_tensorflow_logger():
 def _pick_signature(servable: Servable, name: str, src: Path) -> Signature:
     if name in servable.signatures:
         return servable.signatures[name]
-    if len(servable.signatures) == 1:
+    # The default name stands for "the model's signature" when it has only one; a name the user
+    # chose that the model lacks is an error (else another signature is wrapped without a word).
+    if len(servable.signatures) == 1 and name == "serving_default":
         return next(iter(servable.signatures.values()))
     raise InputError(
         f"{src} has no signature '{name}'; it has {sorted(servable.signatures)} (pick one with --signature)."
