@@ -542,6 +542,9 @@ def test_explore_takes_models_image_and_region(scene, write_geotiff):
         p.close()
     with pytest.raises(emw.EEModelWidgetsError, match="west > east"):
         emw.explore(region=(-67.6, -47.86, -67.65, -47.85), basemap=None)
+    # Latitude first: before, the panel took it and drew it near the South Pole, off the scene.
+    with pytest.raises(emw.EEModelWidgetsError, match="With latitude and longitude swapped it would"):
+        emw.explore(region=(-47.86, -67.65, -47.85, -67.64), basemap=None)
     with pytest.raises(emw.EEModelWidgetsError, match="takes emw.Models"):
         emw.explore(models=[42], basemap=None)
 
