@@ -201,7 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--signature", help="serve only this signature (default: all)")
     s.add_argument("--tag", default="serve", help="MetaGraph tag of a SavedModel (default: serve)")
     s.add_argument(
-        "--max-request-bytes", type=_positive_int, default=64 * 1024 * 1024, help="larger requests get 413"
+        "--max-request-bytes",
+        type=_positive_int,
+        default=64 * 1024 * 1024,
+        help="larger request bodies get 413 (default 67108864 = 64 MiB)",
     )
     s.add_argument(
         "--max-instances", type=_positive_int, default=1024, help="instances per request (default 1024)"
