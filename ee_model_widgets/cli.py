@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The `ee-model` argument parser, with every registered subcommand."""
     parser = argparse.ArgumentParser(
         prog="ee-model",
-        description="Earth Engine's ee.Model workflow on your own machine: prepare and serve models.",
+        description="Earth Engine's ee.Model workflow on your own machine: prepare, describe and serve models, "
+        "and exchange Earth Engine TFRecords. `ee-model COMMAND --help` shows a command's flags.",
     )
     from . import __version__
 
