@@ -350,13 +350,25 @@ def _unexpected(command: argparse.ArgumentParser, extra: list[str], argv: list[s
     return f"unexpected argument(s): {' '.join(extra)}. " + " ".join(hints)
 
 
+def _glue_negative_values(argv: list[str]) -> list[str]:
+    """`--region -67.7,-47.9,...`: argparse reads a value that starts with '-' as a flag (and says
+    "expected one argument"); glue it to its flag, as `--region=-67.7,...` would be written."""
+    out: list[str] = []
+    for tok in argv:
+        if out and out[-1] in _LIST_FLAGS and len(tok) > 1 and (tok[1].isdigit() or tok[1] == "."):
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `ee-model`; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ banner out of the output
     parser = build_parser()
     # argparse reports a subcommand's stray arguments with the top-level usage and no hint (the
     # classic slips: `prepare SRC DST`, `--input red, nir`); say them with the command's own usage.
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _glue_negative_values(list(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
     if extra:
         command = _command_parser(parser, args)

@@ -115,6 +115,13 @@ def test_region_and_band_selection(scene, tmp_path, capsys):
     assert (mixer["patchDimensions"], mixer["patchesPerRow"], mixer["totalPatches"]) == ([8, 10], 6, 12)
     assert os.path.exists(prefix + "-00000.tfrecord.gz")
 
+    # Written the usual way, with a space: before, argparse took the negative west longitude for
+    # a flag ("argument --region: expected one argument").
+    spaced = str(tmp_path / "spaced")
+    argv = ["tfrecord", "export", str(path), spaced, "--region", region, "--patch", "8,10", "--bands", "nir"]
+    assert region.startswith("-") and main(argv) == 0
+    assert json.load(open(spaced + "-mixer.json")) == mixer
+
 
 def test_errors_are_reported_with_exit_code_1_and_nothing_is_written(scene, tmp_path, capsys):
     path, _ = scene
