@@ -109,6 +109,8 @@ class Model(ModelLoaders, BandMapping):
         # so do user callables not declared thread-safe: the map renders on several threads.
         self._lock = threading.Lock() if serialize_calls or not thread_safe else None
         self._pad_lone = serialize_calls
+        batch_dims = {s.shape[0] for s in self.inputs or () if s.shape}
+        self._fixed_batch = batch_dims.pop() if len(batch_dims) == 1 and None not in batch_dims else None
         self._single_positional = single_input_positional
         self.params = self._complete_params(params)
         #: How another process loads this model again (set by the `from_*` constructors).
@@ -204,7 +206,7 @@ class Model(ModelLoaders, BandMapping):
         arrays = self._cast_inputs(arrays)
         if n == 0:
             raise InputError(f"predict_batch got an empty batch for model {self.name!r}.")
-        step = self.max_batch_size or n
+        step = self._fixed_batch or self.max_batch_size or n
         parts: list[dict[str, np.ndarray]] = []
         for start in range(0, n, step):
             chunk = {k: a[start : start + step] for k, a in arrays.items()}
@@ -238,9 +240,11 @@ class Model(ModelLoaders, BandMapping):
     def _run(self, chunk: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         # TensorFlow (oneDNN) runs a batch of one through other kernels, whose last bits differ:
         # a lone cell is sent twice, so a cell's value never depends on what it was batched with.
-        pad = n == 1 and self._pad_lone
+        # A graph built for a fixed batch size gets exactly that many instances (the last repeated).
+        size = self._fixed_batch or (2 if n == 1 and self._pad_lone else n)
+        pad = size != n
         if pad:
-            chunk = {k: np.concatenate([a, a]) for k, a in chunk.items()}
+            chunk = {k: np.concatenate([a, np.repeat(a[-1:], size - n, axis=0)]) for k, a in chunk.items()}
         # TF hands out fresh arrays; other runtimes may return a buffer their next call
         # overwrites (TFLite, ONNX Runtime), so those are copied before the lock is released.
         own = _owned if not self._pad_lone else _same
@@ -260,7 +264,7 @@ class Model(ModelLoaders, BandMapping):
         finally:
             self.stats.record(n, time.perf_counter() - t0)
         if pad:
-            return {k: v[:1] for k, v in self._normalise_outputs(raw, 2).items()}
+            return {k: v[:n] for k, v in self._normalise_outputs(raw, size).items()}
         return self._normalise_outputs(raw, n)
 
     def _normalise_outputs(self, raw: Any, n: int) -> dict[str, np.ndarray]:

@@ -363,3 +363,33 @@ def test_a_saved_model_taking_batch_height_width_gets_no_channel_axis(tmp_path):
     two = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["v", "w"])
     with pytest.raises(InputError, match=r"\(batch, height, width\), one band, but the image has 2 bands"):
         model.predict_image(two, cache=None)
+
+
+def fixed_batch_module(batch):
+    """A SavedModel whose graph is built for `batch` instances (as exported for a device)."""
+
+    class Fixed(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([batch, 16, 16, 2], tf.float32, name="array")])
+        def serve(self, array):
+            flat = tf.reshape(array, [batch, -1])  # only right for exactly `batch` instances
+            return {"out": tf.reshape(flat[:, ::2] - flat[:, 1::2], [batch, 16, 16, 1])}
+
+    return Fixed()
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_a_saved_model_with_a_fixed_batch_size_gets_exactly_that_many_instances(tmp_path, batch):
+    # Batch 1: a lone cell was sent twice (for TF's bit-stability), so the model never ran at
+    # all. Batch 4: a batch of 6 cells (or a final 2) failed inside the graph.
+    module = fixed_batch_module(batch)
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    arr = np.random.default_rng(12).random((2, 32, 48)).astype(np.float32)  # 2 x 3 cells of 16 px
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["a", "b"])
+    model = emw.Model.from_saved_model(tmp_path / "sm", fix_input_proj=True)
+    got = model.predict_image(img, cache=None).to_numpy()
+    for r in (0, 16):
+        for c in (0, 16, 32):
+            cell = arr[:, r : r + 16, c : c + 16].transpose(1, 2, 0)[None]
+            expected = module.serve(tf.constant(np.repeat(cell, batch, axis=0)))["out"].numpy()[0, ..., 0]
+            assert np.array_equal(got[0, r : r + 16, c : c + 16], expected)
+    assert not got.mask.any()
