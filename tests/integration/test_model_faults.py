@@ -393,3 +393,25 @@ def test_a_saved_model_with_a_fixed_batch_size_gets_exactly_that_many_instances(
             expected = module.serve(tf.constant(np.repeat(cell, batch, axis=0)))["out"].numpy()[0, ..., 0]
             assert np.array_equal(got[0, r : r + 16, c : c + 16], expected)
     assert not got.mask.any()
+
+
+def test_a_model_returning_only_nan_is_named_by_to_numpy_and_export(tmp_path):
+    # The map said so in its notice, but to_numpy gave an all-masked array and export an
+    # all-nodata GeoTIFF without a word (a TF model raises no numpy warning of its own).
+    inp = keras.Input((None, None, 1))
+    km = keras.Model(inp, keras.layers.Lambda(lambda t: tf.math.log(t - 2.0))(inp))  # NaN for inputs < 2
+    arr = np.random.default_rng(13).random((1, 32, 32)).astype(np.float32)
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["v"])
+    model = emw.Model.from_keras(km, input_tile_size=[16, 16])
+    assert np.isnan(km(arr.transpose(1, 2, 0)[None]).numpy()).all()  # what the model really gives
+    match = r"returned no finite value \(only NaN or inf\) for any of the 4 cells computed so far"
+    with pytest.warns(UserWarning, match=match):
+        assert model.predict_image(img, cache=None).to_numpy().mask.all()
+    with pytest.warns(UserWarning, match=match):
+        model.predict_image(img, cache=None).export(tmp_path / "empty.tif")
+
+    # A model with values says nothing.
+    fine = emw.Model.from_keras(keras.Model(inp, keras.layers.Rescaling(2.0)(inp)), input_tile_size=[16, 16])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not fine.predict_image(img, cache=None).to_numpy().mask.any()
