@@ -106,6 +106,18 @@ def channels_first_hint(shape: Sequence[int | None] | None, channels: int | None
     )
 
 
+def _trim_hint(model_input: tuple[int, int], got: tuple[int, int]) -> str:
+    """For an output smaller than the input by an even border: the 'valid' convolutions setup."""
+    (mx, my), (w, h) = model_input, got
+    if not (w < mx and h < my and (mx - w) % 2 == 0 and (my - h) % 2 == 0):
+        return ""
+    return (
+        f" If it trims a border instead ('valid' convolutions: the centre of its input, at the same scale), "
+        f"use input_tile_size=[{w}, {h}] and input_overlap_size=[{(mx - w) // 2}, {(my - h) // 2}], which keep "
+        f"its input at {my}x{mx}: output_tile_size would stretch the result."
+    )
+
+
 class BandMapping:
     """`Model`'s band planning (a mixin): reads `self.params`, `self.inputs`, `self.outputs`
     and `self.name` of the model it is part of."""
@@ -354,8 +366,10 @@ class BandMapping:
                         if len(accepted) > 1
                         else ""
                     )
-                    + ". Set output_tile_size to what the model returns for an input of "
-                    f"{p.model_input_size[1]}x{p.model_input_size[0]} pixels (minus the overlap)."
+                    + ". If the model changes the scale (strides, pooling, upsampling), set output_tile_size to "
+                    f"what it returns for an input of {p.model_input_size[1]}x{p.model_input_size[0]} pixels "
+                    "(minus the overlap)."
+                    + _trim_hint(p.model_input_size, (w, h))
                     + self._same_size_hint(slots, out, accepted)
                 )
             pixel = tuple(arr.shape[3:])

@@ -415,3 +415,28 @@ def test_a_model_returning_only_nan_is_named_by_to_numpy_and_export(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not fine.predict_image(img, cache=None).to_numpy().mask.any()
+
+
+def test_a_valid_convolution_model_is_told_the_overlap_setup_that_gives_its_numbers():
+    # A 5x5 'valid' convolution returns 28x28 for 32x32. The error only said "set
+    # output_tile_size" to it, which stretches the result onto an 11.43 m grid, silently.
+    from ee_model_widgets.errors import ModelError
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((None, None, 1))
+    km = keras.Model(inp, keras.layers.Conv2D(1, 5)(inp))
+    arr = np.random.default_rng(14).random((1, 64, 64)).astype(np.float32)
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["v"])
+    with pytest.raises(ModelError) as err:
+        emw.Model.from_keras(km, input_tile_size=[32, 32]).predict_image(img, cache=None).to_numpy()
+    assert "trims a border" in str(err.value)
+    assert "use input_tile_size=[28, 28] and input_overlap_size=[2, 2]" in str(err.value)
+
+    advised = emw.Model.from_keras(
+        km, input_tile_size=[28, 28], input_overlap_size=[2, 2], fix_input_proj=True
+    )
+    pred = advised.predict_image(img, cache=None)
+    assert pred.grid.transform.a == 10.0  # the image's own scale
+    got = pred.to_numpy()
+    whole = km(arr.transpose(1, 2, 0)[None]).numpy()[0, ..., 0]  # valid: rows/cols 2 .. 61
+    assert np.allclose(got[0, 2:-2, 2:-2], whole, atol=1e-5)
