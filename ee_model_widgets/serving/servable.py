@@ -64,12 +64,30 @@ class Signature:
     ee_wire: bool = False
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model once on a batch; errors name the signature and carry TF's message."""
-        import tensorflow as tf
-
+        """Run the model on a batch; errors name the signature and carry TF's message."""
         missing = [k for k in self.inputs if k not in feeds]
         if missing:
             raise InputError(f"Signature '{self.name}' needs input(s) {missing}; got {sorted(feeds)}.")
+        # A graph built for a fixed batch size (e.g. [1, H, W, C]) runs on exactly that many
+        # instances: the batch is cut into such runs, the last filled by repeating its last row.
+        dims = {i.shape[0] if i.shape else None for i in self.inputs.values()}
+        fixed = dims.pop() if len(dims) == 1 else None
+        n = len(feeds[next(iter(self.inputs))]) if self.inputs and fixed else 0
+        if fixed and n and n != fixed:
+            parts = []
+            for start in range(0, n, fixed):
+                part = {k: np.asarray(feeds[k])[start : start + fixed] for k in self.inputs}
+                got = len(next(iter(part.values())))
+                part = {
+                    k: np.concatenate([v, np.repeat(v[-1:], fixed - got, axis=0)]) for k, v in part.items()
+                }
+                parts.append({k: v[:got] for k, v in self._run_once(part).items()})
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return self._run_once(feeds)
+
+    def _run_once(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
         tensors = {k: tf.convert_to_tensor(feeds[k], dtype=_tf_dtype(self.inputs[k])) for k in self.inputs}
         try:
             out = self.fn(tensors)

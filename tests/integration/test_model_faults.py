@@ -440,3 +440,21 @@ def test_a_valid_convolution_model_is_told_the_overlap_setup_that_gives_its_numb
     got = pred.to_numpy()
     whole = km(arr.transpose(1, 2, 0)[None]).numpy()[0, ..., 0]  # valid: rows/cols 2 .. 61
     assert np.allclose(got[0, 2:-2, 2:-2], whole, atol=1e-5)
+
+
+def test_a_served_model_with_a_fixed_batch_size_answers_requests_of_any_size(tmp_path):
+    # `ee-model serve` ran the whole request (6 cells here) through a [1, ...] graph: HTTP 400.
+    from ee_model_widgets.serving.server import serve
+
+    module = fixed_batch_module(1)
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    arr = np.random.default_rng(15).random((2, 32, 48)).astype(np.float32)
+    img = emw.Image.from_array(arr, transform=UTM_TRANSFORM, crs=UTM19S, band_names=["a", "b"])
+    with serve(tmp_path / "sm", name="fixed") as handle:
+        remote = emw.Model.from_vertex_ai(handle.url, input_tile_size=[16, 16], fix_input_proj=True)
+        got = remote.predict_image(img, cache=None).to_numpy()
+    for r in (0, 16):
+        for c in (0, 16, 32):
+            cell = arr[:, r : r + 16, c : c + 16].transpose(1, 2, 0)[None]
+            expected = module.serve(tf.constant(cell))["out"].numpy()[0, ..., 0]
+            assert np.array_equal(got[0, r : r + 16, c : c + 16], expected)
