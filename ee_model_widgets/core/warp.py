@@ -173,10 +173,23 @@ def _source_window(src: Grid, grid: Grid, pad: int) -> tuple[Window, bool] | Non
         ok = False
     if not ok:
         return Window(0, 0, src.width, src.height), False
-    c0, r0, c1, r1 = pixel_window(src.transform, b, pad=pad, eps=0.0)
-    if c1 <= 0 or r1 <= 0 or c0 >= src.width or r0 >= src.height:
+    boxes = [b]
+    west, south, east, north = b
+    if src.crs.is_geographic and grid.crs != src.crs and west > east:
+        # transform_bounds answers west > east for a footprint across 180° (e.g. a web-map
+        # frame whose west edge lies a float ulp past -180°): take both copies of the
+        # unwrapped box, as a plain (west, east) pair would select the wrong longitudes.
+        boxes = [(west, south, east + 360.0, north), (west - 360.0, south, east, north)]
+    wins = []
+    for box in boxes:
+        c0, r0, c1, r1 = pixel_window(src.transform, box, pad=pad, eps=0.0)
+        if not (c1 <= 0 or r1 <= 0 or c0 >= src.width or r0 >= src.height):
+            wins.append((c0, r0, c1, r1))
+    if not wins:
         return None
-    inside = c0 >= 0 and r0 >= 0 and c1 <= src.width and r1 <= src.height
+    c0, r0 = min(v[0] for v in wins), min(v[1] for v in wins)
+    c1, r1 = max(v[2] for v in wins), max(v[3] for v in wins)
+    inside = len(wins) == 1 and c0 >= 0 and r0 >= 0 and c1 <= src.width and r1 <= src.height
     c0, r0 = max(c0, 0), max(r0, 0)
     c1, r1 = min(c1, src.width), min(r1, src.height)
     return Window(c0, r0, c1 - c0, r1 - r0), inside

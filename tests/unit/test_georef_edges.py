@@ -1,0 +1,79 @@
+"""Input imagery with unusual georeferencing, through the user's API: right pixels or a clear error.
+
+Real GeoTIFFs written with rasterio in a temporary folder. References are worked out in the
+test: a target pixel's centre taken into the file's CRS with pyproj and looked up in the
+file's array (nearest neighbour), never through our read path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from pyproj import Transformer
+
+import ee_model_widgets as emw
+from ee_model_widgets.core.grid import xyz_grid
+
+
+def write_tif(path, arr, transform, crs="EPSG:4326", **profile):
+    arr = np.asarray(arr)
+    arr = arr[None] if arr.ndim == 2 else arr
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=arr.shape[2],
+        height=arr.shape[1],
+        count=arr.shape[0],
+        dtype=arr.dtype,
+        crs=crs,
+        transform=transform,
+        **profile,
+    ) as ds:
+        ds.write(arr)
+    return str(path)
+
+
+def nearest_reference(path, grid) -> np.ndarray:
+    """Band 1 of the file at `grid`'s pixel centres (nearest source pixel), NaN off it or masked."""
+    with rasterio.open(path) as ds:
+        src = ds.read(1).astype(np.float64)
+        src[ds.read_masks(1) == 0] = np.nan
+        cols, rows = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(grid.height) + 0.5)
+        x, y = grid.transform * (cols, rows)
+        sx, sy = Transformer.from_crs(grid.crs, ds.crs, always_xy=True).transform(x, y)
+        sc, sr = ~ds.transform * (sx, sy)
+        sc, sr = np.floor(sc), np.floor(sr)
+        on = np.isfinite(sc) & np.isfinite(sr) & (sc >= 0) & (sr >= 0) & (sc < ds.width) & (sr < ds.height)
+        out = np.full(grid.shape, np.nan)
+        out[on] = src[sr[on].astype(int), sc[on].astype(int)]
+        return out
+
+
+def identity_model(**kw):
+    return emw.Model.from_callable(lambda inputs: inputs["array"], input_tile_size=[16, 16], **kw)
+
+
+@pytest.fixture
+def arctic(tmp_path):
+    """Lon/lat degrees, 15°W..15°E x 70°N..90°N, 0.5° pixels of distinct values (1..2400)."""
+    values = np.arange(1, 40 * 60 + 1, dtype=np.uint16).reshape(40, 60)
+    return write_tif(tmp_path / "arctic.tif", values, Affine(0.5, 0, -15, 0, -0.5, 90))
+
+
+@pytest.mark.parametrize("tile", [(5, 15, 0), (4, 7, 0)])
+def test_a_prediction_tile_near_the_pole_is_not_cut_at_the_frame_past_180(arctic, tile):
+    # On the request's lattice (fixInputProj false) the model's cells of these tiles are read
+    # in a frame whose west edge lies a float ulp past -180°: its lon/lat footprint came back
+    # as 180..0 (west > east), which read only the source east of ~1.5°W: the tile was blank
+    # but for its last 34 columns.
+    image = emw.Image.open(arctic)
+    pred = identity_model().predict_image(image, cache=None)
+    ref = nearest_reference(arctic, xyz_grid(*tile))
+    assert np.isfinite(ref).sum() > 40_000  # the tile lies on the scene
+    for got in (image.tile(*tile), pred.tile(*tile)):
+        values = np.ma.filled(got[0].astype(float), np.nan)
+        assert np.array_equal(np.isnan(values), np.isnan(ref))
+        assert np.array_equal(values[~np.isnan(ref)], ref[~np.isnan(ref)])
