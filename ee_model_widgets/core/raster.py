@@ -339,6 +339,31 @@ def _gdal_message(exc: Exception) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
+def _check_values(ds, path: str, names: list[str]) -> None:
+    """Refuse complex bands (reads are real float32: the imaginary part would vanish) and say
+    that scale/offset metadata is not applied (values are read as stored)."""
+    complex_bands = [n for n, t in zip(names, ds.dtypes) if np.issubdtype(np.dtype(t), np.complexfloating)]
+    if complex_bands:
+        raise ImageReadError(
+            f"{path}: bands {complex_bands} hold complex numbers ({ds.dtypes[0]}); images are real-valued. "
+            "Write the parts you need as real bands first (e.g. amplitude: `gdal_calc.py -A in.tif "
+            "--calc='abs(A)' --type=Float32 --outfile=amp.tif`), or pass np.abs(a) / a.real / a.imag "
+            "to Image.from_array."
+        )
+    scaled = [(n, sc, of) for n, sc, of in zip(names, ds.scales, ds.offsets) if (sc, of) != (1.0, 0.0)]
+    if scaled:
+        if len(scaled) == len(names) and len({(sc, of) for _, sc, of in scaled}) == 1:
+            how = f"img.multiply({scaled[0][1]!r}).add({scaled[0][2]!r})"
+        else:
+            how = "img.select(name).multiply(scale).add(offset) per band"
+        detail = ", ".join(f"{n}: scale {sc!r}, offset {of!r}" for n, sc, of in scaled)
+        warnings.warn(
+            f"{path} has scale/offset metadata ({detail}); bands are read as stored, without applying "
+            f"it. For the scaled values use {how}.",
+            stacklevel=4,
+        )
+
+
 class FileImage(_RasterImage):
     """A raster file read lazily through rasterio; see `Image.open`.
 
@@ -351,6 +376,12 @@ class FileImage(_RasterImage):
         self.path = os.fspath(path)
         self._local = threading.local()
         ds = self._dataset()
+        if ds.crs is None and ds.gcps[0]:
+            raise ImageReadError(
+                f"{self.path} is georeferenced by ground control points only (no geotransform), so its "
+                "pixels are not on a grid: warp it onto one first (e.g. `gdalwarp -t_srs EPSG:xxxx in.tif "
+                "out.tif`), then open the result."
+            )
         if ds.crs is None:
             raise ImageReadError(
                 f"{self.path} has no coordinate reference system, so it cannot be placed on a map: "
@@ -390,6 +421,7 @@ class FileImage(_RasterImage):
                 pass
         self.categorical_bands = frozenset(cat)
         self.band_types = {n: np.dtype(t) for n, t in zip(self._band_names, ds.dtypes)}
+        _check_values(ds, self.path, self._band_names)
 
     def _dataset(self, overview: int | None = None):
         """This thread's handle on the file (or on overview level `overview`, 0 = first)."""

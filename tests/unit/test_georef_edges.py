@@ -77,3 +77,40 @@ def test_a_prediction_tile_near_the_pole_is_not_cut_at_the_frame_past_180(arctic
         values = np.ma.filled(got[0].astype(float), np.nan)
         assert np.array_equal(np.isnan(values), np.isnan(ref))
         assert np.array_equal(values[~np.isnan(ref)], ref[~np.isnan(ref)])
+
+
+def test_a_gcp_only_file_is_refused_naming_the_gcps_and_the_warp(tmp_path):
+    # It used to be told it had "no coordinate reference system" and to add one with
+    # gdal_edit -a_srs, which cannot help: its GCPs carry a CRS, it lacks a geotransform.
+    from rasterio.control import GroundControlPoint
+
+    path = tmp_path / "gcps.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=6, height=4, count=1, dtype="uint8") as ds:
+        ds.write(np.ones((1, 4, 6), np.uint8))
+        corners = [(0, 0, 10, 50), (4, 0, 10, 49.6), (0, 6, 10.6, 50), (4, 6, 10.6, 49.6)]
+        ds.gcps = (
+            [GroundControlPoint(r, c, x, y) for r, c, x, y in corners],
+            rasterio.crs.CRS.from_epsg(4326),
+        )
+    with pytest.raises(emw.errors.ImageReadError, match=r"ground control points only.*gdalwarp -t_srs"):
+        emw.Image.open(path)
+
+
+def test_a_complex_band_is_refused_not_read_as_its_real_part(tmp_path):
+    # Reads are float32: the imaginary part was dropped with only numpy's ComplexWarning.
+    values = (np.arange(24).reshape(4, 6) + 1j * np.ones((4, 6))).astype(np.complex64)
+    path = write_tif(tmp_path / "slc.tif", values, Affine(30, 0, 500000, 0, -30, 4000000), crs="EPSG:32633")
+    with pytest.raises(emw.errors.ImageReadError, match=r"\['B1'\] hold complex numbers.*abs"):
+        emw.Image.open(path)
+
+
+def test_scale_offset_metadata_is_named_in_a_warning_and_values_stay_as_stored(tmp_path):
+    raw = np.arange(24, dtype=np.uint16).reshape(4, 6) * 100
+    path = write_tif(tmp_path / "sr.tif", np.stack([raw, raw]), Affine(0.01, 0, 10, 0, -0.01, 50))
+    with rasterio.open(path, "r+") as ds:
+        ds.scales, ds.offsets = (0.0001, 0.0001), (-0.1, -0.1)
+    with pytest.warns(UserWarning, match=r"scale 0.0001, offset -0.1.*img.multiply\(0.0001\).add\(-0.1\)"):
+        image = emw.Image.open(path)
+    assert np.array_equal(image.to_numpy()[0], raw)  # the stored values, as the file holds them
+    scaled = image.multiply(0.0001).add(-0.1).to_numpy()
+    np.testing.assert_allclose(scaled[1], raw * 0.0001 - 0.1, rtol=1e-6, atol=1e-7)
