@@ -56,6 +56,11 @@ _STRIP_PIXELS = 16 * 1024 * 1024
 # memory once built (one pass over the file); larger ones decimate the pixels under each
 # block as it is read.
 _SMALL_FILE = 64 * 1024 * 1024
+# A zoomed-out read of a larger file without overviews reads every full-res pixel under it: more
+# than this many values (pixels x bands: seconds of reading; a zoom-5 map tile of a 50,000 px
+# square file read all 2.5e9 of its pixels, ~30 s) is refused with the fix (build overviews)
+# rather than left to stall the map.
+_MAX_DECIMATED_READ = 256 * 1024 * 1024
 
 _BLOCKS = CellCache(128 * 1024 * 1024)
 # Source pixels under a frame of a target lattice (see `core/frame_warp.py`), read once.
@@ -534,6 +539,14 @@ class FileImage(_RasterImage):
             min(int(window.col_off + window.width) * f, g.width) - int(window.col_off) * f,
             min(int(window.row_off + window.height) * f, g.height) - int(window.row_off) * f,
         )
+        values = int(full.width) * int(full.height) * len(bands)
+        if values > _MAX_DECIMATED_READ:
+            raise ImageReadError(
+                f"{self.path} has no overviews, so this zoomed-out read (1/{f} of its resolution) would "
+                f"read {values:,} values of it at full resolution. Build overviews once (e.g. "
+                f"`gdaladdo -r average {self.path}`, or `rio overview --build auto`), or zoom in / read "
+                "at a finer scale."
+            )
         return self._decimate_window(bands, full, k, picking)
 
     def _decimate_window(self, bands: list[int], window: Window, k: int, picking: bool) -> np.ndarray:

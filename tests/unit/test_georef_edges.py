@@ -14,7 +14,7 @@ from affine import Affine
 from pyproj import Transformer
 
 import ee_model_widgets as emw
-from ee_model_widgets.core.grid import xyz_grid
+from ee_model_widgets.core.grid import MERCATOR_HALF_WORLD, xyz_grid
 
 
 def write_tif(path, arr, transform, crs="EPSG:4326", **profile):
@@ -114,3 +114,60 @@ def test_scale_offset_metadata_is_named_in_a_warning_and_values_stay_as_stored(t
     assert np.array_equal(image.to_numpy()[0], raw)  # the stored values, as the file holds them
     scaled = image.multiply(0.0001).add(-0.1).to_numpy()
     np.testing.assert_allclose(scaled[1], raw * 0.0001 - 0.1, rtol=1e-6, atol=1e-7)
+
+
+def sparse_cog(path, size, overviews):
+    """A `size` px square uint16 GeoTIFF that holds one 512 px block of 500s at its centre, the
+    rest unwritten (nodata 0, sparse: a few kB on disk); with 2x..256x overviews if asked."""
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=1,
+        dtype="uint16",
+        crs="EPSG:3857",
+        transform=Affine(10, 0, 0, 0, -10, size * 10),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        nodata=0,
+        SPARSE_OK=True,
+    ) as ds:
+        ds.write(
+            np.full((1, 512, 512), 500, np.uint16),
+            window=rasterio.windows.Window(size // 2, size // 2, 512, 512),
+        )
+        if overviews:
+            ds.build_overviews([2**k for k in range(1, 9)], rasterio.enums.Resampling.average)
+    return str(path)
+
+
+def test_a_zoomed_out_tile_of_a_huge_file_without_overviews_says_build_them_instead_of_stalling(tmp_path):
+    # A zoom-5 tile of a 24,000 px square file without overviews read all 5.8e8 of its pixels
+    # (block means of the full-res pixels): seconds per tile with the map's workers blocked, and
+    # 4x more for every doubling of the side (a 50,000 px file: ~30 s).
+    from ee_model_widgets.widgets.headless import HeadlessView
+
+    size = 24_000
+    tile = (5, 16, 15)  # holds the whole file (0..2.2°E, 0..2.2°N)
+    bare = emw.Image.open(sparse_cog(tmp_path / "bare.tif", size, overviews=False))
+    with pytest.raises(emw.errors.ImageReadError, match=r"has no overviews.*gdaladdo -r average"):
+        bare.tile(*tile)
+    layer = emw.PredictionLayer(bare, vis_params={"min": 0, "max": 500})
+    try:
+        (reply,) = HeadlessView(layer).fetch([tile], timeout=60)
+        assert reply.status == "error" and "gdaladdo" in layer.last_error  # an error tile, named
+    finally:
+        layer.close()
+    # With overviews the same tile reads, and shows the block where it is.
+    built = emw.Image.open(sparse_cog(tmp_path / "ov.tif", size, overviews=True))
+    values = built.tile(*tile)
+    assert values.count() > 0 and values.max() == 500
+    # A zoom that needs few enough pixels still reads the file without overviews.
+    span = 2 * MERCATOR_HALF_WORLD / 2**9
+    x, y = 10 * (size // 2 + 256), 10 * (size // 2 - 256)  # the block's centre
+    near = (9, int((x + MERCATOR_HALF_WORLD) // span), int((MERCATOR_HALF_WORLD - y) // span))
+    assert bare.tile(*near).max() == 500
