@@ -220,13 +220,12 @@ class _RasterImage(Image):
         r0 = min(by for _, by in still) * bh - fy * size
         c1 = (max(bx for bx, _ in still) + 1) * bw - fx * size
         r1 = (max(by for _, by in still) + 1) * bh - fy * size
-        src = self._frame_source(level, picked, fgrid, _pad(r, scales))
         warped = None
-        if src is not None:
-            data, src_t, src_key = src
+        for data, src_t, src_key in self._frame_sources(level, picked, fgrid, _pad(r, scales)):
             window = (c0, r0, c1 - c0, r1 - r0)
             vrt_key = (src_key, r.value, scales)
-            warped = warp_frame_window(data, src_t, level.grid.crs, fgrid, window, r, scales, vrt_key)
+            got = warp_frame_window(data, src_t, level.grid.crs, fgrid, window, r, scales, vrt_key)
+            warped = got if warped is None else np.where(np.isnan(warped), got, warped)
         for bx, by in still:
             bc, br = bx * bw - fx * size - c0, by * bh - fy * size - r0
             values = []
@@ -238,24 +237,34 @@ class _RasterImage(Image):
                 values.append(v)
             found[(bx, by)] = values
 
-    def _frame_source(self, level: _Level, picked: list[int], fgrid: Grid, pad: int):
+    def _frame_sources(self, level: _Level, picked: list[int], fgrid: Grid, pad: int) -> list:
         """(float32 source pixels under frame `fgrid`, padded by `pad`; their transform; a key
-        naming them), or None when the frame has no valid source pixel. Read once and cached."""
-        found = _frame_window(level.grid, fgrid, pad)
-        if found is None:
-            return None
-        win, _ = found
-        key = (self._token, level.key, fgrid.crs.to_string(), tuple(fgrid.transform)[:6], fgrid.width, pad)
-        key += tuple(picked)
-        data = _FRAME_SOURCES.get(key)
-        if data is None:
-            data = np.ascontiguousarray(self._level_window(level, picked, win), dtype=np.float32)
-            if np.isnan(data).all():
-                data = _EMPTY
-            _FRAME_SOURCES.put(key, data)
-        if data.size == 0:
-            return None
-        return data, level.grid.transform @ Affine.translation(win.col_off, win.row_off), key
+        naming them) per window of `warp._source_window` that has a valid pixel. Read once, cached."""
+        sources = []
+        for win, _, shift in _frame_window(level.grid, fgrid, pad):
+            key = (
+                self._token,
+                level.key,
+                fgrid.crs.to_string(),
+                tuple(fgrid.transform)[:6],
+                fgrid.width,
+                pad,
+            )
+            key += (shift, *picked)
+            data = _FRAME_SOURCES.get(key)
+            if data is None:
+                data = np.ascontiguousarray(self._level_window(level, picked, win), dtype=np.float32)
+                if np.isnan(data).all():
+                    data = _EMPTY
+                _FRAME_SOURCES.put(key, data)
+            if data.size:
+                t = (
+                    Affine.translation(shift, 0)
+                    @ level.grid.transform
+                    @ Affine.translation(win.col_off, win.row_off)
+                )
+                sources.append((data, t, key))
+        return sources
 
 
 # ---- in-memory arrays ----------------------------------------------------------------------

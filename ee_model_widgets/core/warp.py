@@ -24,6 +24,7 @@ is read in (a map tile, a batch of model cells, an export window all agree bit f
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Hashable, Sequence
 
@@ -155,10 +156,14 @@ def _pad(resampling: Resampling, scales: tuple[float, float] | None) -> int:
     return math.ceil(_KERNEL_RADIUS.get(resampling, 1) * reach) + 2
 
 
-def _source_window(src: Grid, grid: Grid, pad: int) -> tuple[Window, bool] | None:
-    """The window of `src` under `grid`, padded by `pad` pixels and clipped; None if off `src`.
+def _source_window(src: Grid, grid: Grid, pad: int) -> list[tuple[Window, bool, float]]:
+    """The windows of `src` under `grid`, padded by `pad` pixels and clipped; [] if off `src`.
 
-    The flag says whether the padded footprint lies wholly inside `src` (nothing clipped).
+    Each comes with a flag, whether the padded footprint lies wholly inside `src` (nothing
+    clipped), and the x shift to add to `src`'s transform when warping from that window. A
+    lon/lat source can meet the footprint in another copy of the world (a scene stored as
+    177..185°, or as 0..360°, under a web tile at -180..-175°): GDAL takes longitudes as they
+    come, so that part is warped from the source moved by 360° (one window per copy met).
     Falls back to the whole of `src` when the footprint cannot be computed (transforms can
     fail or blow up far outside a CRS's area of use, e.g. a zoom-0 web tile seen from UTM).
     """
@@ -172,27 +177,25 @@ def _source_window(src: Grid, grid: Grid, pad: int) -> tuple[Window, bool] | Non
     except Exception:  # noqa: BLE001 - PROJ errors come in several types
         ok = False
     if not ok:
-        return Window(0, 0, src.width, src.height), False
-    boxes = [b]
+        return [(Window(0, 0, src.width, src.height), False, 0.0)]
     west, south, east, north = b
-    if src.crs.is_geographic and grid.crs != src.crs and west > east:
-        # transform_bounds answers west > east for a footprint across 180° (e.g. a web-map
-        # frame whose west edge lies a float ulp past -180°): take both copies of the
-        # unwrapped box, as a plain (west, east) pair would select the wrong longitudes.
-        boxes = [(west, south, east + 360.0, north), (west - 360.0, south, east, north)]
-    wins = []
-    for box in boxes:
-        c0, r0, c1, r1 = pixel_window(src.transform, box, pad=pad, eps=0.0)
-        if not (c1 <= 0 or r1 <= 0 or c0 >= src.width or r0 >= src.height):
-            wins.append((c0, r0, c1, r1))
-    if not wins:
-        return None
-    c0, r0 = min(v[0] for v in wins), min(v[1] for v in wins)
-    c1, r1 = max(v[2] for v in wins), max(v[3] for v in wins)
-    inside = len(wins) == 1 and c0 >= 0 and r0 >= 0 and c1 <= src.width and r1 <= src.height
-    c0, r0 = max(c0, 0), max(r0, 0)
-    c1, r1 = min(c1, src.width), min(r1, src.height)
-    return Window(c0, r0, c1 - c0, r1 - r0), inside
+    spans, copies = [(west, east)], (0.0,)
+    if src.crs.is_geographic:
+        if grid.crs != src.crs and west > east:
+            # transform_bounds' answer for a footprint across 180° (e.g. a web-map frame whose
+            # west edge lies a float ulp past -180°): GDAL sees its longitudes in two spans.
+            spans = [(west, 180.0), (-180.0, east)]
+        copies = (0.0, -360.0, 360.0)
+    found = []
+    for (w, e), k in itertools.product(spans, copies):
+        c0, r0, c1, r1 = pixel_window(src.transform, (w + k, south, e + k, north), pad=pad, eps=0.0)
+        if c1 <= 0 or r1 <= 0 or c0 >= src.width or r0 >= src.height:
+            continue
+        inside = c0 >= 0 and r0 >= 0 and c1 <= src.width and r1 <= src.height
+        c0, r0 = max(c0, 0), max(r0, 0)
+        c1, r1 = min(c1, src.width), min(r1, src.height)
+        found.append((Window(c0, r0, c1 - c0, r1 - r0), inside, -k))
+    return found
 
 
 def _mem_dataset(src: np.ndarray, transform: Affine):
@@ -377,18 +380,18 @@ def warp_array(
                 scales = _scales_at(src_transform, src_crs, grid.crs, lin, sx_, sy_)
             except Exception:  # noqa: BLE001 - PROJ errors come in several types
                 scales = None
-            found = _source_window(src_grid, bgrid, _pad(r, scales))
-            if found is None:
-                return None
-            # Only the pixels under the block: its result must not depend on what else the
-            # caller's array holds (e.g. which bands share a mask elsewhere).
-            win, inside = found
-            c0, r0 = int(win.col_off), int(win.row_off)
-            cut = part[:, r0 : r0 + int(win.height), c0 : c0 + int(win.width)]
-            if np.isnan(cut).all():
-                return None
-            cut_t = src_transform @ Affine.translation(c0, r0)
-            return _warp_bands(cut, cut_t, src_crs, bgrid, r, scales, inside)
+            warped = None
+            for win, inside, shift in _source_window(src_grid, bgrid, _pad(r, scales)):
+                # Only the pixels under the block: its result must not depend on what else the
+                # caller's array holds (e.g. which bands share a mask elsewhere).
+                c0, r0 = int(win.col_off), int(win.row_off)
+                cut = part[:, r0 : r0 + int(win.height), c0 : c0 + int(win.width)]
+                if np.isnan(cut).all():
+                    continue
+                cut_t = Affine.translation(shift, 0) @ src_transform @ Affine.translation(c0, r0)
+                got = _warp_bands(cut, cut_t, src_crs, bgrid, r, scales, inside)
+                warped = got if warped is None else np.where(np.isnan(warped), got, warped)
+            return warped
 
         _assemble(grid, t0, col, row, out, pos, block)
     return _masked(out)

@@ -42,9 +42,9 @@ def nearest_reference(path, grid) -> np.ndarray:
         src = ds.read(1).astype(np.float64)
         src[ds.read_masks(1) == 0] = np.nan
         cols, rows = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(grid.height) + 0.5)
-        x, y = grid.transform * (cols, rows)
+        x, y = grid.transform @ (cols, rows)
         sx, sy = Transformer.from_crs(grid.crs, ds.crs, always_xy=True).transform(x, y)
-        sc, sr = ~ds.transform * (sx, sy)
+        sc, sr = ~ds.transform @ (sx, sy)
         sc, sr = np.floor(sc), np.floor(sr)
         on = np.isfinite(sc) & np.isfinite(sr) & (sc >= 0) & (sr >= 0) & (sc < ds.width) & (sr < ds.height)
         out = np.full(grid.shape, np.nan)
@@ -171,3 +171,63 @@ def test_a_zoomed_out_tile_of_a_huge_file_without_overviews_says_build_them_inst
     x, y = 10 * (size // 2 + 256), 10 * (size // 2 - 256)  # the block's centre
     near = (9, int((x + MERCATOR_HALF_WORLD) // span), int((MERCATOR_HALF_WORLD - y) // span))
     assert bare.tile(*near).max() == 500
+
+
+@pytest.fixture
+def fiji_lonlat(tmp_path):
+    """A lon/lat scene across 180° as gdalwarp writes one: 178..184°E (= 176°W), 16..20°S,
+    0.1° pixels of distinct values."""
+    values = np.arange(1, 40 * 60 + 1, dtype=np.float32).reshape(40, 60)
+    return write_tif(tmp_path / "fiji.tif", values, Affine(0.1, 0, 178, 0, -0.1, -16))
+
+
+def lonlat_reference(path, grid) -> np.ndarray:
+    """`nearest_reference` for a lon/lat file stored east of 180°: centres west of its west
+    edge are looked up one world east (-179° is 181°)."""
+    with rasterio.open(path) as ds:
+        src = ds.read(1).astype(np.float64)
+        cols, rows = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(grid.height) + 0.5)
+        x, y = grid.transform @ (cols, rows)
+        lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
+        lon = np.where(lon < ds.bounds.left, lon + 360, lon)
+        sc, sr = np.floor(~ds.transform @ (lon, lat))
+        on = (sc >= 0) & (sr >= 0) & (sc < ds.width) & (sr < ds.height)
+        out = np.full(grid.shape, np.nan)
+        out[on] = src[sr[on].astype(int), sc[on].astype(int)]
+        return out
+
+
+@pytest.mark.parametrize("fix_input_proj", [False, True])
+def test_a_lonlat_scene_stored_past_180_shows_on_both_sides_of_it(fiji_lonlat, fix_input_proj):
+    # GDAL warps longitudes as they come: a web tile at -180..-174° found no source pixel in
+    # a scene written as 178..184°, so everything east of 180° was a blank map (the image, its
+    # predictions and the layer), while to_numpy and exports had it.
+    from ee_model_widgets.widgets.headless import HeadlessView
+
+    image = emw.Image.open(fiji_lonlat)
+    kw = {"fix_input_proj": True, "proj": image.projection} if fix_input_proj else {}
+    pred = identity_model(**kw).predict_image(image, cache=None)
+    east, west = (6, 0, 35), (6, 63, 35)  # 180..174.4°W and 174.4°E..180
+    layer = emw.PredictionLayer(pred, vis_params={"min": 0, "max": 2400})
+    try:
+        replies = HeadlessView(layer).fetch([east, west], timeout=60)
+    finally:
+        layer.close()
+    for tile, reply, least in zip([east, west], replies, [25_000, 12_000]):
+        ref = lonlat_reference(fiji_lonlat, xyz_grid(*tile))
+        assert np.isfinite(ref).sum() > least  # the tile lies on the scene
+        for values in (image.tile(*tile)[0], pred.tile(*tile)[0], reply.values[0]):
+            got = np.ma.filled(np.ma.asarray(values, dtype=float), np.nan)
+            assert np.array_equal(np.isnan(got), np.isnan(ref))
+            assert np.array_equal(got[~np.isnan(ref)], ref[~np.isnan(ref)])
+
+
+def test_a_global_grid_stored_as_0_to_360_draws_the_western_hemisphere(tmp_path):
+    values = (np.arange(360)[None, :] + 1000 * np.arange(180)[:, None]).astype(np.float32)
+    path = write_tif(tmp_path / "global360.tif", values, Affine(1, 0, 0, 0, -1, 90))
+    image = emw.Image.open(path)
+    tile = (3, 1, 2)  # 135°W..90°W, 0..41°N
+    ref = lonlat_reference(path, xyz_grid(*tile))
+    assert np.isfinite(ref).all()
+    got = image.tile(*tile)[0]
+    assert got.count() == ref.size and np.array_equal(got.data, ref)
