@@ -221,10 +221,11 @@ class _RasterImage(Image):
         c1 = (max(bx for bx, _ in still) + 1) * bw - fx * size
         r1 = (max(by for _, by in still) + 1) * bh - fy * size
         warped = None
-        for data, src_t, src_key in self._frame_sources(level, picked, fgrid, _pad(r, scales)):
+        sources, wraps = self._frame_sources(level, picked, fgrid, _pad(r, scales))
+        for data, src_t, src_key in sources:
             window = (c0, r0, c1 - c0, r1 - r0)
             vrt_key = (src_key, r.value, scales)
-            got = warp_frame_window(data, src_t, level.grid.crs, fgrid, window, r, scales, vrt_key)
+            got = warp_frame_window(data, src_t, level.grid.crs, fgrid, window, r, scales, vrt_key, wraps)
             warped = got if warped is None else np.where(np.isnan(warped), got, warped)
         for bx, by in still:
             bc, br = bx * bw - fx * size - c0, by * bh - fy * size - r0
@@ -237,11 +238,13 @@ class _RasterImage(Image):
                 values.append(v)
             found[(bx, by)] = values
 
-    def _frame_sources(self, level: _Level, picked: list[int], fgrid: Grid, pad: int) -> list:
+    def _frame_sources(self, level: _Level, picked: list[int], fgrid: Grid, pad: int) -> tuple[list, bool]:
         """(float32 source pixels under frame `fgrid`, padded by `pad`; their transform; a key
-        naming them) per window of `warp._source_window` that has a valid pixel. Read once, cached."""
+        naming them) per window of `warp._source_window` that has a valid pixel, read once and
+        cached; and whether the frame meets the source across 180° (GDAL's SAMPLE_GRID then)."""
         sources = []
-        for win, _, shift in _frame_window(level.grid, fgrid, pad):
+        windows = _frame_window(level.grid, fgrid, pad)
+        for win, _, shift in windows:
             key = (
                 self._token,
                 level.key,
@@ -264,7 +267,7 @@ class _RasterImage(Image):
                     @ Affine.translation(win.col_off, win.row_off)
                 )
                 sources.append((data, t, key))
-        return sources
+        return sources, len(windows) > 1 or any(shift for _, _, shift in windows)
 
 
 # ---- in-memory arrays ----------------------------------------------------------------------

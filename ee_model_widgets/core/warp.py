@@ -215,15 +215,26 @@ def _mem_dataset(src: np.ndarray, transform: Affine):
 
 
 def warped_vrt(
-    ds, src_transform: Affine, src_crs: CRS, grid: Grid, resampling: Resampling, scales, masked: bool
+    ds,
+    src_transform: Affine,
+    src_crs: CRS,
+    grid: Grid,
+    resampling: Resampling,
+    scales,
+    masked: bool,
+    sample_grid: bool = False,
 ) -> WarpedVRT:
     """The `WarpedVRT` of float32 MEM dataset `ds` (`_mem_dataset`) onto `grid`, as block and
     frame warps both set it up: GDAL's transformer error held to `TOLERANCE`, bands masked as
     one, XSCALE/YSCALE fixing the downsampling kernel's width instead of letting GDAL estimate
     it per chunk (plain floats: GDAL reads an np.float64 repr as 0). `masked`: NaN is the
     source's nodata and the output starts as NaN (`NAN_INIT`), with no destination nodata
-    (see `_warp`); else the source has no mask and GDAL's plain kernels run."""
+    (see `_warp`); else the source has no mask and GDAL's plain kernels run. `sample_grid`:
+    GDAL finds each chunk's source window from a grid of points, not its edges only (whose
+    longitudes jump at 180°, which lost the columns next to it: see `_source_window`)."""
     extras = {"UNIFIED_SRC_NODATA": "YES"}
+    if sample_grid:
+        extras["SAMPLE_GRID"] = "YES"
     if masked:
         extras["INIT_DEST"] = NAN_INIT
     if scales is not None:
@@ -255,6 +266,7 @@ def _warp(
     resampling: Resampling,
     scales: tuple[float, float] | None,
     masked: bool = True,
+    sample_grid: bool = False,
 ) -> np.ndarray:
     """GDAL-warp float32 `src` (NaN = masked) onto `grid`: float32 (bands, rows, cols), NaN = masked.
 
@@ -270,7 +282,7 @@ def _warp(
     """
     src = np.ascontiguousarray(src, dtype=np.float32)
     with _mem_dataset(src, src_transform) as ds:
-        with warped_vrt(ds, src_transform, src_crs, grid, resampling, scales, masked) as vrt:
+        with warped_vrt(ds, src_transform, src_crs, grid, resampling, scales, masked, sample_grid) as vrt:
             return vrt.read()
 
 
@@ -296,6 +308,7 @@ def _warp_bands(
     resampling: Resampling,
     scales: tuple[float, float] | None,
     inside: bool,
+    sample_grid: bool = False,
 ) -> np.ndarray:
     """`_warp`, one GDAL call per set of bands that share a mask.
 
@@ -312,11 +325,11 @@ def _warp_bands(
     sets = mask_sets(src, nan)
     if len(sets) == 1:
         masked = not inside or bool(nan[0].any())
-        return _warp(src, src_transform, src_crs, grid, resampling, scales, masked)
+        return _warp(src, src_transform, src_crs, grid, resampling, scales, masked, sample_grid)
     out = np.empty((src.shape[0], grid.height, grid.width), np.float32)
     for s in sets:
         masked = not inside or bool(nan[s[0]].any())
-        out[s] = _warp(src[s], src_transform, src_crs, grid, resampling, scales, masked)
+        out[s] = _warp(src[s], src_transform, src_crs, grid, resampling, scales, masked, sample_grid)
     return out
 
 
@@ -381,7 +394,9 @@ def warp_array(
             except Exception:  # noqa: BLE001 - PROJ errors come in several types
                 scales = None
             warped = None
-            for win, inside, shift in _source_window(src_grid, bgrid, _pad(r, scales)):
+            windows = _source_window(src_grid, bgrid, _pad(r, scales))
+            wraps = len(windows) > 1 or any(shift for _, _, shift in windows)
+            for win, inside, shift in windows:
                 # Only the pixels under the block: its result must not depend on what else the
                 # caller's array holds (e.g. which bands share a mask elsewhere).
                 c0, r0 = int(win.col_off), int(win.row_off)
@@ -389,7 +404,7 @@ def warp_array(
                 if np.isnan(cut).all():
                     continue
                 cut_t = Affine.translation(shift, 0) @ src_transform @ Affine.translation(c0, r0)
-                got = _warp_bands(cut, cut_t, src_crs, bgrid, r, scales, inside)
+                got = _warp_bands(cut, cut_t, src_crs, bgrid, r, scales, inside, wraps)
                 warped = got if warped is None else np.where(np.isnan(warped), got, warped)
             return warped
 

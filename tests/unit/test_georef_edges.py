@@ -231,3 +231,29 @@ def test_a_global_grid_stored_as_0_to_360_draws_the_western_hemisphere(tmp_path)
     assert np.isfinite(ref).all()
     got = image.tile(*tile)[0]
     assert got.count() == ref.size and np.array_equal(got.data, ref)
+
+
+def test_a_region_across_180_of_a_lonlat_scene_reads_every_pixel_and_matches_the_tiles(fiji_lonlat):
+    # On the web map's lattice (EPSG:3857, unwrapped east of 180°) a read of the whole scene
+    # lost what lies east of 180° (and, once that was found, a 0.5° strip next to it: GDAL
+    # looked for each chunk's source along its edges, whose longitudes jump at 180°).
+    from ee_model_widgets.core.region import grid_for
+
+    image = emw.Image.open(fiji_lonlat)
+    z = 6
+    res = 2 * MERCATOR_HALF_WORLD / 2**z / 256
+    web = emw.Projection("EPSG:3857", Affine(res, 0, -MERCATOR_HALF_WORLD, 0, -res, MERCATOR_HALF_WORLD))
+    region = (178.05, -19.9, 183.9, -16.1)  # inside the scene, across 180°
+    for source in (image, identity_model().predict_image(image, cache=None)):
+        got = source.to_numpy(region=region, proj=web)[0]
+        grid = grid_for(source, region, web)
+        ref = lonlat_reference(fiji_lonlat, grid)
+        assert np.isfinite(ref).all() and got.count() == ref.size
+        assert np.array_equal(got.data, ref)
+        # The same pixels in the map's tiles (world copies wrapped as Leaflet asks for them).
+        col0, row0 = (round(v) for v in ~web.transform @ (grid.transform.c, grid.transform.f))
+        for r in range(0, grid.height, 9):
+            for c in range(0, grid.width, 7):
+                col, row = col0 + c, row0 + r
+                tile = source.tile(z, (col // 256) % 2**z, row // 256)
+                assert tile[0, row % 256, col % 256] == got[r, c]
