@@ -264,6 +264,8 @@ def grid_for(image: Image, region=None, proj=None) -> Grid:
         return snap_bounds(p.crs, p.transform, bounds)
 
     lonlat = region_bounds(region)
+    if img_grid.crs.is_geographic:
+        lonlat = _copy_on_image(lonlat, img_grid.bounds)
     img_ll = lonlat_bounds(img_grid)
     in_img = _to_crs(lonlat, WGS84, img_grid.crs)
     ib = img_grid.bounds
@@ -285,6 +287,16 @@ def grid_for(image: Image, region=None, proj=None) -> Grid:
     if bounds is None:
         raise RegionError(f"Region {_fmt(lonlat)} (lon/lat) cannot be expressed in {p!r}.")
     return snap_bounds(p.crs, p.transform, bounds)
+
+
+def _copy_on_image(lonlat, image_bounds) -> tuple[float, float, float, float]:
+    """`lonlat` moved by whole turns onto a lon/lat image stored east of 180° or west of -180°
+    (e.g. a 0..360° grid): a region at -101..-99° reads its 259..261° pixels."""
+    w, s, e, n = lonlat
+    for k in (0.0, 360.0, -360.0):
+        if w + k < image_bounds[2] and e + k > image_bounds[0]:
+            return (w + k, s, e + k, n)
+    return tuple(lonlat)
 
 
 def point_grid(image: Image, lon: float, lat: float, proj=None) -> Grid:

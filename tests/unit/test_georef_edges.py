@@ -257,3 +257,23 @@ def test_a_region_across_180_of_a_lonlat_scene_reads_every_pixel_and_matches_the
                 col, row = col0 + c, row0 + r
                 tile = source.tile(z, (col // 256) % 2**z, row // 256)
                 assert tile[0, row % 256, col % 256] == got[r, c]
+
+
+def test_a_region_west_of_0_reads_from_a_0_to_360_grid(tmp_path):
+    # It was refused: "Region (-101, 40, -99, 42) does not intersect the image".
+    from ee_model_widgets.core.region import grid_for
+
+    values = (np.arange(360)[None, :] + 1000 * np.arange(180)[:, None]).astype(np.float32)
+    path = write_tif(tmp_path / "global360.tif", values, Affine(1, 0, 0, 0, -1, 90))
+    image = emw.Image.open(path)
+    region = (-101, 40, -99, 42)
+    got = image.to_numpy(region=region)  # the file's own lattice: rows 48..49, columns 259..260
+    assert got.count() == 4 and np.array_equal(got.data[0], values[48:50, 259:261])
+    web = emw.Projection("EPSG:3857").at_scale(20_000)
+    pred = identity_model().predict_image(image, cache=None)
+    out = pred.export(str(tmp_path / "west.tif"), region=region, proj=web, progress=False)
+    with rasterio.open(out) as ds:
+        written = ds.read(1, masked=True)
+    ref = lonlat_reference(path, grid_for(pred, region, web))
+    assert np.isfinite(ref).all() and written.count() == ref.size
+    assert np.array_equal(written.data, ref)
