@@ -36,7 +36,7 @@ from ..errors import InputError, ModelError, TooManyCells
 from .antimeridian import footprints
 from .cache import CellCache, default_cache
 from .fingerprint import image_fingerprint
-from .grid import Grid, lattice_offset, pixel_window
+from .grid import Grid, grid_window, lattice_offset, pixel_window
 from .image import Image, empty_read
 from .plan import ReadPlan
 from .raster import warp_array
@@ -206,7 +206,12 @@ class PredictedImage(Image):
             if key in self._footprint_cache:
                 return self._footprint_cache[key]
         src = self.source.grid
-        wins = [pixel_window(lattice.out_transform, b) for b in footprints(src.bounds, src.crs, lattice.crs)]
+        if src.crs == lattice.crs:  # its corners: a rotated source is not its bounding box
+            wins = [grid_window(lattice.out_transform, src)]
+        else:
+            wins = [
+                pixel_window(lattice.out_transform, b) for b in footprints(src.bounds, src.crs, lattice.crs)
+            ]
         with self._fp_lock:
             if len(self._footprint_cache) > 64:  # one entry per zoom level in practice
                 self._footprint_cache.clear()

@@ -20,7 +20,7 @@ from rasterio.warp import transform as transform_points
 
 from ..errors import ProjectionError, RegionError
 from .antimeridian import crossing_resolution, unwrapped_bounds
-from .grid import Grid, snap_bounds
+from .grid import Grid, snap_bounds, snap_grid
 from .projection import Projection
 
 if TYPE_CHECKING:
@@ -252,15 +252,14 @@ def grid_for(image: Image, region=None, proj=None) -> Grid:
     p = resolve_projection(image, proj)
     img_grid = image.grid
     if region is None:
-        if p.crs == img_grid.crs:
-            bounds = img_grid.bounds
-        else:
-            bounds = _to_crs(img_grid.bounds, img_grid.crs, p.crs)
-            if bounds is None:
-                raise ProjectionError(
-                    f"The image's extent {_fmt(lonlat_bounds(img_grid))} (lon/lat) cannot be expressed in "
-                    f"{p!r}: pass a region inside that CRS's area of use."
-                )
+        if p.crs == img_grid.crs:  # its corners: a rotated image is not its bounding box
+            return snap_grid(p.transform, img_grid)
+        bounds = _to_crs(img_grid.bounds, img_grid.crs, p.crs)
+        if bounds is None:
+            raise ProjectionError(
+                f"The image's extent {_fmt(lonlat_bounds(img_grid))} (lon/lat) cannot be expressed in "
+                f"{p!r}: pass a region inside that CRS's area of use."
+            )
         return snap_bounds(p.crs, p.transform, bounds)
 
     lonlat = region_bounds(region)

@@ -277,3 +277,22 @@ def test_a_region_west_of_0_reads_from_a_0_to_360_grid(tmp_path):
     ref = lonlat_reference(path, grid_for(pred, region, web))
     assert np.isfinite(ref).all() and written.count() == ref.size
     assert np.array_equal(written.data, ref)
+
+
+@pytest.fixture
+def rotated(tmp_path):
+    """A north-up-less GeoTIFF: pixel axes turned ~37° (aerial imagery keeps such transforms)."""
+    values = np.arange(1, 40 * 60 + 1, dtype=np.uint16).reshape(40, 60)
+    return write_tif(tmp_path / "rotated.tif", values, Affine(8, 6, 500000, 6, -8, 4000000), crs="EPSG:32633")
+
+
+def test_a_rotated_image_exports_on_its_own_grid(rotated, tmp_path):
+    # The full extent of a rotated image was the lattice window around its bounding box:
+    # to_numpy() gave 98x100 pixels for a 40x60 file, and its prediction's export 194x196,
+    # all but 6% of them NaN (the model's footprint was that box too).
+    image = emw.Image.open(rotated)
+    assert image.to_numpy().shape == (1, 40, 60)
+    out = identity_model().predict_image(image).export(str(tmp_path / "pred.tif"), progress=False)
+    with rasterio.open(out) as written, rasterio.open(rotated) as source:
+        assert written.transform == source.transform and written.shape == source.shape
+        assert np.array_equal(written.read(1), source.read(1))
