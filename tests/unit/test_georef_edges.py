@@ -286,6 +286,28 @@ def rotated(tmp_path):
     return write_tif(tmp_path / "rotated.tif", values, Affine(8, 6, 500000, 6, -8, 4000000), crs="EPSG:32633")
 
 
+def test_to_xarray_of_a_rotated_lattice_places_every_pixel_where_the_file_has_it(rotated):
+    # The 1-D x/y coordinates ignored the rotation: da.sel(x=, y=) and any plot put each pixel
+    # up to hundreds of metres away from where it is.
+    pytest.importorskip("dask")
+    image = emw.Image.open(rotated)
+    da = image.to_xarray()
+    assert "x" not in da.coords and "y" not in da.coords  # no 1-D coordinates that would be wrong
+    assert (
+        tuple(float(v) for v in da.spatial_ref.attrs["GeoTransform"].split())
+        == image.grid.transform.to_gdal()
+    )
+    values, xc, yc = da.values[0], da.xc.values, da.yc.values
+    with rasterio.open(rotated) as ds:
+        stored = ds.read(1)
+        rows, cols = rasterio.transform.rowcol(ds.transform, xc.ravel(), yc.ravel())
+    rows, cols = np.reshape(rows, xc.shape), np.reshape(cols, xc.shape)
+    on = (rows >= 0) & (rows < 40) & (cols >= 0) & (cols < 60)
+    assert on.sum() == 40 * 60  # every pixel of the file is in the array once
+    assert np.array_equal(values[on], stored[rows[on], cols[on]])
+    assert np.isnan(values[~on]).all()
+
+
 def test_a_rotated_image_exports_on_its_own_grid(rotated, tmp_path):
     # The full extent of a rotated image was the lattice window around its bounding box:
     # to_numpy() gave 98x100 pixels for a 40x60 file, and its prediction's export 194x196,
