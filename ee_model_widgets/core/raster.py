@@ -399,6 +399,12 @@ class FileImage(_RasterImage):
                 "pixels are not on a grid: warp it onto one first (e.g. `gdalwarp -t_srs EPSG:xxxx in.tif "
                 "out.tif`), then open the result."
             )
+        if ds.crs is None and ds.rpcs is not None:
+            raise ImageReadError(
+                f"{self.path} is georeferenced by RPCs only (a raw satellite scene, no geotransform): "
+                "orthorectify it onto a grid first (e.g. `gdalwarp -rpc -t_srs EPSG:xxxx in.tif out.tif`), "
+                "then open the result."
+            )
         if ds.crs is None:
             raise ImageReadError(
                 f"{self.path} has no coordinate reference system, so it cannot be placed on a map: "

@@ -318,3 +318,21 @@ def test_a_rotated_image_exports_on_its_own_grid(rotated, tmp_path):
     with rasterio.open(out) as written, rasterio.open(rotated) as source:
         assert written.transform == source.transform and written.shape == source.shape
         assert np.array_equal(written.read(1), source.read(1))
+
+
+def test_an_rpc_only_scene_is_refused_naming_the_orthorectification(tmp_path):
+    # Like GCPs: it was told to add a CRS with gdal_edit -a_srs, which cannot place its pixels.
+    from rasterio.rpc import RPC
+
+    path = tmp_path / "l1.tif"
+    unit = dict(line_den_coeff=[1] + [0] * 19, samp_den_coeff=[1] + [0] * 19)
+    rpc = RPC(
+        height_off=100, height_scale=500, lat_off=40, lat_scale=0.1, long_off=10, long_scale=0.1,
+        line_off=50, line_scale=50, samp_off=50, samp_scale=50,
+        line_num_coeff=[0, 0, -1] + [0] * 17, samp_num_coeff=[0, 1] + [0] * 18, **unit,
+    )  # fmt: skip
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=1, dtype="uint8") as ds:
+        ds.write(np.ones((1, 100, 100), np.uint8))
+        ds.rpcs = rpc
+    with pytest.raises(emw.errors.ImageReadError, match=r"RPCs only.*gdalwarp -rpc -t_srs"):
+        emw.Image.open(path)
