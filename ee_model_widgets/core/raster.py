@@ -253,7 +253,7 @@ class _RasterImage(Image):
                 fgrid.width,
                 pad,
             )
-            key += (shift, *picked)
+            key += (win.col_off, win.row_off, win.width, win.height, shift, *picked)
             data = _FRAME_SOURCES.get(key)
             if data is None:
                 data = np.ascontiguousarray(self._level_window(level, picked, win), dtype=np.float32)

@@ -38,6 +38,7 @@ from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from .antimeridian import period
 from .grid import Grid, as_crs, pixel_window
 
 #: Side of the target-lattice blocks that are warped independently (256 = one web-map tile).
@@ -181,7 +182,14 @@ def _source_window(src: Grid, grid: Grid, pad: int) -> list[tuple[Window, bool, 
     west, south, east, north = b
     spans, copies = [(west, east)], (0.0,)
     if src.crs.is_geographic:
-        if grid.crs != src.crs and west > east:
+        world = period(grid.crs)
+        gw, _, ge, _ = grid.bounds
+        if grid.crs != src.crs and (west == east or (world is not None and ge - gw >= world * (1 - 1e-9))):
+            # A frame a whole world wide (zoomed-out web frames are anchored at the CRS
+            # origin, e.g. 0..360°; float noise aside): transform_bounds collapses it to
+            # west == east, or to a sliver.
+            spans = [(-180.0, 180.0)]
+        elif grid.crs != src.crs and west > east:
             # transform_bounds' answer for a footprint across 180° (e.g. a web-map frame whose
             # west edge lies a float ulp past -180°): GDAL sees its longitudes in two spans.
             spans = [(west, 180.0), (-180.0, east)]

@@ -336,3 +336,27 @@ def test_an_rpc_only_scene_is_refused_naming_the_orthorectification(tmp_path):
         ds.rpcs = rpc
     with pytest.raises(emw.errors.ImageReadError, match=r"RPCs only.*gdalwarp -rpc -t_srs"):
         emw.Image.open(path)
+
+
+@pytest.fixture
+def global_lonlat(tmp_path):
+    """The whole world in lon/lat, 1° pixels of distinct values (column + 1000 * row)."""
+    values = (np.arange(360)[None, :] + 1000 * np.arange(180)[:, None]).astype(np.float32)
+    return write_tif(tmp_path / "world.tif", values, Affine(1, 0, -180, 0, -1, 90))
+
+
+@pytest.mark.parametrize("tile", [(0, 0, 0), (1, 1, 0), (2, 0, 1), (3, 7, 3)])
+def test_a_global_lonlat_grid_fills_the_zoomed_out_map(global_lonlat, tile):
+    # Zoomed-out web frames are anchored at the CRS origin and a whole world wide (z3: 0..360°):
+    # their lon/lat footprint collapsed to a sliver at 0°, so a global grid's tiles at zoom 0-3
+    # were blank (z3, z2 of its predictions) or half blank (z0).
+    image = emw.Image.open(global_lonlat)
+    ref = nearest_reference(global_lonlat, xyz_grid(*tile))
+    assert np.isfinite(ref).all()
+    preds = [
+        identity_model().predict_image(image, cache=None),
+        identity_model(fix_input_proj=True, proj=image.projection).predict_image(image, cache=None),
+    ]
+    for source in (image, *preds):
+        got = source.tile(*tile)[0]
+        assert got.count() == ref.size and np.array_equal(got.data, ref)
