@@ -186,6 +186,7 @@ def lonlat_reference(path, grid) -> np.ndarray:
     edge are looked up one world east (-179° is 181°)."""
     with rasterio.open(path) as ds:
         src = ds.read(1).astype(np.float64)
+        src[ds.read_masks(1) == 0] = np.nan
         cols, rows = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(grid.height) + 0.5)
         x, y = grid.transform @ (cols, rows)
         lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
