@@ -47,11 +47,24 @@ def range_text(runs: list[dict]) -> str:
     return "".join(out)
 
 
+def lands_within(measured: str, runs: list[dict]) -> bool:
+    """Whether every number of `measured` lies within its range over `runs`."""
+    return all(lo[0] <= v <= hi[0] for (v, _), (lo, hi) in zip(_numbers(measured), spread(runs)))
+
+
+def reproduced(runs: list[dict]) -> tuple[int, int]:
+    """(landed, tried): of the recorded runs that had at least two runs before them (a range of
+    one value is no range), how many landed within the range of the runs before them."""
+    tried = [lands_within(r["measured"], runs[:i]) for i, r in enumerate(runs) if i >= 2]
+    return sum(tried), len(tried)
+
+
 def render(figures: dict) -> str:
     """The markdown table, one row per recorded figure, in key order."""
     rows = [
-        "| what (script, item) | measured (last run) | range over the recorded runs | target | last run |",
-        "| --- | --- | --- | --- | --- |",
+        "| what (script, item) | measured (last run) | range over the recorded runs "
+        "| runs within the range of the 2+ runs before them | target | last run |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for key, f in sorted(figures.items()):
         script, _, item = key.partition(".")
@@ -59,10 +72,19 @@ def render(figures: dict) -> str:
         runs = f.get("runs") or [f]
         dates = sorted({r["date"] for r in runs})
         when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+        landed, tried = reproduced(runs)
         rows.append(
             f"| {cell(f['what'])} (`{script}.py` {item}) | {cell(f['measured'])} "
             f"| {cell(range_text(runs))} ({len(runs)} run{'s' * (len(runs) > 1)}, {when}) "
+            f"| {f'{landed} of {tried}' if tried else '—'} "
             f"| {cell(f['target'])} | {f['date']}, {f['machine']} |"
+        )
+    tried = [reproduced(f.get("runs") or [f]) for f in figures.values()]
+    if any(t for _, t in tried):
+        rows.append("")
+        rows.append(
+            f"Of the recorded runs that had at least two runs of their figure before them, "
+            f"{sum(w for w, _ in tried)} of {sum(t for _, t in tried)} landed within the range of those runs."
         )
     return "\n".join(rows)
 

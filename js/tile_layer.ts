@@ -123,6 +123,7 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
   private lostTiles = new Set<ITile>(); // error tiles of requests given up, still shown
   private dataTiles = new Set<ITile>(); // loaded tiles that hold values (coloured with `style`)
   private style: IStyle | null = null;
+  private scratch: ImageData | null = null; // reused by every draw: putImageData copies it
   private styleCheck = 0; // timer: data tiles still wait for their style
   private lastStyleSync = -Infinity; // when the kernel was last asked to send its style again
   private styleNamed = 0; // the newest style version the kernel named (in a tile or a redraw)
@@ -532,7 +533,10 @@ export class EEKernelTileLayerView extends LeafletRasterLayerView {
       tile.height = data.rows;
     }
     const ctx = tile.getContext('2d') as CanvasRenderingContext2D;
-    const image = ctx.createImageData(data.cols, data.rows);
+    if (!this.scratch || this.scratch.width !== data.cols || this.scratch.height !== data.rows) {
+      this.scratch = ctx.createImageData(data.cols, data.rows);
+    }
+    const image = this.scratch;
     colour(data.values, data.rows * data.cols, style, image.data);
     ctx.putImageData(image, 0, 0);
     tile.dataset.style = String(style.version);

@@ -65,7 +65,9 @@ def test_a_figure_keeps_its_last_runs_and_the_table_states_their_range(monkeypat
         )
     f = json.loads(figures.FIGURES.read_text())["prediction_layer.a"]
     assert f["measured"] == "2.05 (0.23 s vs 0.11 s)" and len(f["runs"]) == 3
-    row = report.render({"prediction_layer.a": f}).splitlines()[-1]
+    (row,) = [
+        line for line in report.render({"prediction_layer.a": f}).splitlines() if line.startswith("| Cold")
+    ]
     assert "| 2.05 (0.23 s vs 0.11 s) | 1.83–2.05 (0.21–0.23 s vs 0.11 s) (3 runs, " in row
     for _ in range(figures.RUNS_KEPT):
         figures.record("prediction_layer.a", "Cold viewport / raw model", "1.50 (0.17 s vs 0.11 s)", "<= 1.3")
@@ -101,3 +103,21 @@ def test_compare_says_which_numbers_left_the_recorded_range(monkeypatch, tmp_pat
     figures.record("x.b", "Other", "5.0 ms")
     _, within, compared = report.compare(before, json.loads(figures.FIGURES.read_text()))
     assert (within, compared) == (1, 2)
+
+
+def test_the_table_counts_the_runs_that_landed_within_the_range_before_them(monkeypatch, tmp_path):
+    figures, report = _figures(monkeypatch, tmp_path), _report()
+    for measured in ["1.80 (0.20 s)", "1.90 (0.22 s)", "1.85 (0.21 s)", "2.10 (0.21 s)", "1.95 (0.23 s)"]:
+        figures.record("x.a", "Ratio", measured)
+    runs = json.loads(figures.FIGURES.read_text())["x.a"]["runs"]
+    # run 3 lies within runs 1-2; run 4's 2.10 does not; run 5's 0.23 s is above 0.20-0.22 s
+    assert report.reproduced(runs) == (1, 3)
+    table = report.render(json.loads(figures.FIGURES.read_text()))
+    assert "| 1.80–2.10 (0.20–0.23 s) (5 runs, " in table and "| 1 of 3 |" in table
+    assert table.endswith(
+        "at least two runs of their figure before them, 1 of 3 landed within the range of those runs."
+    )
+    assert report.reproduced(runs[:2]) == (0, 0)
+    assert "| — |" in report.render(
+        {"x.a": {**json.loads(figures.FIGURES.read_text())["x.a"], "runs": runs[:2]}}
+    )
