@@ -56,10 +56,10 @@ _STRIP_PIXELS = 16 * 1024 * 1024
 # memory once built (one pass over the file); larger ones decimate the pixels under each
 # block as it is read.
 _SMALL_FILE = 64 * 1024 * 1024
-# A zoomed-out read of a larger file without overviews reads every full-res pixel under it: more
-# than this many values (pixels x bands: seconds of reading; a zoom-5 map tile of a 50,000 px
-# square file read all 2.5e9 of its pixels, ~30 s) is refused with the fix (build overviews)
-# rather than left to stall the map.
+# A zoomed-out read of a larger file without overviews reads every full-res pixel under it (or,
+# with too few overviews, every pixel of the coarsest): more than this many values (pixels x
+# bands: seconds of reading; a zoom-5 map tile of a 50,000 px square file read all 2.5e9 of its
+# pixels, ~30 s) is refused with the fix (build overviews) rather than left to stall the map.
 _MAX_DECIMATED_READ = 256 * 1024 * 1024
 
 _BLOCKS = CellCache(128 * 1024 * 1024)
@@ -533,10 +533,18 @@ class FileImage(_RasterImage):
         return _Level(("decimated", picking, k), _decimated_grid(self._grid, k))
 
     def _level_window(self, level: _Level, bands: list[int], window: Window) -> np.ndarray:
-        if level.key[0] == "full":
-            return self._read_window(bands, window)
-        if level.key[0] == "overview":
-            return self._read_window(bands, window, overview=level.key[1])
+        if level.key[0] in ("full", "overview"):
+            values = int(window.width) * int(window.height) * len(bands)
+            if values > _MAX_DECIMATED_READ:
+                coarsest = max(self._overview_factors, default=1)
+                raise ImageReadError(
+                    f"{self.path}'s coarsest overview is 1/{coarsest} of its resolution, so this zoomed-out "
+                    f"read would read {values:,} values of it. Add coarser overviews (e.g. `gdaladdo -r "
+                    f"average {self.path} {coarsest * 2} {coarsest * 4} {coarsest * 8} {coarsest * 16}`), "
+                    "or zoom in / read at a finer scale."
+                )
+            overview = None if level.key[0] == "full" else level.key[1]
+            return self._read_window(bands, window, overview=overview)
         _, picking, k = level.key
         g = self._grid
         if g.width * g.height * len(self._band_names) <= _SMALL_FILE:

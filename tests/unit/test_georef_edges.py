@@ -118,7 +118,8 @@ def test_scale_offset_metadata_is_named_in_a_warning_and_values_stay_as_stored(t
 
 def sparse_cog(path, size, overviews):
     """A `size` px square uint16 GeoTIFF that holds one 512 px block of 500s at its centre, the
-    rest unwritten (nodata 0, sparse: a few kB on disk); with 2x..256x overviews if asked."""
+    rest unwritten (nodata 0, sparse: a few kB on disk); with 2x..256x overviews if asked (or
+    those of a list of factors)."""
     with rasterio.open(
         path,
         "w",
@@ -141,7 +142,8 @@ def sparse_cog(path, size, overviews):
             window=rasterio.windows.Window(size // 2, size // 2, 512, 512),
         )
         if overviews:
-            ds.build_overviews([2**k for k in range(1, 9)], rasterio.enums.Resampling.average)
+            factors = overviews if isinstance(overviews, list) else [2**k for k in range(1, 9)]
+            ds.build_overviews(factors, rasterio.enums.Resampling.average)
     return str(path)
 
 
@@ -361,3 +363,12 @@ def test_a_global_lonlat_grid_fills_the_zoomed_out_map(global_lonlat, tile):
     for source in (image, *preds):
         got = source.tile(*tile)[0]
         assert got.count() == ref.size and np.array_equal(got.data, ref)
+
+
+def test_a_zoomed_out_tile_of_a_huge_file_with_only_fine_overviews_says_add_coarser_ones(tmp_path):
+    # With only a 2x overview, a zoom-5 tile of a 34,000 px square file read all 2.9e8 pixels of it.
+    path = sparse_cog(tmp_path / "ov2.tif", 34_000, overviews=[2])
+    with pytest.raises(
+        emw.errors.ImageReadError, match=r"coarsest overview is 1/2.*gdaladdo -r average .* 4 8 16 32"
+    ):
+        emw.Image.open(path).tile(5, 16, 15)
