@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The `ee-model` argument parser, with every registered subcommand."""
     parser = argparse.ArgumentParser(
         prog="ee-model",
-        description="Earth Engine's ee.Model workflow on your own machine: prepare and serve models.",
+        description="Earth Engine's ee.Model workflow on your own machine: prepare, describe and serve models, "
+        "and exchange Earth Engine TFRecords. `ee-model COMMAND --help` shows a command's flags.",
     )
     from . import __version__
 
@@ -190,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         "otherwise; with --token (or EE_MODEL_TOKEN) every request needs 'Authorization: Bearer <token>'.",
     )
     s.add_argument("model_dir", metavar="MODEL_DIR", help="SavedModel directory or .keras file")
-    s.add_argument("--name", help="model name in the URL (default: the directory/file name)")
+    s.add_argument(
+        "--name", help="model name in the URL (default: the folder name, or the file name without .keras/.h5)"
+    )
     s.add_argument("--port", type=_port, default=8501, help="port (default 8501; 0 = any free port)")
     s.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)"
@@ -199,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--signature", help="serve only this signature (default: all)")
     s.add_argument("--tag", default="serve", help="MetaGraph tag of a SavedModel (default: serve)")
     s.add_argument(
-        "--max-request-bytes", type=_positive_int, default=64 * 1024 * 1024, help="larger requests get 413"
+        "--max-request-bytes",
+        type=_positive_int,
+        default=64 * 1024 * 1024,
+        help="larger request bodies get 413 (default 67108864 = 64 MiB)",
     )
     s.add_argument(
         "--max-instances", type=_positive_int, default=1024, help="instances per request (default 1024)"
@@ -298,11 +304,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command that `args` ran, e.g. `ee-model tfrecord export`'s."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = subs and getattr(args, subs[0].dest, None)
+        if not chosen:
+            return parser
+        parser = subs[0].choices[chosen]
+
+
+#: Flags whose value is a comma list: a space in the list splits it into stray arguments.
+_LIST_FLAGS = ("--input", "--output", "--bands", "--region", "--tensor-depths")
+
+
+def _unexpected(command: argparse.ArgumentParser, extra: list[str], argv: list[str]) -> str:
+    """Say which arguments `command` does not take, and the likely slip behind them."""
+    import difflib
+
+    hints = []
+    flags = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    for e in extra:
+        close = (
+            difflib.get_close_matches(e.split("=")[0], flags, n=1, cutoff=0.75) if e.startswith("-") else []
+        )
+        if close:
+            hints.append(f"{e.split('=')[0]} is not a flag of this command; did you mean {close[0]}?")
+    split_list = split_path = False
+    for i, tok in enumerate(argv):
+        if tok not in extra or tok.startswith("-"):
+            continue
+        prev, before = (argv[i - 1] if i else ""), (argv[i - 2] if i > 1 else "")
+        if prev.endswith(",") or before in _LIST_FLAGS or ("=" in prev and prev.split("=")[0] in _LIST_FLAGS):
+            split_list = True
+        else:
+            split_path = True
+    if split_list:
+        hints.append("A list is one argument without spaces (red,nir), or quote it ('red, nir').")
+    if split_path and command.prog.endswith(" prepare"):
+        hints.append(
+            "prepare takes flags only, as `earthengine model prepare` does: "
+            "--source_dir SRC --dest_dir DST --input NAMES --output NAMES."
+        )
+    hints.append(f"See `{command.prog} --help`.")
+    return f"unexpected argument(s): {' '.join(extra)}. " + " ".join(hints)
+
+
+def _glue_negative_values(argv: list[str]) -> list[str]:
+    """`--region -67.7,-47.9,...`: argparse reads a value that starts with '-' as a flag (and says
+    "expected one argument"); glue it to its flag, as `--region=-67.7,...` would be written."""
+    out: list[str] = []
+    for tok in argv:
+        if out and out[-1] in _LIST_FLAGS and len(tok) > 1 and (tok[1].isdigit() or tok[1] == "."):
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `ee-model`; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ banner out of the output
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse reports a subcommand's stray arguments with the top-level usage and no hint (the
+    # classic slips: `prepare SRC DST`, `--input red, nir`); say them with the command's own usage.
+    argv = _glue_negative_values(list(sys.argv[1:] if argv is None else argv))
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = _command_parser(parser, args)
+        command.error(_unexpected(command, extra, argv))
     try:
         return int(args.func(args) or 0)
     except EEModelWidgetsError as exc:

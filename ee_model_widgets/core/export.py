@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
+from ..errors import ExportError, InputError
 
 if TYPE_CHECKING:
     from .image import Image
@@ -49,6 +49,7 @@ def export_geotiff(
     from .export_tasks import export_tasks
 
     _refuse_ee_export_names(options)
+    _refuse_other_formats(path)
 
     return export_tasks(
         image,
@@ -87,3 +88,24 @@ def _refuse_ee_export_names(options: dict) -> None:
                 f"export() has no {name!r} argument (Earth Engine's Export.image spelling): use "
                 f"{_EE_EXPORT_NAMES[name]}."
             )
+
+
+# Names of formats export() does not write: it writes a GeoTIFF whatever the name, and a program
+# that trusts the name (an image viewer for .png) cannot open it.
+_OTHER_FORMATS = {
+    **dict.fromkeys((".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"), "a picture"),
+    **dict.fromkeys((".jp2", ".nc", ".zarr", ".vrt", ".img", ".hdf", ".h5", ".npy"), "another raster format"),
+    **dict.fromkeys((".tfrecord", ".gz"), "TFRecords: use emw.tfrecord.export_image"),
+    **dict.fromkeys((".json", ".geojson", ".csv", ".kml", ".shp"), "a vector or table format"),
+}
+
+
+def _refuse_other_formats(path: str | os.PathLike) -> None:
+    """Refuse a file name that promises another format than the GeoTIFF export() writes."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix in _OTHER_FORMATS:
+        stem = os.path.splitext(os.path.basename(os.fspath(path)))[0] or "prediction"
+        raise ExportError(
+            f"export() writes a GeoTIFF, but {os.fspath(path)!r} ends in {suffix!r} "
+            f"({_OTHER_FORMATS[suffix]}): name it .tif, e.g. '{stem}.tif'."
+        )

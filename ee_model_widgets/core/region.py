@@ -278,9 +278,23 @@ def grid_for(image: Image, region=None, proj=None) -> Grid:
             and lonlat[3] > img_ll[1]
         )
     if not hits:
+        # (lat, lon) order is the usual slip (it is how places are often written): say so.
+        swapped = (lonlat[1], lonlat[0], lonlat[3], lonlat[2])
+        flipped = (
+            swapped[0] < img_ll[2]
+            and swapped[2] > img_ll[0]
+            and swapped[1] < img_ll[3]
+            and swapped[3] > img_ll[1]
+        )
         raise RegionError(
             f"Region {_fmt(lonlat)} (lon/lat) does not intersect the image, which covers "
             f"{_fmt(img_ll)} (lon/lat, west, south, east, north): pick a region inside the image."
+            + (
+                f" With latitude and longitude swapped it would: a region is (west, south, east, north), "
+                f"longitude first, here {_fmt(swapped)}."
+                if flipped
+                else ""
+            )
         )
     bounds = _lonlat_to_crs(lonlat, p.crs)
     if bounds is None:

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import ExportError, InputError
 from .servable import PREPARED_MARKER, Servable, Signature, TensorInfo, load_servable
 
 DEFAULT_VARIABLES = "/variables/variables"
@@ -95,6 +95,11 @@ def prepare_model(
         raise InputError(
             f"--dest_dir {dest} already exists and is not empty; choose a new directory or remove it."
         )
+    in_the_way = next((p for p in dest.parents if p.exists()), None)
+    if in_the_way is not None and not in_the_way.is_dir():
+        raise InputError(
+            f"--dest_dir {dest}: {in_the_way} is a file, not a folder; choose another --dest_dir."
+        )
 
     if not src.exists():
         raise InputError(f"--source_dir {src} does not exist: give a SavedModel directory or a .keras file.")
@@ -123,8 +128,14 @@ def prepare_model(
         _check_unique(list(resolved_out.values()), "--output")
 
         module = _build_module(servable, sig, resolved_in, resolved_out)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        except OSError as exc:  # a file in the way, a read-only or missing folder: not a traceback
+            raise ExportError(
+                f"--dest_dir {dest}: cannot create it in {dest.parent} ({exc.strerror or exc}); "
+                "choose a folder you can write to."
+            ) from None
         try:
             with _quiet_tensorflow_logger():  # "INFO: Assets written to <temp dir>" is noise here
                 tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default})
@@ -136,6 +147,11 @@ def prepare_model(
             if dest.exists():
                 dest.rmdir()  # empty, checked above
             tmp.rename(dest)
+        except OSError as exc:  # e.g. the disk filled up while TensorFlow wrote the variables
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ExportError(
+                f"Could not write the prepared model to {dest} ({exc.strerror or exc}); nothing was written."
+            ) from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -156,7 +172,9 @@ def _quiet_tensorflow_logger():
 def _pick_signature(servable: Servable, name: str, src: Path) -> Signature:
     if name in servable.signatures:
         return servable.signatures[name]
-    if len(servable.signatures) == 1:
+    # The default name stands for "the model's signature" when it has only one; a name the user
+    # chose that the model lacks is an error (else another signature is wrapped without a word).
+    if len(servable.signatures) == 1 and name == "serving_default":
         return next(iter(servable.signatures.values()))
     raise InputError(
         f"{src} has no signature '{name}'; it has {sorted(servable.signatures)} (pick one with --signature)."

@@ -83,7 +83,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     e.add_argument(
         "--region",
         type=_region,
-        help="west,south,east,north in lon/lat, written --region=W,S,E,N when W is negative (default: whole image)",
+        help="west,south,east,north in lon/lat degrees, e.g. --region -67.7,-47.9,-67.6,-47.8 (default: whole image)",
     )
     e.add_argument("--bands", help="comma-separated band names to export (default: all)")
     e.add_argument("--patch", type=_pair, default=(256, 256), help="patch size N or X,Y (default 256)")

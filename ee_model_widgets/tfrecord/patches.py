@@ -96,6 +96,7 @@ def export_image(
     if not np.isfinite(default_value):
         raise InputError(f"default_value must be a finite number, got {default_value!r}.")
     prefix = os.fspath(prefix)
+    records.check_prefix(prefix)
     records.ensure_parent(prefix)
 
     if (

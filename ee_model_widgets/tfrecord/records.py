@@ -378,6 +378,22 @@ def stale_shards(prefix: str, keep: Sequence[str]) -> list[str]:
     return sorted(out)
 
 
+def check_prefix(prefix: str) -> None:
+    """Refuse a prefix that names a folder ('out/', '.', '..'): its files would be named '-00000...'
+    inside it, and the earlier-export clean-up, which works on the normalised path, would remove
+    `out-*.tfrecord*` shards beside that folder."""
+    base = os.path.basename(prefix)
+    if base in ("", ".", ".."):
+        from ..errors import ExportError
+
+        example = os.path.join(prefix, "patches")
+        raise ExportError(
+            f"The prefix {prefix!r} is a folder, but a prefix starts the file names "
+            "(<prefix>-00000.tfrecord.gz, <prefix>-mixer.json): add a name, e.g. "
+            f"{example!r}."
+        )
+
+
 def ensure_parent(path: str) -> None:
     """Fail early, with a clear message, if the output directory does not exist."""
     parent = Path(os.fspath(path)).parent

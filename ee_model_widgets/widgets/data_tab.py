@@ -11,7 +11,7 @@ from typing import TypeVar
 import ipywidgets as widgets
 
 from ..core.image import Image
-from ..core.region import region_bounds
+from ..core.region import grid_for, region_bounds
 from ..errors import EEModelWidgetsError, InputError, RegionError
 from .tab_host import help_html
 
@@ -163,7 +163,9 @@ class DataTab:
         if not self._loud():
             return
         try:
-            self.set_region(parse_bbox(change["new"]), REGION_BBOX)
+            bounds = parse_bbox(change["new"])
+            grid_for(self.image, bounds)  # off the image (often lat/lon swapped): say so as it is typed
+            self.set_region(bounds, REGION_BBOX)
             self._set_error(None)
         except EEModelWidgetsError as exc:
             self._set_error(exc)

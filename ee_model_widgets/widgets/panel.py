@@ -30,6 +30,7 @@ import ipywidgets as widgets
 
 from ..core.class_band import ClassBandImage, vector_outputs
 from ..core.image import Image
+from ..core.region import grid_for
 from ..errors import EEModelWidgetsError, InputError
 from .comm_routing import route_to_live_subshells
 from .compare_tab import CompareTab
@@ -227,6 +228,7 @@ class Panel(ModelTab, DataTab, DisplayTab, CompareTab, widgets.VBox):
         self.region = None
         if region is not None:
             self._given_region = tuple(region_bounds_checked(region))
+            grid_for(image, self._given_region)  # off the image (often lat/lon swapped): say so now
             with self._quietly():
                 self.region_preset.options = [REGION_GIVEN, *REGION_PRESETS]
                 self.region_preset.value = REGION_GIVEN

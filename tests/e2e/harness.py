@@ -149,7 +149,8 @@ class NotebookPage:
         )
 
     def run_all(self, timeout: float = 120) -> None:
-        """Run every cell and wait until no prompt shows `[*]` (not kernel status: see js-layer.md 4.4)."""
+        """Run every cell and wait until no prompt shows `[*]`. Not the kernel status: widget messages
+        handled on kernel subshells make it go idle while cells still run."""
         self.page.evaluate(
             "() => setTimeout(() => window.jupyterapp.commands.execute('notebook:run-all-cells'))"
         )

@@ -83,6 +83,53 @@ def test_prepare_errors_exit_1_with_a_message(tmp_path, prepared):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        # paths given as positionals, the way `cp SRC DST` takes them
+        (["prepare", "fcn.keras", "fcn_ee"], "prepare takes flags only, as `earthengine model prepare` does"),
+        # a space after the comma splits the list into two arguments
+        (
+            ["prepare", "--source_dir", "m.keras", "--input", "red,", "nir"],
+            "A list is one argument without spaces",
+        ),
+        (["prepare", "--input=red", "nir"], "A list is one argument without spaces"),
+        (["serve", "fcn_ee", "--prot", "9"], "did you mean --port?"),
+        (
+            ["tfrecord", "export", "s.tif", "p", "--bands", "red,", "nir"],
+            "A list is one argument without spaces",
+        ),
+    ],
+)
+def test_stray_arguments_name_the_command_and_the_slip(argv, says, capsys):
+    from ee_model_widgets.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    command = " ".join(a for a in argv[:2] if a in ("prepare", "serve", "tfrecord", "export"))
+    # the command's own usage and name, not `ee-model: error: unrecognized arguments`
+    assert f"usage: ee-model {command}" in err and f"ee-model {command}: error: unexpected argument(s)" in err
+    assert says in err and f"See `ee-model {command} --help`." in err
+
+
+def test_prepare_into_a_folder_that_cannot_be_made_is_a_message(tmp_path, capsys):
+    from ee_model_widgets.cli import main
+
+    a_file = tmp_path / "scene.tif"
+    a_file.write_bytes(b"not a folder")
+    args = ["--input", "red,nir", "--output", "ndvi_smooth", "--source_dir", str(demo.model_path("fcn"))]
+    assert main(["prepare", *args, "--dest_dir", str(a_file / "fcn_ee")]) == 1
+    assert f"{a_file} is a file, not a folder; choose another --dest_dir." in capsys.readouterr().err
+    if sys.platform == "linux":
+        # /proc takes no new folders, even for root: the failure comes from the file system itself
+        assert main(["prepare", *args, "--dest_dir", "/proc/fcn_ee"]) == 1
+        err = capsys.readouterr().err
+        assert "--dest_dir /proc/fcn_ee: cannot create it in /proc" in err and "choose a folder" in err
+    assert sorted(os.listdir(tmp_path)) == ["scene.tif"]
+
+
 class Served:
     """`ee-model serve` running in a subprocess; reads its stdout in a thread."""
 

@@ -277,6 +277,10 @@ def test_region_from_bbox_field_drawing_presets_and_map_view(panel, scene):
     # A bad bbox is explained in the status line; the region stays.
     panel.bbox.value = "-67.64, -47.85, -67.65"
     assert "four numbers" in panel.status_text and panel.region == (-67.65, -47.86, -67.64, -47.85)
+    # Latitude first: explained, and the region stays (before, it became a box off the scene).
+    panel.bbox.value = "-47.86, -67.65, -47.85, -67.64"
+    assert "With latitude and longitude swapped it would" in panel.error
+    assert panel.region == (-67.65, -47.86, -67.64, -47.85)
     # A rectangle drawn on the map (ipyleaflet's own event handler) becomes the region.
     ring = [
         [-67.655, -47.858],
@@ -542,6 +546,9 @@ def test_explore_takes_models_image_and_region(scene, write_geotiff):
         p.close()
     with pytest.raises(emw.EEModelWidgetsError, match="west > east"):
         emw.explore(region=(-67.6, -47.86, -67.65, -47.85), basemap=None)
+    # Latitude first: before, the panel took it and drew it near the South Pole, off the scene.
+    with pytest.raises(emw.EEModelWidgetsError, match="With latitude and longitude swapped it would"):
+        emw.explore(region=(-47.86, -67.65, -47.85, -67.64), basemap=None)
     with pytest.raises(emw.EEModelWidgetsError, match="takes emw.Models"):
         emw.explore(models=[42], basemap=None)
 

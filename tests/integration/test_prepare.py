@@ -145,6 +145,14 @@ def test_mapping_errors_name_the_problem(exported, tmp_path, inputs, outputs, me
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
+def test_a_signature_the_model_lacks_is_an_error_not_another_signature(exported, tmp_path):
+    d, _ = exported
+    with pytest.raises(InputError) as err:
+        prepare_model(d / "m.keras", tmp_path / "out", "array", "output_0", signature="serving_custom")
+    assert "has no signature 'serving_custom'; it has ['serving_default']" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_destination_and_source_errors(exported, tmp_path):
     d, _ = exported
     (tmp_path / "full").mkdir()

@@ -115,6 +115,13 @@ def test_region_and_band_selection(scene, tmp_path, capsys):
     assert (mixer["patchDimensions"], mixer["patchesPerRow"], mixer["totalPatches"]) == ([8, 10], 6, 12)
     assert os.path.exists(prefix + "-00000.tfrecord.gz")
 
+    # Written the usual way, with a space: before, argparse took the negative west longitude for
+    # a flag ("argument --region: expected one argument").
+    spaced = str(tmp_path / "spaced")
+    argv = ["tfrecord", "export", str(path), spaced, "--region", region, "--patch", "8,10", "--bands", "nir"]
+    assert region.startswith("-") and main(argv) == 0
+    assert json.load(open(spaced + "-mixer.json")) == mixer
+
 
 def test_errors_are_reported_with_exit_code_1_and_nothing_is_written(scene, tmp_path, capsys):
     path, _ = scene
@@ -152,6 +159,26 @@ def test_errors_are_reported_with_exit_code_1_and_nothing_is_written(scene, tmp_
     )
     assert "e-00003.tfrecord.gz is corrupt" in capsys.readouterr().err
     assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("as_given", ["out/", "out/.", "."])
+def test_a_folder_as_prefix_is_refused_and_deletes_nothing(scene, tmp_path, capsys, monkeypatch, as_given):
+    # A newcomer passes the folder the files should go to. Before, 'out/' wrote 'out/-00000...'
+    # and its clean-up of an earlier export removed the user's 'out-00000.tfrecord.gz' beside
+    # the folder ('.' reached into the parent folder the same way).
+    path, _ = scene
+    work = tmp_path / "work"
+    (work / "out").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert main(["tfrecord", "export", str(path), "work", "--patch", "8"]) == 0  # reached through '.'
+    monkeypatch.chdir(work)
+    assert main(["tfrecord", "export", str(path), "out", "--patch", "8"]) == 0
+    capsys.readouterr()
+    before = {p: os.path.getsize(p) for p in map(str, tmp_path.rglob("*"))}
+    assert main(["tfrecord", "export", str(path), as_given, "--patch", "8"]) == 1
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "add a name, e.g." in err and "Traceback" not in err
+    assert {p: os.path.getsize(p) for p in map(str, tmp_path.rglob("*"))} == before
 
 
 def test_console_script_lists_the_tfrecord_commands():

@@ -157,6 +157,18 @@ def test_earth_engine_export_keywords_say_what_to_write_instead(scene, tmp_path,
         img.export(tmp_path / "a.tif", progress=False, **{name: 30})
 
 
+@pytest.mark.parametrize("name", ["prediction.png", "map.JPG", "out.nc", "patches.tfrecord.gz"])
+def test_a_name_of_another_format_is_refused_before_any_pixel(scene, tmp_path, name):
+    # Before, prediction.png was written as a GeoTIFF named .png, which image viewers refuse.
+    img, _, _ = scene
+    with pytest.raises(ExportError, match=r"export\(\) writes a GeoTIFF, but .* name it \.tif, e\.g\. '"):
+        img.export(tmp_path / name, progress=False)
+    assert os.listdir(tmp_path) == []
+    assert img.export(tmp_path / "prediction.TIFF", progress=False)  # any case of .tif/.tiff is a GeoTIFF
+    with rasterio.open(tmp_path / "prediction.TIFF") as ds:
+        assert ds.driver == "GTiff"
+
+
 def test_overviews_are_built_on_request(tmp_path):
     img = Image.from_array(np.ones((1, 1024, 1024), np.float32), transform=UTM_TRANSFORM, crs="EPSG:32719")
     out = img.export(tmp_path / "ov.tif", overviews=True, progress=False)

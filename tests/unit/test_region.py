@@ -107,6 +107,18 @@ def test_region_outside_image_names_both_extents(img):
     assert "-69" in msg and "-27.1" in msg  # the image's own lon/lat extent
 
 
+def test_a_region_in_lat_lon_order_is_named_as_swapped(img):
+    w, s, e, n = _inner_bbox(img)
+    with pytest.raises(RegionError) as exc:
+        grid_for(img, (s, w, n, e))  # how places are often written: latitude first
+    msg = str(exc.value)
+    assert "does not intersect" in msg and "With latitude and longitude swapped it would" in msg
+    assert "(west, south, east, north), longitude first, here (-68.99" in msg
+    with pytest.raises(RegionError) as exc:  # a region that is simply elsewhere gets no such hint
+        grid_for(img, (10, 10, 11, 11))
+    assert "swapped" not in str(exc.value)
+
+
 @pytest.mark.parametrize(
     "region, words",
     [
