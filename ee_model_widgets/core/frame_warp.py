@@ -100,7 +100,7 @@ class _FrameVRTs:
     A GDAL dataset is not thread-safe: `lock` is held while it is read, and while it is closed.
     """
 
-    def __init__(self, src, src_transform, src_crs, frame: Grid, resampling, scales):
+    def __init__(self, src, src_transform, src_crs, frame: Grid, resampling, scales, sample_grid=False):
         self.lock = threading.Lock()
         self.closed = False
         self.bands = src.shape[0]
@@ -111,7 +111,7 @@ class _FrameVRTs:
                 part = src if len(sets) == 1 else np.ascontiguousarray(src[s])
                 ds = _mem_dataset(part, src_transform)  # reads `part` in place: kept alive below
                 try:
-                    vrt = warped_vrt(ds, src_transform, src_crs, frame, resampling, scales, masked=True)
+                    vrt = warped_vrt(ds, src_transform, src_crs, frame, resampling, scales, True, sample_grid)
                 except Exception:
                     ds.close()
                     raise
@@ -165,6 +165,7 @@ def warp_frame_window(
     resampling: Resampling,
     scales: tuple[float, float] | None,
     key: Hashable | None = None,
+    sample_grid: bool = False,
 ) -> np.ndarray:
     """Pixels (col, row, width, height) `window` of `frame` warped from float32 `src` (bands,
     rows, cols; NaN = masked): float32 (bands, height, width), NaN where masked or off `src`.
@@ -172,9 +173,10 @@ def warp_frame_window(
     `src` must be the source under the whole frame (a function of the frame alone), so the
     result does not depend on `window` (see the module docstring). With a `key` (naming
     `src`, the frame, `resampling` and `scales`) the frame's VRTs stay open for the next read.
+    `sample_grid`: see `warp.warped_vrt`.
     """
     if key is None or MAX_OPEN_FRAMES <= 0:
-        vrts = _FrameVRTs(src, src_transform, src_crs, frame, resampling, scales)
+        vrts = _FrameVRTs(src, src_transform, src_crs, frame, resampling, scales, sample_grid)
         try:
             return vrts.read(window)
         finally:
@@ -185,7 +187,7 @@ def warp_frame_window(
             if vrts is not None:
                 _OPEN.move_to_end(key)
         if vrts is None:
-            fresh = _FrameVRTs(src, src_transform, src_crs, frame, resampling, scales)
+            fresh = _FrameVRTs(src, src_transform, src_crs, frame, resampling, scales, sample_grid)
             victims = []
             with _OPEN_LOCK:
                 vrts = _OPEN.get(key)

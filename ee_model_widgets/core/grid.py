@@ -154,8 +154,19 @@ def pixel_window(
     does not add a pixel. At least one pixel each way.
     """
     w, s, e, n = bounds
+    return _window_of(transform, ((w, s), (w, n), (e, s), (e, n)), pad, eps)
+
+
+def grid_window(transform: Affine, grid: Grid, eps: float = ALIGN_TOL) -> tuple[int, int, int, int]:
+    """`pixel_window` of `grid`'s four corners (same CRS) rather than of its bounding box: a
+    rotated grid on its own lattice is its own pixels, not the larger box around it."""
+    w, h = grid.width, grid.height
+    return _window_of(transform, [grid.transform @ p for p in ((0, 0), (w, 0), (0, h), (w, h))], 0, eps)
+
+
+def _window_of(transform: Affine, points, pad: int, eps: float) -> tuple[int, int, int, int]:
     inv = ~transform
-    cols, rows = zip(*(inv @ (x, y) for x, y in ((w, s), (w, n), (e, s), (e, n))))
+    cols, rows = zip(*(inv @ p for p in points))
     c0 = math.floor(min(cols) + eps) - pad
     r0 = math.floor(min(rows) + eps) - pad
     c1 = math.ceil(max(cols) - eps) + pad
@@ -167,6 +178,12 @@ def snap_bounds(crs, transform: Affine, bounds: tuple[float, float, float, float
     """The smallest grid on `transform`'s lattice covering `bounds` (in `crs` units)."""
     c0, r0, c1, r1 = pixel_window(transform, bounds, eps=_SNAP_EPS)
     return Grid(crs, transform @ Affine.translation(c0, r0), c1 - c0, r1 - r0)
+
+
+def snap_grid(transform: Affine, grid: Grid) -> Grid:
+    """The smallest grid on `transform`'s lattice (in `grid`'s CRS) covering `grid` (`grid_window`)."""
+    c0, r0, c1, r1 = grid_window(transform, grid, eps=_SNAP_EPS)
+    return Grid(grid.crs, transform @ Affine.translation(c0, r0), c1 - c0, r1 - r0)
 
 
 def lattice_offset(transform: Affine, crs, grid: Grid) -> tuple[int, int] | None:

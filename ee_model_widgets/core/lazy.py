@@ -7,7 +7,8 @@ scheduler: on a `distributed.Client` the image travels to each worker once (`por
 
 The georeferencing is written the CF / rioxarray way (a `spatial_ref` coordinate with
 `crs_wkt` and `GeoTransform`), so `da.rio.crs` and `da.rio.transform()` read it without
-rioxarray being needed here. Masked pixels are NaN (float32).
+rioxarray being needed here; a rotated lattice gets 2-D "xc"/"yc" pixel centres instead of
+1-D x/y, as rioxarray reads a rotated file. Masked pixels are NaN (float32).
 """
 
 from __future__ import annotations
@@ -87,8 +88,16 @@ def to_xarray(image, region=None, proj=None, chunks=None, resampling=None, name:
     chunk_sizes = ((len(bands),), tuple(np.diff(rows)), tuple(np.diff(cols)))
     data = da.Array(graph, label, chunk_sizes, dtype=np.float32)
     t = grid.transform
-    x = t.c + t.a * (np.arange(grid.width) + 0.5)
-    y = t.f + t.e * (np.arange(grid.height) + 0.5)
+    if t.b == 0 and t.d == 0:
+        x = t.c + t.a * (np.arange(grid.width) + 0.5)
+        y = t.f + t.e * (np.arange(grid.height) + 0.5)
+        xy = {"y": y, "x": x}
+    else:
+        # A rotated lattice: 1-D x/y would place every pixel wrongly. Pixel centres as 2-D
+        # (lazy) "xc"/"yc", as rioxarray gives a rotated file; the transform is in spatial_ref.
+        cc = da.arange(grid.width, chunks=(tuple(np.diff(cols)),))[None, :] + 0.5
+        rc = da.arange(grid.height, chunks=(tuple(np.diff(rows)),))[:, None] + 0.5
+        xy = {"xc": (("y", "x"), t.c + t.a * cc + t.b * rc), "yc": (("y", "x"), t.f + t.d * cc + t.e * rc)}
     spatial_ref = xr.DataArray(
         0,
         attrs={
@@ -100,7 +109,7 @@ def to_xarray(image, region=None, proj=None, chunks=None, resampling=None, name:
     return xr.DataArray(
         data,
         dims=("band", "y", "x"),
-        coords={"band": bands, "y": y, "x": x, "spatial_ref": spatial_ref},
+        coords={"band": bands, **xy, "spatial_ref": spatial_ref},
         attrs={"_FillValue": np.float32(np.nan), "long_name": tuple(bands)},
         name=name or getattr(getattr(image, "model", None), "name", None),
     )

@@ -37,7 +37,7 @@ from ..errors import InputError, ModelError, TooManyCells
 from .antimeridian import footprints
 from .cache import CellCache, default_cache
 from .fingerprint import image_fingerprint
-from .grid import Grid, lattice_offset, pixel_window
+from .grid import Grid, grid_window, lattice_offset, pixel_window
 from .image import Image, empty_read
 from .plan import ReadPlan
 from .raster import warp_array
@@ -208,7 +208,12 @@ class PredictedImage(Image):
             if key in self._footprint_cache:
                 return self._footprint_cache[key]
         src = self.source.grid
-        wins = [pixel_window(lattice.out_transform, b) for b in footprints(src.bounds, src.crs, lattice.crs)]
+        if src.crs == lattice.crs:  # its corners: a rotated source is not its bounding box
+            wins = [grid_window(lattice.out_transform, src)]
+        else:
+            wins = [
+                pixel_window(lattice.out_transform, b) for b in footprints(src.bounds, src.crs, lattice.crs)
+            ]
         with self._fp_lock:
             if len(self._footprint_cache) > 64:  # one entry per zoom level in practice
                 self._footprint_cache.clear()
@@ -225,14 +230,14 @@ class PredictedImage(Image):
             lattice, offset = lattice_for_request(grid, p.input_tile_size, p.overlap, p.output_tile_size)
         feet = self._footprints(lattice)
         if offset is not None:
-            window = (offset[0], offset[1], offset[0] + grid.width, offset[1] + grid.height)
+            windows = [(offset[0], offset[1], offset[0] + grid.width, offset[1] + grid.height)]
         else:
-            window = self._request_window(grid, lattice, resampling)
-            if window is None:
-                window = feet[0] if feet else None
+            windows = self._request_window(grid, lattice, resampling)
+            if windows is None:
+                windows = feet[:1]
         cells = None
-        hits = [h for f in feet if window is not None and (h := intersect(window, f)) is not None]
-        if hits:  # two only for a request across the antimeridian: their bounding box
+        hits = [h for w in windows for f in feet if (h := intersect(w, f)) is not None]
+        if hits:  # several only for a request across the antimeridian: their bounding box
             hit = (
                 min(h[0] for h in hits),
                 min(h[1] for h in hits),
@@ -242,8 +247,12 @@ class PredictedImage(Image):
             cells = lattice.cells_for_output_window(*hit)
         return _Plan(grid, bands, resampling, lattice, offset, cells)
 
-    def _request_window(self, grid: Grid, lattice: Lattice, resampling) -> tuple[int, int, int, int] | None:
-        """Output-lattice pixels needed to resample onto `grid` (kernel margin included)."""
+    def _request_window(
+        self, grid: Grid, lattice: Lattice, resampling
+    ) -> list[tuple[int, int, int, int]] | None:
+        """Output-lattice pixels needed to resample onto `grid` (kernel margin included); on a
+        lon/lat lattice, in each copy of the world (a scene stored past 180° is warped from the
+        copy it lies in: see `warp._source_window`)."""
         if grid.crs == lattice.crs:
             bounds = grid.bounds
         else:
@@ -255,7 +264,13 @@ class PredictedImage(Image):
                 return None
         name = getattr(resampling, "name", "bilinear") if resampling is not None else "bilinear"
         pad = 1 if name in ("nearest", "bilinear", "mode") else 3
-        return pixel_window(lattice.out_transform, bounds, pad=pad)
+        boxes = [bounds]
+        if lattice.crs.is_geographic:
+            w, s, e, n = bounds
+            if grid.crs != lattice.crs and w > e:
+                e += 360.0  # transform_bounds' answer across 180°: unwrap it
+            boxes = [(w + k, s, e + k, n) for k in (0.0, -360.0, 360.0)]
+        return [pixel_window(lattice.out_transform, b, pad=pad) for b in boxes]
 
     def _plan(self, grids: list[Grid], bands: list[str], resampling, max_cells: int | None) -> ReadPlan:
         """One `_Plan` per grid, each checked against the cell budget: `self.max_cells`, or

@@ -56,6 +56,11 @@ _STRIP_PIXELS = 16 * 1024 * 1024
 # memory once built (one pass over the file); larger ones decimate the pixels under each
 # block as it is read.
 _SMALL_FILE = 64 * 1024 * 1024
+# A zoomed-out read of a larger file without overviews reads every full-res pixel under it (or,
+# with too few overviews, every pixel of the coarsest): more than this many values (pixels x
+# bands: seconds of reading; a zoom-5 map tile of a 50,000 px square file read all 2.5e9 of its
+# pixels, ~30 s) is refused with the fix (build overviews) rather than left to stall the map.
+_MAX_DECIMATED_READ = 256 * 1024 * 1024
 
 _BLOCKS = CellCache(128 * 1024 * 1024)
 # Source pixels under a frame of a target lattice (see `core/frame_warp.py`), read once.
@@ -215,13 +220,13 @@ class _RasterImage(Image):
         r0 = min(by for _, by in still) * bh - fy * size
         c1 = (max(bx for bx, _ in still) + 1) * bw - fx * size
         r1 = (max(by for _, by in still) + 1) * bh - fy * size
-        src = self._frame_source(level, picked, fgrid, _pad(r, scales))
         warped = None
-        if src is not None:
-            data, src_t, src_key = src
+        sources, wraps = self._frame_sources(level, picked, fgrid, _pad(r, scales))
+        for data, src_t, src_key in sources:
             window = (c0, r0, c1 - c0, r1 - r0)
             vrt_key = (src_key, r.value, scales)
-            warped = warp_frame_window(data, src_t, level.grid.crs, fgrid, window, r, scales, vrt_key)
+            got = warp_frame_window(data, src_t, level.grid.crs, fgrid, window, r, scales, vrt_key, wraps)
+            warped = got if warped is None else np.where(np.isnan(warped), got, warped)
         for bx, by in still:
             bc, br = bx * bw - fx * size - c0, by * bh - fy * size - r0
             values = []
@@ -233,24 +238,36 @@ class _RasterImage(Image):
                 values.append(v)
             found[(bx, by)] = values
 
-    def _frame_source(self, level: _Level, picked: list[int], fgrid: Grid, pad: int):
+    def _frame_sources(self, level: _Level, picked: list[int], fgrid: Grid, pad: int) -> tuple[list, bool]:
         """(float32 source pixels under frame `fgrid`, padded by `pad`; their transform; a key
-        naming them), or None when the frame has no valid source pixel. Read once and cached."""
-        found = _frame_window(level.grid, fgrid, pad)
-        if found is None:
-            return None
-        win, _ = found
-        key = (self._token, level.key, fgrid.crs.to_string(), tuple(fgrid.transform)[:6], fgrid.width, pad)
-        key += tuple(picked)
-        data = _FRAME_SOURCES.get(key)
-        if data is None:
-            data = np.ascontiguousarray(self._level_window(level, picked, win), dtype=np.float32)
-            if np.isnan(data).all():
-                data = _EMPTY
-            _FRAME_SOURCES.put(key, data)
-        if data.size == 0:
-            return None
-        return data, level.grid.transform @ Affine.translation(win.col_off, win.row_off), key
+        naming them) per window of `warp._source_window` that has a valid pixel, read once and
+        cached; and whether the frame meets the source across 180° (GDAL's SAMPLE_GRID then)."""
+        sources = []
+        windows = _frame_window(level.grid, fgrid, pad)
+        for win, _, shift in windows:
+            key = (
+                self._token,
+                level.key,
+                fgrid.crs.to_string(),
+                tuple(fgrid.transform)[:6],
+                fgrid.width,
+                pad,
+            )
+            key += (win.col_off, win.row_off, win.width, win.height, shift, *picked)
+            data = _FRAME_SOURCES.get(key)
+            if data is None:
+                data = np.ascontiguousarray(self._level_window(level, picked, win), dtype=np.float32)
+                if np.isnan(data).all():
+                    data = _EMPTY
+                _FRAME_SOURCES.put(key, data)
+            if data.size:
+                t = (
+                    Affine.translation(shift, 0)
+                    @ level.grid.transform
+                    @ Affine.translation(win.col_off, win.row_off)
+                )
+                sources.append((data, t, key))
+        return sources, len(windows) > 1 or any(shift for _, _, shift in windows)
 
 
 # ---- in-memory arrays ----------------------------------------------------------------------
@@ -339,6 +356,31 @@ def _gdal_message(exc: Exception) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
+def _check_values(ds, path: str, names: list[str]) -> None:
+    """Refuse complex bands (reads are real float32: the imaginary part would vanish) and say
+    that scale/offset metadata is not applied (values are read as stored)."""
+    complex_bands = [n for n, t in zip(names, ds.dtypes) if np.issubdtype(np.dtype(t), np.complexfloating)]
+    if complex_bands:
+        raise ImageReadError(
+            f"{path}: bands {complex_bands} hold complex numbers ({ds.dtypes[0]}); images are real-valued. "
+            "Write the parts you need as real bands first (e.g. amplitude: `gdal_calc.py -A in.tif "
+            "--calc='abs(A)' --type=Float32 --outfile=amp.tif`), or pass np.abs(a) / a.real / a.imag "
+            "to Image.from_array."
+        )
+    scaled = [(n, sc, of) for n, sc, of in zip(names, ds.scales, ds.offsets) if (sc, of) != (1.0, 0.0)]
+    if scaled:
+        if len(scaled) == len(names) and len({(sc, of) for _, sc, of in scaled}) == 1:
+            how = f"img.multiply({scaled[0][1]!r}).add({scaled[0][2]!r})"
+        else:
+            how = "img.select(name).multiply(scale).add(offset) per band"
+        detail = ", ".join(f"{n}: scale {sc!r}, offset {of!r}" for n, sc, of in scaled)
+        warnings.warn(
+            f"{path} has scale/offset metadata ({detail}); bands are read as stored, without applying "
+            f"it. For the scaled values use {how}.",
+            stacklevel=4,
+        )
+
+
 class FileImage(_RasterImage):
     """A raster file read lazily through rasterio; see `Image.open`.
 
@@ -351,6 +393,18 @@ class FileImage(_RasterImage):
         self.path = os.fspath(path)
         self._local = threading.local()
         ds = self._dataset()
+        if ds.crs is None and ds.gcps[0]:
+            raise ImageReadError(
+                f"{self.path} is georeferenced by ground control points only (no geotransform), so its "
+                "pixels are not on a grid: warp it onto one first (e.g. `gdalwarp -t_srs EPSG:xxxx in.tif "
+                "out.tif`), then open the result."
+            )
+        if ds.crs is None and ds.rpcs is not None:
+            raise ImageReadError(
+                f"{self.path} is georeferenced by RPCs only (a raw satellite scene, no geotransform): "
+                "orthorectify it onto a grid first (e.g. `gdalwarp -rpc -t_srs EPSG:xxxx in.tif out.tif`), "
+                "then open the result."
+            )
         if ds.crs is None:
             raise ImageReadError(
                 f"{self.path} has no coordinate reference system, so it cannot be placed on a map: "
@@ -390,6 +444,7 @@ class FileImage(_RasterImage):
                 pass
         self.categorical_bands = frozenset(cat)
         self.band_types = {n: np.dtype(t) for n, t in zip(self._band_names, ds.dtypes)}
+        _check_values(ds, self.path, self._band_names)
 
     def _dataset(self, overview: int | None = None):
         """This thread's handle on the file (or on overview level `overview`, 0 = first)."""
@@ -478,10 +533,18 @@ class FileImage(_RasterImage):
         return _Level(("decimated", picking, k), _decimated_grid(self._grid, k))
 
     def _level_window(self, level: _Level, bands: list[int], window: Window) -> np.ndarray:
-        if level.key[0] == "full":
-            return self._read_window(bands, window)
-        if level.key[0] == "overview":
-            return self._read_window(bands, window, overview=level.key[1])
+        if level.key[0] in ("full", "overview"):
+            values = int(window.width) * int(window.height) * len(bands)
+            if values > _MAX_DECIMATED_READ:
+                coarsest = max(self._overview_factors, default=1)
+                raise ImageReadError(
+                    f"{self.path}'s coarsest overview is 1/{coarsest} of its resolution, so this zoomed-out "
+                    f"read would read {values:,} values of it. Add coarser overviews (e.g. `gdaladdo -r "
+                    f"average {self.path} {coarsest * 2} {coarsest * 4} {coarsest * 8} {coarsest * 16}`), "
+                    "or zoom in / read at a finer scale."
+                )
+            overview = None if level.key[0] == "full" else level.key[1]
+            return self._read_window(bands, window, overview=overview)
         _, picking, k = level.key
         g = self._grid
         if g.width * g.height * len(self._band_names) <= _SMALL_FILE:
@@ -502,6 +565,14 @@ class FileImage(_RasterImage):
             min(int(window.col_off + window.width) * f, g.width) - int(window.col_off) * f,
             min(int(window.row_off + window.height) * f, g.height) - int(window.row_off) * f,
         )
+        values = int(full.width) * int(full.height) * len(bands)
+        if values > _MAX_DECIMATED_READ:
+            raise ImageReadError(
+                f"{self.path} has no overviews, so this zoomed-out read (1/{f} of its resolution) would "
+                f"read {values:,} values of it at full resolution. Build overviews once (e.g. "
+                f"`gdaladdo -r average {self.path}`, or `rio overview --build auto`), or zoom in / read "
+                "at a finer scale."
+            )
         return self._decimate_window(bands, full, k, picking)
 
     def _decimate_window(self, bands: list[int], window: Window, k: int, picking: bool) -> np.ndarray:

@@ -20,7 +20,7 @@ from rasterio.warp import transform as transform_points
 
 from ..errors import ProjectionError, RegionError
 from .antimeridian import crossing_resolution, unwrapped_bounds
-from .grid import Grid, snap_bounds
+from .grid import Grid, snap_bounds, snap_grid
 from .projection import Projection
 
 if TYPE_CHECKING:
@@ -252,18 +252,19 @@ def grid_for(image: Image, region=None, proj=None) -> Grid:
     p = resolve_projection(image, proj)
     img_grid = image.grid
     if region is None:
-        if p.crs == img_grid.crs:
-            bounds = img_grid.bounds
-        else:
-            bounds = _to_crs(img_grid.bounds, img_grid.crs, p.crs)
-            if bounds is None:
-                raise ProjectionError(
-                    f"The image's extent {_fmt(lonlat_bounds(img_grid))} (lon/lat) cannot be expressed in "
-                    f"{p!r}: pass a region inside that CRS's area of use."
-                )
+        if p.crs == img_grid.crs:  # its corners: a rotated image is not its bounding box
+            return snap_grid(p.transform, img_grid)
+        bounds = _to_crs(img_grid.bounds, img_grid.crs, p.crs)
+        if bounds is None:
+            raise ProjectionError(
+                f"The image's extent {_fmt(lonlat_bounds(img_grid))} (lon/lat) cannot be expressed in "
+                f"{p!r}: pass a region inside that CRS's area of use."
+            )
         return snap_bounds(p.crs, p.transform, bounds)
 
     lonlat = region_bounds(region)
+    if img_grid.crs.is_geographic:
+        lonlat = _copy_on_image(lonlat, img_grid.bounds)
     img_ll = lonlat_bounds(img_grid)
     in_img = _to_crs(lonlat, WGS84, img_grid.crs)
     ib = img_grid.bounds
@@ -299,6 +300,16 @@ def grid_for(image: Image, region=None, proj=None) -> Grid:
     if bounds is None:
         raise RegionError(f"Region {_fmt(lonlat)} (lon/lat) cannot be expressed in {p!r}.")
     return snap_bounds(p.crs, p.transform, bounds)
+
+
+def _copy_on_image(lonlat, image_bounds) -> tuple[float, float, float, float]:
+    """`lonlat` moved by whole turns onto a lon/lat image stored east of 180° or west of -180°
+    (e.g. a 0..360° grid): a region at -101..-99° reads its 259..261° pixels."""
+    w, s, e, n = lonlat
+    for k in (0.0, 360.0, -360.0):
+        if w + k < image_bounds[2] and e + k > image_bounds[0]:
+            return (w + k, s, e + k, n)
+    return tuple(lonlat)
 
 
 def point_grid(image: Image, lon: float, lat: float, proj=None) -> Grid:

@@ -24,6 +24,7 @@ is read in (a map tile, a batch of model cells, an export window all agree bit f
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Hashable, Sequence
 
@@ -37,6 +38,7 @@ from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from .antimeridian import period
 from .grid import Grid, as_crs, pixel_window
 
 #: Side of the target-lattice blocks that are warped independently (256 = one web-map tile).
@@ -155,10 +157,14 @@ def _pad(resampling: Resampling, scales: tuple[float, float] | None) -> int:
     return math.ceil(_KERNEL_RADIUS.get(resampling, 1) * reach) + 2
 
 
-def _source_window(src: Grid, grid: Grid, pad: int) -> tuple[Window, bool] | None:
-    """The window of `src` under `grid`, padded by `pad` pixels and clipped; None if off `src`.
+def _source_window(src: Grid, grid: Grid, pad: int) -> list[tuple[Window, bool, float]]:
+    """The windows of `src` under `grid`, padded by `pad` pixels and clipped; [] if off `src`.
 
-    The flag says whether the padded footprint lies wholly inside `src` (nothing clipped).
+    Each comes with a flag, whether the padded footprint lies wholly inside `src` (nothing
+    clipped), and the x shift to add to `src`'s transform when warping from that window. A
+    lon/lat source can meet the footprint in another copy of the world (a scene stored as
+    177..185°, or as 0..360°, under a web tile at -180..-175°): GDAL takes longitudes as they
+    come, so that part is warped from the source moved by 360° (one window per copy met).
     Falls back to the whole of `src` when the footprint cannot be computed (transforms can
     fail or blow up far outside a CRS's area of use, e.g. a zoom-0 web tile seen from UTM).
     """
@@ -172,14 +178,32 @@ def _source_window(src: Grid, grid: Grid, pad: int) -> tuple[Window, bool] | Non
     except Exception:  # noqa: BLE001 - PROJ errors come in several types
         ok = False
     if not ok:
-        return Window(0, 0, src.width, src.height), False
-    c0, r0, c1, r1 = pixel_window(src.transform, b, pad=pad, eps=0.0)
-    if c1 <= 0 or r1 <= 0 or c0 >= src.width or r0 >= src.height:
-        return None
-    inside = c0 >= 0 and r0 >= 0 and c1 <= src.width and r1 <= src.height
-    c0, r0 = max(c0, 0), max(r0, 0)
-    c1, r1 = min(c1, src.width), min(r1, src.height)
-    return Window(c0, r0, c1 - c0, r1 - r0), inside
+        return [(Window(0, 0, src.width, src.height), False, 0.0)]
+    west, south, east, north = b
+    spans, copies = [(west, east)], (0.0,)
+    if src.crs.is_geographic:
+        world = period(grid.crs)
+        gw, _, ge, _ = grid.bounds
+        if grid.crs != src.crs and (west == east or (world is not None and ge - gw >= world * (1 - 1e-9))):
+            # A frame a whole world wide (zoomed-out web frames are anchored at the CRS
+            # origin, e.g. 0..360°; float noise aside): transform_bounds collapses it to
+            # west == east, or to a sliver.
+            spans = [(-180.0, 180.0)]
+        elif grid.crs != src.crs and west > east:
+            # transform_bounds' answer for a footprint across 180° (e.g. a web-map frame whose
+            # west edge lies a float ulp past -180°): GDAL sees its longitudes in two spans.
+            spans = [(west, 180.0), (-180.0, east)]
+        copies = (0.0, -360.0, 360.0)
+    found = []
+    for (w, e), k in itertools.product(spans, copies):
+        c0, r0, c1, r1 = pixel_window(src.transform, (w + k, south, e + k, north), pad=pad, eps=0.0)
+        if c1 <= 0 or r1 <= 0 or c0 >= src.width or r0 >= src.height:
+            continue
+        inside = c0 >= 0 and r0 >= 0 and c1 <= src.width and r1 <= src.height
+        c0, r0 = max(c0, 0), max(r0, 0)
+        c1, r1 = min(c1, src.width), min(r1, src.height)
+        found.append((Window(c0, r0, c1 - c0, r1 - r0), inside, -k))
+    return found
 
 
 def _mem_dataset(src: np.ndarray, transform: Affine):
@@ -199,15 +223,26 @@ def _mem_dataset(src: np.ndarray, transform: Affine):
 
 
 def warped_vrt(
-    ds, src_transform: Affine, src_crs: CRS, grid: Grid, resampling: Resampling, scales, masked: bool
+    ds,
+    src_transform: Affine,
+    src_crs: CRS,
+    grid: Grid,
+    resampling: Resampling,
+    scales,
+    masked: bool,
+    sample_grid: bool = False,
 ) -> WarpedVRT:
     """The `WarpedVRT` of float32 MEM dataset `ds` (`_mem_dataset`) onto `grid`, as block and
     frame warps both set it up: GDAL's transformer error held to `TOLERANCE`, bands masked as
     one, XSCALE/YSCALE fixing the downsampling kernel's width instead of letting GDAL estimate
     it per chunk (plain floats: GDAL reads an np.float64 repr as 0). `masked`: NaN is the
     source's nodata and the output starts as NaN (`NAN_INIT`), with no destination nodata
-    (see `_warp`); else the source has no mask and GDAL's plain kernels run."""
+    (see `_warp`); else the source has no mask and GDAL's plain kernels run. `sample_grid`:
+    GDAL finds each chunk's source window from a grid of points, not its edges only (whose
+    longitudes jump at 180°, which lost the columns next to it: see `_source_window`)."""
     extras = {"UNIFIED_SRC_NODATA": "YES"}
+    if sample_grid:
+        extras["SAMPLE_GRID"] = "YES"
     if masked:
         extras["INIT_DEST"] = NAN_INIT
     if scales is not None:
@@ -239,6 +274,7 @@ def _warp(
     resampling: Resampling,
     scales: tuple[float, float] | None,
     masked: bool = True,
+    sample_grid: bool = False,
 ) -> np.ndarray:
     """GDAL-warp float32 `src` (NaN = masked) onto `grid`: float32 (bands, rows, cols), NaN = masked.
 
@@ -254,7 +290,7 @@ def _warp(
     """
     src = np.ascontiguousarray(src, dtype=np.float32)
     with _mem_dataset(src, src_transform) as ds:
-        with warped_vrt(ds, src_transform, src_crs, grid, resampling, scales, masked) as vrt:
+        with warped_vrt(ds, src_transform, src_crs, grid, resampling, scales, masked, sample_grid) as vrt:
             return vrt.read()
 
 
@@ -280,6 +316,7 @@ def _warp_bands(
     resampling: Resampling,
     scales: tuple[float, float] | None,
     inside: bool,
+    sample_grid: bool = False,
 ) -> np.ndarray:
     """`_warp`, one GDAL call per set of bands that share a mask.
 
@@ -296,11 +333,11 @@ def _warp_bands(
     sets = mask_sets(src, nan)
     if len(sets) == 1:
         masked = not inside or bool(nan[0].any())
-        return _warp(src, src_transform, src_crs, grid, resampling, scales, masked)
+        return _warp(src, src_transform, src_crs, grid, resampling, scales, masked, sample_grid)
     out = np.empty((src.shape[0], grid.height, grid.width), np.float32)
     for s in sets:
         masked = not inside or bool(nan[s[0]].any())
-        out[s] = _warp(src[s], src_transform, src_crs, grid, resampling, scales, masked)
+        out[s] = _warp(src[s], src_transform, src_crs, grid, resampling, scales, masked, sample_grid)
     return out
 
 
@@ -364,18 +401,20 @@ def warp_array(
                 scales = _scales_at(src_transform, src_crs, grid.crs, lin, sx_, sy_)
             except Exception:  # noqa: BLE001 - PROJ errors come in several types
                 scales = None
-            found = _source_window(src_grid, bgrid, _pad(r, scales))
-            if found is None:
-                return None
-            # Only the pixels under the block: its result must not depend on what else the
-            # caller's array holds (e.g. which bands share a mask elsewhere).
-            win, inside = found
-            c0, r0 = int(win.col_off), int(win.row_off)
-            cut = part[:, r0 : r0 + int(win.height), c0 : c0 + int(win.width)]
-            if np.isnan(cut).all():
-                return None
-            cut_t = src_transform @ Affine.translation(c0, r0)
-            return _warp_bands(cut, cut_t, src_crs, bgrid, r, scales, inside)
+            warped = None
+            windows = _source_window(src_grid, bgrid, _pad(r, scales))
+            wraps = len(windows) > 1 or any(shift for _, _, shift in windows)
+            for win, inside, shift in windows:
+                # Only the pixels under the block: its result must not depend on what else the
+                # caller's array holds (e.g. which bands share a mask elsewhere).
+                c0, r0 = int(win.col_off), int(win.row_off)
+                cut = part[:, r0 : r0 + int(win.height), c0 : c0 + int(win.width)]
+                if np.isnan(cut).all():
+                    continue
+                cut_t = Affine.translation(shift, 0) @ src_transform @ Affine.translation(c0, r0)
+                got = _warp_bands(cut, cut_t, src_crs, bgrid, r, scales, inside, wraps)
+                warped = got if warped is None else np.where(np.isnan(warped), got, warped)
+            return warped
 
         _assemble(grid, t0, col, row, out, pos, block)
     return _masked(out)
