@@ -17,6 +17,7 @@ per pixel becomes K bands `<name>_0 .. <name>_<K-1>` (EE's arrayFlatten), `dimen
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ DEFAULT_INPUT_NAME = "array"
 BAND_INPUTS = "bands"
 #: Name of a single output when `output_bands` is not given.
 DEFAULT_OUTPUT_NAME = "output"
+# Integers up to this are exact in float32 (24-bit significand), the type of every band.
+_FLOAT32_EXACT = 2**24
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,41 @@ def _array_band(bands: Sequence[str]) -> str | None:
     return name if name and list(bands) == [f"{name}_{i}" for i in range(len(bands))] else None
 
 
+def channels_first_hint(shape: Sequence[int | None] | None, channels: int | None = None) -> str:
+    """A sentence for a model input that looks channels-first, (N, C, H, W), else "".
+
+    With `channels` (the bands it would get) C must be that count; without, C must be smaller
+    than a square H x W. Such models otherwise fail with a misleading size or channel error.
+    """
+    if shape is None or len(shape) != 4 or shape[1] is None:
+        return ""
+    c, h, w = shape[1], shape[2], shape[3]
+    if channels is not None:
+        looks = c == channels and w != channels and h in (None, w)
+    else:
+        looks = h is not None and h == w and c < h
+    if not looks:
+        return ""
+    dims = ", ".join("None" if d is None else str(d) for d in shape)
+    return (
+        f" Its input shape ({dims}) looks channels-first (N, C, H, W), but bands arrive channels-last "
+        "(N, H, W, C), as in Earth Engine: put a transpose in front of the model (a channels-last "
+        "keras.Input followed by keras.layers.Permute((3, 1, 2))) or export it channels-last."
+    )
+
+
+def _trim_hint(model_input: tuple[int, int], got: tuple[int, int]) -> str:
+    """For an output smaller than the input by an even border: the 'valid' convolutions setup."""
+    (mx, my), (w, h) = model_input, got
+    if not (w < mx and h < my and (mx - w) % 2 == 0 and (my - h) % 2 == 0):
+        return ""
+    return (
+        f" If it trims a border instead ('valid' convolutions: the centre of its input, at the same scale), "
+        f"use input_tile_size=[{w}, {h}] and input_overlap_size=[{(mx - w) // 2}, {(my - h) // 2}], which keep "
+        f"its input at {my}x{mx}: output_tile_size would stretch the result."
+    )
+
+
 class BandMapping:
     """`Model`'s band planning (a mixin): reads `self.params`, `self.inputs`, `self.outputs`
     and `self.name` of the model it is part of."""
@@ -110,6 +148,12 @@ class BandMapping:
         if len(names) == 1 and names[0] not in sources and not p.input_properties:
             spec = specs[0]
             channels = len(bands)
+            hint = channels_first_hint(spec.shape, channels)
+            if hint:
+                raise InputError(
+                    f"Model {self.name!r} input {spec.name!r} cannot take the image's {channels} band(s) "
+                    f"{bands}.{hint}"
+                )
             want = None
             if spec.shape is not None and len(spec.shape) == 4 and spec.shape[3] is not None:
                 want = int(spec.shape[3])
@@ -128,6 +172,12 @@ class BandMapping:
                     "model was trained on)."
                 )
             self._check_spatial(spec)
+            if spec.shape is not None and len(spec.shape) == 3 and channels != 1:
+                raise InputError(
+                    f"Model {self.name!r} input {spec.name!r} has shape {spec.shape}: (batch, height, width), one "
+                    f"band, but the image has {channels} bands {bands}: select the one it takes with "
+                    "image.select([...])."
+                )
             return InputPlan(True, (spec.name,), tuple(bands))
         unknown = [n for n in names if n not in sources]
         if unknown:
@@ -142,6 +192,7 @@ class BandMapping:
                 raise InputError(
                     f"Model {self.name!r} input {s.name!r} takes {s.shape[3]} channels, but per-band inputs "
                     "are (H, W, 1): give the model one input per band, or a single input for stacked bands."
+                    + channels_first_hint(s.shape, 1)
                 )
             self._check_spatial(s)
         used_bands = tuple(n for n in names if n in bands and n not in p.input_properties)
@@ -151,6 +202,16 @@ class BandMapping:
     def _check_spatial(self, spec: TensorSpec) -> None:
         if spec.shape is None:
             return
+        if len(spec.shape) == 2 and spec.shape[1] is not None:
+            # A per-pixel model (e.g. Dense layers trained on sampled pixels): say how to run it.
+            c = spec.shape[1]
+            raise InputError(
+                f"Model {self.name!r} input {spec.name!r} has shape {spec.shape}: one pixel's {c} value(s) "
+                "per instance, but bands arrive as (batch, height, width, channels) tiles, as in Earth "
+                f"Engine. Rebuild it on keras.Input((None, None, {c})) (1x1 Conv2D layers for Dense ones), or "
+                "run it on every pixel of a tile: Model.from_callable(lambda b: np.asarray(model("
+                f"b['array'].reshape(-1, {c}))).reshape(*b['array'].shape[:3], -1), input_tile_size=[256, 256])."
+            )
         if len(spec.shape) not in (3, 4):
             raise InputError(
                 f"Model {self.name!r} input {spec.name!r} has shape {spec.shape}: image models need "
@@ -160,6 +221,9 @@ class BandMapping:
     def build_inputs(self, plan: InputPlan, cells: np.ndarray) -> dict[str, np.ndarray]:
         """Model inputs from cell data (N, h, w, C) with C = len(plan.bands) (masked already 0)."""
         if plan.stacked:
+            spec = (self.inputs or [None])[0]
+            if spec is not None and spec.shape is not None and len(spec.shape) == 3:
+                return {plan.names[0]: cells[..., 0]}  # (batch, height, width): one band, no channel axis
             return {plan.names[0]: cells}
         out = {}
         idx = {b: i for i, b in enumerate(plan.bands)}
@@ -302,8 +366,11 @@ class BandMapping:
                         if len(accepted) > 1
                         else ""
                     )
-                    + ". Set output_tile_size to what the model returns for an input of "
-                    f"{p.model_input_size[1]}x{p.model_input_size[0]} pixels (minus the overlap)."
+                    + ". If the model changes the scale (strides, pooling, upsampling), set output_tile_size to "
+                    f"what it returns for an input of {p.model_input_size[1]}x{p.model_input_size[0]} pixels "
+                    "(minus the overlap)."
+                    + _trim_hint(p.model_input_size, (w, h))
+                    + self._same_size_hint(slots, out, accepted)
                 )
             pixel = tuple(arr.shape[3:])
             want_n = int(np.prod(slot.pixel_shape)) if slot.pixel_shape else 1
@@ -321,8 +388,10 @@ class BandMapping:
             if (w, h) != (ux, uy):
                 cx, cy = (w - ux) // 2, (h - uy) // 2
                 arr = arr[:, cy : cy + uy, cx : cx + ux]
-            vals = arr.astype(np.float32) if arr.dtype != np.float32 else arr
             dt = slot.band.dtype
+            if dt.kind in "iu" and not getattr(self, "_warned_float32", False):
+                self._warn_beyond_float32(label, arr)
+            vals = arr.astype(np.float32) if arr.dtype != np.float32 else arr
             if dt.kind in "iub" and dt.kind != "b":
                 info = np.iinfo(dt)
                 vals = np.clip(np.rint(vals), info.min, info.max)
@@ -334,6 +403,41 @@ class BandMapping:
             k += want_n
         result[~np.isfinite(result)] = np.nan
         return result
+
+    def _same_size_hint(self, slots, out, accepted) -> str:
+        """For outputs of several sizes (e.g. deep supervision): name those that fit."""
+        fits = []
+        for s in slots:
+            try:
+                a = self._pick_output(s, out)
+            except ModelError:
+                continue
+            if a.ndim >= 3 and (a.shape[2], a.shape[1]) in accepted:
+                fits.append(s.band.name)
+        if not fits or len(fits) == len(slots):
+            return ""
+        pick = ", ".join(f"{n!r}: {{'type': 'float'}}" for n in fits)
+        return f" Or keep only the outputs of that size: output_bands={{{pick}}}."
+
+    def _warn_beyond_float32(self, label: str, arr: np.ndarray) -> None:
+        """Warn (once per model) if integer output values lie beyond 2**24: bands are float32,
+        which rounds them (16,777,217 reads as 16,777,216), as a shifted ID would go unnoticed."""
+        if arr.dtype.kind not in "iuf" or arr.dtype.itemsize <= 2 or arr.dtype == np.float32:
+            return
+        with np.errstate(invalid="ignore"):
+            big = arr[np.abs(arr) > _FLOAT32_EXACT]
+        if big.dtype.kind == "f":
+            big = np.rint(big[np.isfinite(big)])
+        rounded = big[big.astype(np.float32).astype(big.dtype) != big]
+        if rounded.size:
+            v = int(rounded.flat[0])
+            self._warned_float32 = True
+            warnings.warn(
+                f"Model {self.name!r} output {label!r} has integer values beyond 2**24 (16,777,216), e.g. "
+                f"{v:,}: bands are float32, which cannot hold them exactly ({v:,} reads as "
+                f"{int(np.float32(v)):,}). Keep integer outputs below 2**24 (or split them into two bands).",
+                stacklevel=2,
+            )
 
     def _pick_output(self, slot: OutputSlot, out: Mapping[str, np.ndarray]) -> np.ndarray:
         if slot.source is not None:

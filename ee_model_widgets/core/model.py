@@ -30,6 +30,7 @@ from .band_mapping import (  # noqa: F401 - re-exported: `from ee_model_widgets.
     InputPlan,
     OutputSlot,
     TensorSpec,
+    channels_first_hint,
 )
 from .model_loaders import DEFAULT_MAX_BATCH_SIZE, ModelLoaders, _as_numpy, _describe_exc
 from .model_spec import ModelSpec
@@ -88,9 +89,11 @@ class Model(ModelLoaders, BandMapping):
         max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
         serialize_calls: bool = False,
         single_input_positional: bool = False,
+        thread_safe: bool = True,
     ):
         """Low-level: prefer the `from_*` constructors. `call` takes a dict of batched numpy
-        arrays and returns a dict, a list (in `outputs` order) or a single array."""
+        arrays and returns a dict, a list (in `outputs` order) or a single array.
+        `serialize_calls`: a TF/Keras model; `thread_safe=False`: `call` runs one at a time."""
         if max_batch_size is not None and (
             isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1
         ):
@@ -103,8 +106,11 @@ class Model(ModelLoaders, BandMapping):
         self.max_batch_size = max_batch_size
         self.stats = ModelStats()
         # TF/Keras models run one batch at a time (TF already uses every core inside a call);
-        # user callables may be thread-safe themselves, so they are not serialised.
-        self._lock = threading.Lock() if serialize_calls else None
+        # so do user callables not declared thread-safe: the map renders on several threads.
+        self._lock = threading.Lock() if serialize_calls or not thread_safe else None
+        self._pad_lone = serialize_calls
+        batch_dims = {s.shape[0] for s in self.inputs or () if s.shape}
+        self._fixed_batch = batch_dims.pop() if len(batch_dims) == 1 and None not in batch_dims else None
         self._single_positional = single_input_positional
         self.params = self._complete_params(params)
         #: How another process loads this model again (set by the `from_*` constructors).
@@ -158,6 +164,9 @@ class Model(ModelLoaders, BandMapping):
             h, w = spatial
             mx, my = p.model_input_size
             if (mx, my) != (w, h):
+                hint = "".join(channels_first_hint(s.shape) for s in self.inputs or ())
+                if hint:  # its "size" is channels x height: no tile size fixes that
+                    raise InputError(f"Model {self.name!r} cannot take {mx}x{my} pixel tiles.{hint}")
                 raise InputError(
                     f"Model {self.name!r} takes {w}x{h} pixel inputs but input_tile_size {list(p.input_tile_size)} "
                     f"+ 2 * input_overlap_size {list(p.overlap)} (per edge) = {mx}x{my}: use "
@@ -197,7 +206,7 @@ class Model(ModelLoaders, BandMapping):
         arrays = self._cast_inputs(arrays)
         if n == 0:
             raise InputError(f"predict_batch got an empty batch for model {self.name!r}.")
-        step = self.max_batch_size or n
+        step = self._fixed_batch or self.max_batch_size or n
         parts: list[dict[str, np.ndarray]] = []
         for start in range(0, n, step):
             chunk = {k: a[start : start + step] for k, a in arrays.items()}
@@ -222,6 +231,8 @@ class Model(ModelLoaders, BandMapping):
             if dt is not None and a.dtype != dt:
                 if dt.kind in "iub" and a.dtype.kind == "f":
                     a = np.rint(a)
+                if dt.kind in "iu" and a.dtype.kind in "fiu":
+                    a = _saturate(a, dt)
                 a = a.astype(dt)
             out[k] = a
         return out
@@ -229,16 +240,21 @@ class Model(ModelLoaders, BandMapping):
     def _run(self, chunk: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         # TensorFlow (oneDNN) runs a batch of one through other kernels, whose last bits differ:
         # a lone cell is sent twice, so a cell's value never depends on what it was batched with.
-        pad = n == 1 and self._lock is not None
+        # A graph built for a fixed batch size gets exactly that many instances (the last repeated).
+        size = self._fixed_batch or (2 if n == 1 and self._pad_lone else n)
+        pad = size != n
         if pad:
-            chunk = {k: np.concatenate([a, a]) for k, a in chunk.items()}
+            chunk = {k: np.concatenate([a, np.repeat(a[-1:], size - n, axis=0)]) for k, a in chunk.items()}
+        # TF hands out fresh arrays; other runtimes may return a buffer their next call
+        # overwrites (TFLite, ONNX Runtime), so those are copied before the lock is released.
+        own = _owned if not self._pad_lone else _same
         t0 = time.perf_counter()
         try:
             if self._lock is not None:
                 with self._lock:
-                    raw = self._call(chunk)
+                    raw = own(self._call(chunk))
             else:
-                raw = self._call(chunk)
+                raw = own(self._call(chunk))
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the model raised, say it plainly
@@ -248,7 +264,7 @@ class Model(ModelLoaders, BandMapping):
         finally:
             self.stats.record(n, time.perf_counter() - t0)
         if pad:
-            return {k: v[:1] for k, v in self._normalise_outputs(raw, 2).items()}
+            return {k: v[:n] for k, v in self._normalise_outputs(raw, size).items()}
         return self._normalise_outputs(raw, n)
 
     def _normalise_outputs(self, raw: Any, n: int) -> dict[str, np.ndarray]:
@@ -425,3 +441,27 @@ class Model(ModelLoaders, BandMapping):
             f"<Model {self.name!r} tile={list(p.input_tile_size)} overlap={list(p.overlap)} "
             f"out_tile={list(p.output_tile_size)} fix_input_proj={p.fix_input_proj}>"
         )
+
+
+def _saturate(a: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """`a` clipped to integer type `dt`'s range, as the output casts (and Earth Engine's) do:
+    `astype` alone wraps around (999 becomes 231 as uint8)."""
+    lo, hi = np.iinfo(dt).min, np.iinfo(dt).max
+    if a.dtype.kind in "iu":  # bounds must fit a's own type
+        lo, hi = max(lo, np.iinfo(a.dtype).min), min(hi, np.iinfo(a.dtype).max)
+    return np.clip(a, lo, hi)
+
+
+def _same(raw: Any) -> Any:
+    return raw
+
+
+def _owned(raw: Any) -> Any:
+    """`raw` (an array, a dict or a list of them) with every numpy array copied."""
+    if isinstance(raw, np.ndarray):
+        return raw.copy()
+    if isinstance(raw, Mapping):
+        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in raw.items()}
+    if isinstance(raw, (list, tuple)):
+        return [v.copy() if isinstance(v, np.ndarray) else v for v in raw]
+    return raw

@@ -97,11 +97,19 @@ class ModelLoaders:
         import tensorflow as tf
 
         in_specs = [
-            TensorSpec(t.name, tuple(t.shape), np.dtype(keras.backend.standardize_dtype(t.dtype)))
-            for t in km.inputs
+            TensorSpec(n, tuple(t.shape), np.dtype(keras.backend.standardize_dtype(t.dtype)))
+            for n, t in keras_inputs(km)
         ]
-        out_names = list(getattr(km, "output_names", None) or [])
-        out_tensors = list(km.outputs)
+        try:
+            out_struct = km.output
+        except Exception:  # noqa: BLE001 - some models have no single output structure
+            out_struct = None
+        if isinstance(out_struct, Mapping):  # it returns this dict: its keys name the outputs
+            named = sorted((str(k), t) for k, t in out_struct.items())  # Keras' flattened order
+            out_names, out_tensors = [n for n, _ in named], [t for _, t in named]
+        else:
+            out_names = list(getattr(km, "output_names", None) or [])
+            out_tensors = list(km.outputs)
         if len(out_names) != len(out_tensors):
             out_names = (
                 [DEFAULT_OUTPUT_NAME]
@@ -170,6 +178,10 @@ class ModelLoaders:
                     if os.path.isfile(path_s)
                     else "."
                 )
+            )
+        if not any(os.path.isfile(os.path.join(path_s, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
+            raise ModelError(
+                f"{path_s} is not a SavedModel directory (no saved_model.pb).{_dir_hint(path_s)}"
             )
         try:
             loaded = tf.saved_model.load(path_s)
@@ -246,6 +258,7 @@ class ModelLoaders:
         input_names: Sequence[str] | None = None,
         output_names: Sequence[str] | None = None,
         max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
+        thread_safe: bool = False,
         **ee_params: Any,
     ) -> _M:
         """Any function `fn(dict name -> (N, H, W, C) float32) -> dict name -> array (or one array)`.
@@ -255,7 +268,9 @@ class ModelLoaders:
         whatever bands the image has, each under its own name (EE's request). `fingerprint`: a
         stable string identifying the function's behaviour, so its predictions can be cached
         across Model objects (default: unique per Model object). `output_names`: the keys of
-        the returned dict, when known up front.
+        the returned dict, when known up front. `thread_safe`: the map renders tiles on several
+        threads, so `fn` runs one call at a time unless it is declared safe to call concurrently
+        (pure numpy, a REST client): a stateful model would otherwise mix tiles up.
         """
         if not callable(fn):
             raise InputError(f"from_callable needs a function, got {type(fn).__name__}.")
@@ -289,9 +304,12 @@ class ModelLoaders:
             inputs=in_specs,
             outputs=out_specs,
             max_batch_size=max_batch_size,
+            thread_safe=bool(thread_safe),
         )
         opts = dict(name=name, fingerprint=fingerprint, input_names=input_names, output_names=output_names)
-        model.spec = ModelSpec("callable", fn, dict(opts, max_batch_size=max_batch_size))
+        model.spec = ModelSpec(
+            "callable", fn, dict(opts, max_batch_size=max_batch_size, thread_safe=bool(thread_safe))
+        )
         return model
 
     @classmethod
@@ -314,6 +332,31 @@ class ModelLoaders:
     def fromAiPlatformPredictor(cls: type[_M], *args: Any, **kwargs: Any) -> _M:  # noqa: N802
         """`ee.Model.fromAiPlatformPredictor(projectName, projectId, modelName, version, region, ...)`."""
         return remote.constructor("fromAiPlatformPredictor")(*args, **kwargs)
+
+
+def _dir_hint(path: str) -> str:
+    """What a directory without saved_model.pb holds that the user may have meant."""
+    names = sorted(os.listdir(path))
+    versions = [n for n in names if os.path.isfile(os.path.join(path, n, "saved_model.pb"))]
+    if versions:  # TF Serving's layout: one numbered SavedModel per version
+        latest = max(versions, key=lambda n: (n.isdigit(), int(n) if n.isdigit() else 0, n))
+        return f" It holds SavedModel(s) in {versions}: pass {os.path.join(path, latest)!r}."
+    keras_files = [n for n in names if n.lower().endswith((".keras", ".h5"))]
+    if keras_files:
+        return f" It holds {keras_files[0]}: use Model.from_keras({os.path.join(path, keras_files[0])!r})."
+    return f" It holds {names[:5]}." if names else " It is empty."
+
+
+def keras_inputs(km) -> list[tuple[str, Any]]:
+    """(name, symbolic tensor) per input of a Keras model: a model built on a dict of inputs is
+    called with its keys, whatever its Input layers are named; otherwise the layer names."""
+    try:
+        struct = km.input
+    except Exception:  # noqa: BLE001 - some models have no single input structure
+        struct = None
+    if isinstance(struct, Mapping):  # in Keras' own (flattened, key-sorted) order
+        return sorted((str(k), t) for k, t in struct.items())
+    return [(t.name, t) for t in km.inputs]
 
 
 def _keras_fingerprint(km) -> str:

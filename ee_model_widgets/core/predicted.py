@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,6 +146,7 @@ class PredictedImage(Image):
         # private one, so an export's memory does not grow with its size and it does not
         # flush the cells the map is showing.
         self._scratch: CellCache | None = None
+        self._warned_empty = False
 
     @property
     def cells_without_values(self) -> int:
@@ -303,7 +305,18 @@ class PredictedImage(Image):
 
     # ---- the read path ---------------------------------------------------------------------
     def _read(self, grid: Grid, bands: list[str], resampling) -> np.ma.MaskedArray:
-        return self.read_plan(self._plan([grid], bands, resampling, None))[0]
+        out = self.read_plan(self._plan([grid], bands, resampling, None))[0]
+        silent = self.cells_without_values
+        if silent and not self._warned_empty:
+            # The map shows this as the layer's notice; reads (to_numpy, export) say it here.
+            self._warned_empty = True
+            warnings.warn(
+                f"Model {self.model.name!r} has returned no finite value (only NaN or inf) for any of the "
+                f"{silent} cells computed so far: the result is empty (masked). Check the input bands and "
+                "their scaling, or the model.",
+                stacklevel=4,
+            )
+        return out
 
     def _read_plan(self, plan: ReadPlan) -> list[np.ma.MaskedArray]:
         """All grids of the plan with one batched pass over the union of their missing cells:

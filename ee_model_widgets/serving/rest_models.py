@@ -56,6 +56,7 @@ def _model_from_predictor(predictor: RestPredictor, label: str, ee_params: dict[
                     kwargs.setdefault("output_names", found["outputs"])
     kwargs.setdefault("name", label)
     kwargs.setdefault("max_batch_size", None)  # the predictor splits by payload size itself
+    kwargs.setdefault("thread_safe", True)  # one HTTP request per call: concurrent tiles overlap
     model = Model.from_callable(predictor, fingerprint=predictor.fingerprint, **kwargs)
     # EE's outputMultiplier sizes requests so that replies stay under the payload limit too;
     # it changes how instances are grouped, never the predictions (so not the fingerprint).

@@ -64,12 +64,30 @@ class Signature:
     ee_wire: bool = False
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model once on a batch; errors name the signature and carry TF's message."""
-        import tensorflow as tf
-
+        """Run the model on a batch; errors name the signature and carry TF's message."""
         missing = [k for k in self.inputs if k not in feeds]
         if missing:
             raise InputError(f"Signature '{self.name}' needs input(s) {missing}; got {sorted(feeds)}.")
+        # A graph built for a fixed batch size (e.g. [1, H, W, C]) runs on exactly that many
+        # instances: the batch is cut into such runs, the last filled by repeating its last row.
+        dims = {i.shape[0] if i.shape else None for i in self.inputs.values()}
+        fixed = dims.pop() if len(dims) == 1 else None
+        n = len(feeds[next(iter(self.inputs))]) if self.inputs and fixed else 0
+        if fixed and n and n != fixed:
+            parts = []
+            for start in range(0, n, fixed):
+                part = {k: np.asarray(feeds[k])[start : start + fixed] for k in self.inputs}
+                got = len(next(iter(part.values())))
+                part = {
+                    k: np.concatenate([v, np.repeat(v[-1:], fixed - got, axis=0)]) for k, v in part.items()
+                }
+                parts.append({k: v[:got] for k, v in self._run_once(part).items()})
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return self._run_once(feeds)
+
+    def _run_once(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
         tensors = {k: tf.convert_to_tensor(feeds[k], dtype=_tf_dtype(self.inputs[k])) for k in self.inputs}
         try:
             out = self.fn(tensors)
@@ -246,7 +264,7 @@ def _is_keras_model(obj) -> bool:
 def keras_signature_function(model):
     """A `tf.function` over a Keras model taking and returning dicts of named tensors, and its specs.
 
-    Input names are the Keras input names; outputs are named by the model's dict keys or its
+    Input names are the Keras input names (a dict-built model's keys); outputs are named by the model's dict keys or its
     `output_names`. Used both to serve a Keras model and to prepare one.
     """
     import tensorflow as tf
@@ -256,7 +274,9 @@ def keras_signature_function(model):
             f"Keras model {model.name!r} has no defined inputs (a subclassed model that was never built?); "
             "use a Functional/Sequential model or export it with model.export()."
         )
-    specs = {t.name: tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in model.inputs}
+    from ..core.model_loaders import keras_inputs
+
+    specs = {n: tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=n) for n, t in keras_inputs(model)}
     names = list(specs)
     out_names = list(getattr(model, "output_names", None) or [])
 
