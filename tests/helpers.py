@@ -49,3 +49,18 @@ def serve_app(app) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def tile_lattice_scene(values, z: int, x0: int, y0: int, band: str = "v"):
+    """An EPSG:3857 image of `values` (bands, rows, cols) lying on the slippy-map lattice: its
+    top-left corner is tile (z, x0, y0), so a map tile's pixels are a slice of `values` (a
+    reference worked out without our read path)."""
+    from affine import Affine
+
+    import ee_model_widgets as emw
+    from ee_model_widgets.core.grid import MERCATOR_HALF_WORLD
+
+    span = 2 * MERCATOR_HALF_WORLD / 2**z
+    res = span / 256
+    transform = Affine(res, 0, -MERCATOR_HALF_WORLD + x0 * span, 0, -res, MERCATOR_HALF_WORLD - y0 * span)
+    return emw.Image.from_array(values, transform=transform, crs="EPSG:3857", band_names=[band])

@@ -15,13 +15,12 @@ import time
 
 import numpy as np
 import pytest
-from affine import Affine
 from PIL import Image as PILImage
 
 import ee_model_widgets as emw
-from ee_model_widgets.core.grid import MERCATOR_HALF_WORLD
 from ee_model_widgets.widgets.headless import HeadlessView
 from ee_model_widgets.widgets.scheduler import TileRequest
+from tests.helpers import tile_lattice_scene
 
 Z = 12
 X0, Y0 = 2000, 1500  # the scene covers tiles X0..X0+1, Y0..Y0+1 at zoom Z
@@ -35,10 +34,7 @@ def values():
 
 @pytest.fixture(scope="module")
 def scene(values):
-    span = 2 * MERCATOR_HALF_WORLD / 2**Z
-    res = span / 256
-    transform = Affine(res, 0, -MERCATOR_HALF_WORLD + X0 * span, 0, -res, MERCATOR_HALF_WORLD - Y0 * span)
-    return emw.Image.from_array(values, transform=transform, crs="EPSG:3857", band_names=["v"])
+    return tile_lattice_scene(values, Z, X0, Y0)
 
 
 def model(fn=None, factor=2.0):

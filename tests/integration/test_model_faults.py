@@ -14,13 +14,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from affine import Affine
 
 import ee_model_widgets as emw
-from ee_model_widgets.core.grid import MERCATOR_HALF_WORLD
 from ee_model_widgets.errors import InputError
 from ee_model_widgets.widgets.headless import HeadlessView
 from tests.conftest import UTM19S, UTM_TRANSFORM
+from tests.helpers import tile_lattice_scene
 
 Z = 12
 X0, Y0 = 2000, 1500  # the scene covers tiles X0..X0+1, Y0..Y0+1 at zoom Z: a tile is a slice of it
@@ -34,10 +33,7 @@ def values():
 
 @pytest.fixture(scope="module")
 def mercator_scene(values):
-    span = 2 * MERCATOR_HALF_WORLD / 2**Z
-    res = span / 256
-    transform = Affine(res, 0, -MERCATOR_HALF_WORLD + X0 * span, 0, -res, MERCATOR_HALF_WORLD - Y0 * span)
-    return emw.Image.from_array(values, transform=transform, crs="EPSG:3857", band_names=["v"])
+    return tile_lattice_scene(values, Z, X0, Y0)
 
 
 class StatefulModel:

@@ -17,25 +17,6 @@ import ee_model_widgets as emw
 from ee_model_widgets.core.grid import MERCATOR_HALF_WORLD, xyz_grid
 
 
-def write_tif(path, arr, transform, crs="EPSG:4326", **profile):
-    arr = np.asarray(arr)
-    arr = arr[None] if arr.ndim == 2 else arr
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=arr.shape[2],
-        height=arr.shape[1],
-        count=arr.shape[0],
-        dtype=arr.dtype,
-        crs=crs,
-        transform=transform,
-        **profile,
-    ) as ds:
-        ds.write(arr)
-    return str(path)
-
-
 def nearest_reference(path, grid) -> np.ndarray:
     """Band 1 of the file at `grid`'s pixel centres (nearest source pixel), NaN off it or masked."""
     with rasterio.open(path) as ds:
@@ -57,10 +38,12 @@ def identity_model(**kw):
 
 
 @pytest.fixture
-def arctic(tmp_path):
+def arctic(write_geotiff):
     """Lon/lat degrees, 15°W..15°E x 70°N..90°N, 0.5° pixels of distinct values (1..2400)."""
     values = np.arange(1, 40 * 60 + 1, dtype=np.uint16).reshape(40, 60)
-    return write_tif(tmp_path / "arctic.tif", values, Affine(0.5, 0, -15, 0, -0.5, 90))
+    return str(
+        write_geotiff(values, "arctic.tif", crs="EPSG:4326", transform=Affine(0.5, 0, -15, 0, -0.5, 90))
+    )
 
 
 @pytest.mark.parametrize("tile", [(5, 15, 0), (4, 7, 0)])
@@ -96,17 +79,23 @@ def test_a_gcp_only_file_is_refused_naming_the_gcps_and_the_warp(tmp_path):
         emw.Image.open(path)
 
 
-def test_a_complex_band_is_refused_not_read_as_its_real_part(tmp_path):
+def test_a_complex_band_is_refused_not_read_as_its_real_part(write_geotiff):
     # Reads are float32: the imaginary part was dropped with only numpy's ComplexWarning.
     values = (np.arange(24).reshape(4, 6) + 1j * np.ones((4, 6))).astype(np.complex64)
-    path = write_tif(tmp_path / "slc.tif", values, Affine(30, 0, 500000, 0, -30, 4000000), crs="EPSG:32633")
+    path = str(
+        write_geotiff(values, "slc.tif", crs="EPSG:32633", transform=Affine(30, 0, 500000, 0, -30, 4000000))
+    )
     with pytest.raises(emw.errors.ImageReadError, match=r"\['B1'\] hold complex numbers.*abs"):
         emw.Image.open(path)
 
 
-def test_scale_offset_metadata_is_named_in_a_warning_and_values_stay_as_stored(tmp_path):
+def test_scale_offset_metadata_is_named_in_a_warning_and_values_stay_as_stored(write_geotiff):
     raw = np.arange(24, dtype=np.uint16).reshape(4, 6) * 100
-    path = write_tif(tmp_path / "sr.tif", np.stack([raw, raw]), Affine(0.01, 0, 10, 0, -0.01, 50))
+    path = str(
+        write_geotiff(
+            np.stack([raw, raw]), "sr.tif", crs="EPSG:4326", transform=Affine(0.01, 0, 10, 0, -0.01, 50)
+        )
+    )
     with rasterio.open(path, "r+") as ds:
         ds.scales, ds.offsets = (0.0001, 0.0001), (-0.1, -0.1)
     with pytest.warns(UserWarning, match=r"scale 0.0001, offset -0.1.*img.multiply\(0.0001\).add\(-0.1\)"):
@@ -176,11 +165,13 @@ def test_a_zoomed_out_tile_of_a_huge_file_without_overviews_says_build_them_inst
 
 
 @pytest.fixture
-def fiji_lonlat(tmp_path):
+def fiji_lonlat(write_geotiff):
     """A lon/lat scene across 180° as gdalwarp writes one: 178..184°E (= 176°W), 16..20°S,
     0.1° pixels of distinct values."""
     values = np.arange(1, 40 * 60 + 1, dtype=np.float32).reshape(40, 60)
-    return write_tif(tmp_path / "fiji.tif", values, Affine(0.1, 0, 178, 0, -0.1, -16))
+    return str(
+        write_geotiff(values, "fiji.tif", crs="EPSG:4326", transform=Affine(0.1, 0, 178, 0, -0.1, -16))
+    )
 
 
 def lonlat_reference(path, grid) -> np.ndarray:
@@ -225,9 +216,9 @@ def test_a_lonlat_scene_stored_past_180_shows_on_both_sides_of_it(fiji_lonlat, f
             assert np.array_equal(got[~np.isnan(ref)], ref[~np.isnan(ref)])
 
 
-def test_a_global_grid_stored_as_0_to_360_draws_the_western_hemisphere(tmp_path):
+def test_a_global_grid_stored_as_0_to_360_draws_the_western_hemisphere(write_geotiff):
     values = (np.arange(360)[None, :] + 1000 * np.arange(180)[:, None]).astype(np.float32)
-    path = write_tif(tmp_path / "global360.tif", values, Affine(1, 0, 0, 0, -1, 90))
+    path = str(write_geotiff(values, "global360.tif", crs="EPSG:4326", transform=Affine(1, 0, 0, 0, -1, 90)))
     image = emw.Image.open(path)
     tile = (3, 1, 2)  # 135°W..90°W, 0..41°N
     ref = lonlat_reference(path, xyz_grid(*tile))
@@ -262,12 +253,12 @@ def test_a_region_across_180_of_a_lonlat_scene_reads_every_pixel_and_matches_the
                 assert tile[0, row % 256, col % 256] == got[r, c]
 
 
-def test_a_region_west_of_0_reads_from_a_0_to_360_grid(tmp_path):
+def test_a_region_west_of_0_reads_from_a_0_to_360_grid(tmp_path, write_geotiff):
     # It was refused: "Region (-101, 40, -99, 42) does not intersect the image".
     from ee_model_widgets.core.region import grid_for
 
     values = (np.arange(360)[None, :] + 1000 * np.arange(180)[:, None]).astype(np.float32)
-    path = write_tif(tmp_path / "global360.tif", values, Affine(1, 0, 0, 0, -1, 90))
+    path = str(write_geotiff(values, "global360.tif", crs="EPSG:4326", transform=Affine(1, 0, 0, 0, -1, 90)))
     image = emw.Image.open(path)
     region = (-101, 40, -99, 42)
     got = image.to_numpy(region=region)  # the file's own lattice: rows 48..49, columns 259..260
@@ -283,10 +274,12 @@ def test_a_region_west_of_0_reads_from_a_0_to_360_grid(tmp_path):
 
 
 @pytest.fixture
-def rotated(tmp_path):
+def rotated(write_geotiff):
     """A north-up-less GeoTIFF: pixel axes turned ~37° (aerial imagery keeps such transforms)."""
     values = np.arange(1, 40 * 60 + 1, dtype=np.uint16).reshape(40, 60)
-    return write_tif(tmp_path / "rotated.tif", values, Affine(8, 6, 500000, 6, -8, 4000000), crs="EPSG:32633")
+    return str(
+        write_geotiff(values, "rotated.tif", crs="EPSG:32633", transform=Affine(8, 6, 500000, 6, -8, 4000000))
+    )
 
 
 def test_to_xarray_of_a_rotated_lattice_places_every_pixel_where_the_file_has_it(rotated):
@@ -342,10 +335,10 @@ def test_an_rpc_only_scene_is_refused_naming_the_orthorectification(tmp_path):
 
 
 @pytest.fixture
-def global_lonlat(tmp_path):
+def global_lonlat(write_geotiff):
     """The whole world in lon/lat, 1° pixels of distinct values (column + 1000 * row)."""
     values = (np.arange(360)[None, :] + 1000 * np.arange(180)[:, None]).astype(np.float32)
-    return write_tif(tmp_path / "world.tif", values, Affine(1, 0, -180, 0, -1, 90))
+    return str(write_geotiff(values, "world.tif", crs="EPSG:4326", transform=Affine(1, 0, -180, 0, -1, 90)))
 
 
 @pytest.mark.parametrize("tile", [(0, 0, 0), (1, 1, 0), (2, 0, 1), (3, 7, 3)])
