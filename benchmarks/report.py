@@ -97,7 +97,7 @@ def compare(before: dict, after: dict) -> tuple[list[str], int, int]:
         old = before.get(key)
         if old is not None and (old.get("runs") or [old])[-1] == (f.get("runs") or [f])[-1]:
             continue  # not run this time
-        if old is None or shape(old["measured"]) != shape(f["measured"]):
+        if old is None or any(shape(old.get(k, "")) != shape(f.get(k, "")) for k in ("what", "measured")):
             lines.append(f"{key}: {f['measured']}  (new, or reads differently now: nothing to compare with)")
             continue
         runs = old.get("runs") or [old]

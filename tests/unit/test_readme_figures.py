@@ -121,3 +121,16 @@ def test_the_table_counts_the_runs_that_landed_within_the_range_before_them(monk
     assert "| — |" in report.render(
         {"x.a": {**json.loads(figures.FIGURES.read_text())["x.a"], "runs": runs[:2]}}
     )
+
+
+def test_compare_does_not_hold_a_figure_that_measures_something_else_now_against_its_old_runs(
+    monkeypatch, tmp_path
+):
+    figures, report = _figures(monkeypatch, tmp_path), _report()
+    figures.record("x.a", "Layer / raw model in one call", "1.80 (0.20 s)")
+    figures.record("x.a", "Layer / raw model in one call", "1.90 (0.21 s)")
+    before = json.loads(figures.FIGURES.read_text())
+    figures.record("x.a", "Layer / raw model at its fastest", "2.20 (0.23 s)")
+    lines, within, compared = report.compare(before, json.loads(figures.FIGURES.read_text()))
+    assert (within, compared) == (0, 0)
+    assert lines == ["x.a: 2.20 (0.23 s)  (new, or reads differently now: nothing to compare with)"]
