@@ -5,7 +5,7 @@ through the widget's comm dispatch, `HeadlessView`), with a real model on a real
 
 (a) cold 24-tile viewport: time for the layer to answer 24 map tiles (plan, read, model calls,
     crop, tile data sent) / time of the raw model (`Model.predict_batch`) on exactly the inputs
-    the layer fed the model, at its fastest: all cells in one call, or in calls of 32, 16 or 8.
+    the layer fed the model, at its fastest: in TensorFlow calls of its `max_batch_size` (16), 8 or 4.
     Both warm: the layer first answers three corner tiles outside the viewport (its model's
     tf.function is traced once per model, not per viewport), each raw chunking gets a warm-up
     call. The input is read as Earth Engine reads it by default (nearest neighbour), and
@@ -115,20 +115,21 @@ def compute_bound_model(path: Path) -> emw.Model:
 
 
 def raw_at_its_best(model: emw.Model, batch: dict[str, np.ndarray]) -> tuple[float, float, int]:
-    """(seconds, process CPU seconds, cells per call) of the fastest way to run the raw model on
-    `batch`: all cells in one call, or calls of 32, 16 or 8 cells in a row (one big batch is not
-    always the fastest: a wide model's activations for 96 cells no longer fit the CPU caches).
-    Each chunking is warmed up first, as the layer's model was."""
+    """(seconds, process CPU seconds, cells per TensorFlow call) of the fastest way to run the raw
+    model on `batch`: in calls of its `max_batch_size` (how `predict_batch` splits a batch), or
+    of 8 or 4 cells (a big batch is not always the fastest: its activations may no longer fit
+    the CPU caches). Each size is warmed up first, as the layer's model was."""
     n = len(next(iter(batch.values())))
+    largest = min(model.max_batch_size or n, n)
     best = None
-    for chunk in sorted({n, *(c for c in (32, 16, 8) if c < n)}, reverse=True):
-        parts = [{k: v[i : i + chunk] for k, v in batch.items()} for i in range(0, n, chunk)]
+    for size in sorted({largest, *(c for c in (8, 4) if c < largest)}, reverse=True):
+        parts = [{k: v[i : i + size] for k, v in batch.items()} for i in range(0, n, size)]
         for shape in {len(next(iter(p.values()))) for p in parts}:  # each batch size traced once
             model.predict_batch({k: v[:shape] for k, v in batch.items()})
         t0, c0 = time.perf_counter(), _process_cpu()
         for part in parts:
             model.predict_batch(part)
-        took = (time.perf_counter() - t0, _process_cpu() - c0, chunk)
+        took = (time.perf_counter() - t0, _process_cpu() - c0, size)
         if best is None or took[0] < best[0]:
             best = took
     return best
@@ -270,7 +271,7 @@ def main() -> None:
     for label, r in (("", a), (", input resample('bilinear')", a_bilinear), (", a 64-filter FCN", a_heavy)):
         print(
             f"(a) cold {r['tiles']}-tile viewport{label}: layer {r['layer_s']:.2f} s / raw batched model call "
-            f"{r['raw_s']:.2f} s on the same {r['cells']} cells ({r['raw_chunk']} per call, its fastest) = "
+            f"{r['raw_s']:.2f} s on the same {r['cells']} cells ({r['raw_chunk']} per TensorFlow call, its fastest) = "
             f"{r['layer_s'] / r['raw_s']:.2f}"
         )
     print(f"(b) cache-hit latency p50, tiles asked for again: {a['p50_ms']:.1f} ms ({a['hits']} cache hits)")
