@@ -13,7 +13,8 @@ One `RestPredictor` turns a batch of model inputs (dict name -> (N, H, W, C) arr
   concurrently (at most `max_concurrency` at once, shared by every caller of the predictor);
 - connection errors, 429, 502, 503 and 504 are retried by urllib3's `Retry`, with its
   exponential backoff (honouring `Retry-After`, at most 30 s); a reply slower than `timeout`
-  seconds fails at once with a clear error;
+  seconds fails at once with a clear error, and so does one whose body takes longer than
+  `timeout` to arrive (a trickling server) or grows past `max_reply_bytes`;
 - any other failure raises `ServingError` carrying the server's own error text.
 
 `endpoint` is any TF-Serving-compatible URL (ours, TF Serving, KServe v1:
@@ -54,6 +55,12 @@ DEFAULT_MAX_CONCURRENCY = 8
 # broken endpoint could make a few bytes allocate gigabytes in the user's kernel: each decoded
 # output instance is capped at 2**25 elements (128 MiB of float32, a 4096 x 4096 x 2 tile).
 MAX_REPLY_ELEMENTS = 1 << 25
+# A reply is expected to be about max_payload_bytes (EE's outputMultiplier sizes requests so);
+# one of more than 16 times that (at least 64 MiB) is refused while it arrives, so that a broken
+# or hostile endpoint cannot fill the kernel's memory with one endless reply.
+REPLY_BYTES_PER_PAYLOAD_BYTE = 16
+MIN_MAX_REPLY_BYTES = 64 << 20
+_READ_CHUNK = 1 << 20
 _VERTEX_RESOURCE = re.compile(r"^projects/([^/]+)/locations/([^/]+)/endpoints/([^/:]+)$")
 _ENVELOPE = len(b'{"instances":[]}')
 _CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -184,6 +191,55 @@ def _transport_error(exc: Exception) -> str:
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace").strip()
+
+
+def read_reply(resp, url: str, timeout: float, limit: int, too_large_hint: str = "") -> bytes:
+    """The body of `resp` (opened with preload_content=False), read within `timeout` seconds of
+    its headers and at most `limit` bytes; anything else raises ServingError naming `url`.
+
+    The socket timeout bounds each read only: a server trickling a byte now and then would
+    hold the tile forever, so a timer interrupts the read when the reply's time is up."""
+    too_large = f"{url} sent a reply of more than {limit} bytes {too_large_hint}".rstrip()
+    declared = resp.headers.get("content-length", "")
+    if declared.strip().isdigit() and int(declared) > limit:
+        resp.close()
+        resp.release_conn()
+        raise ServingError(too_large)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        resp.shutdown()  # wakes the blocked read, which then fails
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    chunks, size, ok = [], 0, False
+    try:
+        for chunk in resp.stream(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise ServingError(too_large)
+            chunks.append(chunk)
+        if expired.is_set():  # the shutdown may end the stream quietly, as if the reply were done
+            raise http_errors.ProtocolError("read interrupted")
+        ok = True
+    except (http_errors.HTTPError, OSError) as exc:
+        if expired.is_set():
+            raise ServingError(
+                f"{url} did not finish its reply within timeout={timeout:g} s: the server sends too "
+                "slowly or never ends its reply. Raise timeout=... if the endpoint is just slow."
+            ) from None
+        raise ServingError(
+            f"{url} broke off its reply ({_transport_error(exc)}): the server closed the connection "
+            "mid-reply; it may have crashed or restarted."
+        ) from None
+    finally:
+        timer.cancel()
+        if not ok:
+            resp.close()  # the connection is not reused: the rest of the reply is unread
+        resp.release_conn()
+    return b"".join(chunks)
 
 
 # ---- payloads ------------------------------------------------------------------------------------
@@ -463,7 +519,12 @@ class RestPredictor:
             headers.update(self._auth())
         try:
             resp = client.request(
-                "POST", self.url, body=body, headers=headers, retries=_retry(self.max_retries, self.backoff)
+                "POST",
+                self.url,
+                body=body,
+                headers=headers,
+                retries=_retry(self.max_retries, self.backoff),
+                preload_content=False,  # read by `_read_reply`, under a deadline and a size limit
             )
         except http_errors.ReadTimeoutError:
             self._count(requests=1, bytes_sent=len(body))
@@ -480,18 +541,35 @@ class RestPredictor:
             ) from None
         retries = len(resp.retries.history) if resp.retries is not None else 0
         self._count(requests=1 + retries, retries=retries, bytes_sent=(1 + retries) * len(body))
-        return [self._decode(p) for p in self._predictions(resp, n, len(body), retries)]
+        data = self._read_reply(resp, len(body))
+        return [self._decode(p) for p in self._predictions(resp, data, n, len(body), retries)]
 
-    def _predictions(self, resp, n: int, body_bytes: int, attempt: int) -> list:
+    @property
+    def max_reply_bytes(self) -> int:
+        """Largest reply body read: REPLY_BYTES_PER_PAYLOAD_BYTE x max_payload_bytes, at least 64 MiB."""
+        return max(MIN_MAX_REPLY_BYTES, REPLY_BYTES_PER_PAYLOAD_BYTE * self.max_payload_bytes)
+
+    def _read_reply(self, resp, body_bytes: int) -> bytes:
+        return read_reply(
+            resp,
+            self.url,
+            self.timeout,
+            self.max_reply_bytes,
+            f"for a request of {body_bytes} bytes; refused before it fills memory. Check that the endpoint "
+            "serves the model you meant; if replies this large are expected, raise max_payload_bytes "
+            f"(replies may be {REPLY_BYTES_PER_PAYLOAD_BYTE} times it, at least 64 MiB).",
+        )
+
+    def _predictions(self, resp, data: bytes, n: int, body_bytes: int, attempt: int) -> list:
         try:
-            obj = protocol.loads(resp.data)
+            obj = protocol.loads(data)
         except ValueError:
             obj = None
         if resp.status != 200:
             detail = (
                 obj.get("error")
                 if isinstance(obj, dict) and "error" in obj
-                else _text(resp.data)[:500] or "(empty body)"
+                else _text(data)[:500] or "(empty body)"
             )
             if isinstance(detail, dict):  # Google APIs: {"error": {"code", "message", "status"}}
                 detail = detail.get("message") or json.dumps(detail)
@@ -502,7 +580,7 @@ class RestPredictor:
         if obj is None:
             ctype = resp.headers.get("content-type", "no content-type")
             raise ServingError(
-                f"{self.url} answered something that is not JSON ({ctype}): {_text(resp.data)[:200]!r}."
+                f"{self.url} answered something that is not JSON ({ctype}): {_text(data)[:200]!r}."
             )
         if not isinstance(obj, dict) or "predictions" not in obj:
             if isinstance(obj, dict) and "error" in obj:

@@ -325,6 +325,99 @@ def test_slow_reply_times_out_without_hanging():
         assert time.monotonic() - t0 < 2  # gave up before the server answered
 
 
+def test_a_reply_trickled_a_byte_at_a_time_times_out():
+    # the socket timeout bounds each read only: a server sending one byte every 0.2 s never
+    # trips it, and held the tile for as long as its reply lasted
+    import asyncio
+
+    from starlette.responses import StreamingResponse
+
+    async def handler(body, n):
+        if n > 1:
+            return echo_predictions(body)
+        payload = b" " * 100 + echo_predictions(body).body  # ~20 s of trickle for a 1 s timeout
+
+        async def trickle():
+            for i in range(len(payload)):
+                yield payload[i : i + 1]
+                await asyncio.sleep(0.2)
+
+        return StreamingResponse(trickle(), media_type="application/json")
+
+    with scripted_server(handler) as (url, _):
+        p = predictor(url, timeout=1.0, max_concurrency=1)
+        t0 = time.monotonic()
+        with pytest.raises(ServingError, match=r"did not finish its reply within timeout=1 s"):
+            p({"array": X})
+        assert time.monotonic() - t0 < 5
+        # the abandoned connection went back to the pool: the next call gets one and its answer
+        np.testing.assert_array_equal(p({"array": X}), X)
+
+
+def test_a_trickling_metadata_reply_does_not_hold_up_the_constructor():
+    import asyncio
+
+    from starlette.responses import StreamingResponse
+
+    async def metadata(request: Request):
+        async def trickle():
+            for _ in range(100):  # ~20 s of whitespace before a (never sent) signature
+                yield b" "
+                await asyncio.sleep(0.2)
+
+        return StreamingResponse(trickle(), media_type="application/json")
+
+    app = Starlette(routes=[Route("/v1/models/m/metadata", metadata)])
+    with serve_app(app) as port:
+        t0 = time.monotonic()
+        Model.from_vertex_ai(f"http://127.0.0.1:{port}/v1/models/m", timeout=1.0, input_tile_size=[8, 8])
+        assert time.monotonic() - t0 < 5
+
+
+def test_an_endless_reply_is_refused_before_it_fills_memory():
+    from starlette.responses import StreamingResponse
+
+    async def handler(body, n):
+        async def endless():  # chunked: no Content-Length to refuse up front
+            for _ in range(100):
+                yield b" " * (1 << 20)
+            yield echo_predictions(body).body  # valid JSON after 100 MiB of whitespace
+
+        return StreamingResponse(endless(), media_type="application/json")
+
+    with scripted_server(handler) as (url, _):
+        p = predictor(url, max_payload_bytes=100_000)  # replies up to max(16 x 100 kB, 64 MiB)
+        with pytest.raises(
+            ServingError, match=r"sent a reply of more than 67108864 bytes.*raise max_payload_bytes"
+        ):
+            p({"array": X})
+    assert p.max_reply_bytes == 64 << 20
+
+
+def test_a_declared_enormous_reply_is_refused_without_reading_it():
+    async def handler(body, n):
+        return Response(b"{}", headers={"Content-Length": str(10**12)})
+
+    with scripted_server(handler) as (url, _):
+        with pytest.raises(ServingError, match=r"sent a reply of more than \d+ bytes"):
+            predictor(url, timeout=2.0)({"array": X})
+
+
+def test_a_server_closing_mid_reply_is_named_as_such():
+    from starlette.responses import StreamingResponse
+
+    async def handler(body, n):
+        async def half():
+            yield echo_predictions(body).body[:40]
+            raise RuntimeError("worker died")
+
+        return StreamingResponse(half(), media_type="application/json")
+
+    with scripted_server(handler) as (url, _):
+        with pytest.raises(ServingError, match=r"broke off its reply .*closed the connection mid-reply"):
+            predictor(url, max_retries=0)({"array": X})
+
+
 def test_server_down():
     sock = bind_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/m"
