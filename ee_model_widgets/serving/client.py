@@ -587,6 +587,8 @@ class RestPredictor:
                 raise ServingError(f"{self.url} answered an error: {obj['error']}")
             keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
             raise ServingError(f"{self.url} answered JSON without 'predictions' (got {keys}).")
+        if obj.get("error"):  # predictions next to an error may be placeholders (zeros): not used
+            raise ServingError(f"{self.url} answered an error next to its predictions: {obj['error']}")
         preds = obj["predictions"]
         if not isinstance(preds, list) or len(preds) != n:
             got = len(preds) if isinstance(preds, list) else type(preds).__name__

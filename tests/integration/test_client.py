@@ -277,6 +277,10 @@ def test_nan_and_infinity_tokens_in_a_reply_are_numbers():
         (Response(json.dumps({"outputs": []})), "without 'predictions'"),
         (Response(json.dumps({"predictions": ["!!", "!!"]})), "not a base64 serialized TensorProto"),
         (Response(json.dumps({"error": "Prediction failed"})), "answered an error: Prediction failed"),
+        (
+            Response(json.dumps({"predictions": [[0.0], [0.0]], "error": "model failed, zeros sent"})),
+            "answered an error next to its predictions: model failed, zeros sent",
+        ),
     ],
 )
 def test_garbage_replies(reply, message):
