@@ -152,16 +152,23 @@ def _pool_manager(connections: int, timeout: float):
 
 
 class _Retry(Retry):
-    """urllib3's `Retry` with two rules of ours: a read timeout is not retried (the model is slow,
-    not unreachable: retrying would make the caller wait `timeout` once per retry), and a
-    `Retry-After` waits at most 30 s (one that is neither seconds nor an HTTP date: the backoff)."""
+    """urllib3's `Retry` with three rules of ours: a read timeout is not retried (the model is slow,
+    not unreachable: retrying would make the caller wait `timeout` once per retry), a
+    `Retry-After` waits at most 30 s (one that is neither seconds nor an HTTP date: the backoff),
+    and the body of a reply that is retried is not read."""
 
     RETRY_AFTER_STATUS_CODES = RETRY_STATUSES
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         if isinstance(error, http_errors.ReadTimeoutError):
             raise error
-        return super().increment(method, url, response, error, _pool, _stacktrace)
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        if response is not None:
+            # A reply that will be retried is not read: urllib3 would drain its body with no time
+            # or size limit (a 503 trickling or endless held the call forever); closing costs a
+            # reconnect.
+            response.close()
+        return retry
 
     def parse_retry_after(self, retry_after: str) -> float:
         try:

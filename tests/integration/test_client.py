@@ -358,6 +358,28 @@ def test_a_reply_trickled_a_byte_at_a_time_times_out():
         np.testing.assert_array_equal(p({"array": X}), X)
 
 
+def test_a_503_whose_body_never_ends_is_retried_without_reading_it():
+    import asyncio
+
+    from starlette.responses import StreamingResponse
+
+    async def handler(body, n):
+        if n > 1:
+            return echo_predictions(body)
+
+        async def trickle():
+            for _ in range(100):  # ~20 s
+                yield b" "
+                await asyncio.sleep(0.2)
+
+        return StreamingResponse(trickle(), status_code=503, headers={"Retry-After": "0"})
+
+    with scripted_server(handler) as (url, count):
+        t0 = time.monotonic()
+        np.testing.assert_array_equal(predictor(url, timeout=1.0)({"array": X}), X)
+        assert time.monotonic() - t0 < 5 and count["n"] == 2
+
+
 def test_a_trickling_metadata_reply_does_not_hold_up_the_constructor():
     import asyncio
 
