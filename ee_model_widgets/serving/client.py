@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -177,10 +177,14 @@ class _Retry(Retry):
             return 0.0  # no wait of the server's: the backoff applies
 
 
-def _retry(max_retries: int, backoff: float) -> Retry:
+def _retry(max_retries: int, backoff: float, private_headers: Iterable[str] = ()) -> Retry:
     """Connection errors and RETRY_STATUSES retried `max_retries` times (POST included: a
-    prediction has no side effect); the last answer is returned when retries run out."""
+    prediction has no side effect); the last answer is returned when retries run out. A
+    redirect to another host drops `private_headers` (the caller's own: API keys and the like)
+    besides urllib3's Authorization and Cookie."""
     return _Retry(
+        remove_headers_on_redirect=Retry.DEFAULT_REMOVE_HEADERS_ON_REDIRECT
+        | {h.lower() for h in private_headers},
         total=max_retries,
         allowed_methods=None,  # every method, POST included
         status_forcelist=RETRY_STATUSES,
@@ -415,6 +419,7 @@ class RestPredictor:
         self.max_retries = max_retries
         self.backoff = backoff
         self._headers = {"Content-Type": "application/json", **(headers or {})}
+        self._private_headers = frozenset(headers or ())  # not sent on to another host by a redirect
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         if auth is None and not token and _needs_google_auth(self.url):
@@ -530,7 +535,7 @@ class RestPredictor:
                 self.url,
                 body=body,
                 headers=headers,
-                retries=_retry(self.max_retries, self.backoff),
+                retries=_retry(self.max_retries, self.backoff, self._private_headers),
                 preload_content=False,  # read by `_read_reply`, under a deadline and a size limit
             )
         except http_errors.ReadTimeoutError:

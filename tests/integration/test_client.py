@@ -444,6 +444,26 @@ def test_a_server_closing_mid_reply_is_named_as_such():
             predictor(url, max_retries=0)({"array": X})
 
 
+def test_a_redirect_to_another_host_does_not_carry_the_callers_secrets():
+    seen = []
+
+    async def other(request: Request):
+        seen.append(dict(request.headers))
+        return echo_predictions(json.loads(await request.body()))
+
+    other_app = Starlette(routes=[Route("/v1/models/{rest:path}", other, methods=["POST"])])
+    with serve_app(other_app) as other_port:
+
+        async def handler(body, n):  # "localhost" is another host than 127.0.0.1 to a client
+            where = f"http://localhost:{other_port}/v1/models/m:predict"
+            return Response(status_code=307, headers={"Location": where})
+
+        with scripted_server(handler) as (url, _):
+            p = predictor(url, token="tok", headers={"X-Api-Key": "secret"}, payload_format="RAW_JSON")
+            np.testing.assert_array_equal(p({"array": X}), X)
+    assert len(seen) == 1 and "x-api-key" not in seen[0] and "authorization" not in seen[0]
+
+
 def test_server_down():
     sock = bind_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/m"
