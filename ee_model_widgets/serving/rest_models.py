@@ -19,9 +19,8 @@ from .client import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     RestPredictor,
     _needs_google_auth,
-    _pool_manager,
-    read_reply,
 )
+from .transport import _pool_manager, read_reply
 
 MAX_METADATA_BYTES = 16 << 20  # a model's signature takes kilobytes
 
