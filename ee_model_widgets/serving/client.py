@@ -417,6 +417,11 @@ class RestPredictor:
         except http_errors.HTTPError as exc:  # refused, connect timeout, reset, closed without answer
             attempts = self.max_retries + 1  # urllib3 gives up only when every retry is spent
             self._count(requests=attempts, retries=self.max_retries, bytes_sent=attempts * len(body))
+            if "WRONG_VERSION_NUMBER" in str(exc) or "record layer failure" in str(exc):
+                raise ServingError(  # OpenSSL's words for a plain-HTTP answer to a TLS hello
+                    f"{self.url} answered in plain HTTP, not HTTPS ({_transport_error(exc)}): "
+                    "write the endpoint with http://."
+                ) from None
             raise ServingError(
                 f"Cannot reach {self.url} ({_transport_error(exc)}) after {attempts} attempt(s). "
                 "Is the server running and the URL right? (start one with `ee-model serve MODEL_DIR --name NAME`)"

@@ -464,6 +464,16 @@ def test_a_redirect_to_another_host_does_not_carry_the_callers_secrets():
     assert len(seen) == 1 and "x-api-key" not in seen[0] and "authorization" not in seen[0]
 
 
+def test_https_to_a_plain_http_server_says_to_use_http():
+    async def handler(body, n):
+        return echo_predictions(body)
+
+    with scripted_server(handler) as (url, count):
+        with pytest.raises(ServingError, match=r"answered in plain HTTP, not HTTPS.*endpoint with http://"):
+            predictor(url.replace("http://", "https://"), max_retries=0)({"array": X})
+        assert count["n"] == 0
+
+
 def test_server_down():
     sock = bind_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/models/m"
