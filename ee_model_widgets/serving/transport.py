@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterable
 
 from urllib3 import exceptions as http_errors
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from ..errors import ServingError
@@ -29,13 +32,63 @@ def _pool_manager(connections: int, timeout: float):
         ca = {"ca_certs": certifi.where()}
     except ImportError:
         ca = {}
-    return urllib3.PoolManager(
+    manager = urllib3.PoolManager(
         num_pools=4,
         maxsize=connections,
         block=True,
         timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
         **ca,
     )
+    manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+    return manager
+
+
+class _HeaderDeadline:
+    """Connection mixin: the status line and headers must arrive within the read timeout in all.
+    The socket timeout bounds each read only: a server trickling its headers held the call for
+    ever. Past the deadline the socket is shut down and the read fails as a read timeout (which
+    `_Retry` does not retry)."""
+
+    def getresponse(self):
+        sock, limit = self.sock, self.timeout
+        if not isinstance(limit, (int, float)):
+            return super().getresponse()
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        timer = threading.Timer(limit, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            return super().getresponse()
+        except Exception:
+            if expired.is_set():
+                raise TimeoutError(f"no complete reply headers within {limit:g} s") from None
+            raise
+        finally:
+            timer.cancel()
+
+
+class _HTTPConnection(_HeaderDeadline, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_HeaderDeadline, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
 
 
 class _Retry(Retry):

@@ -400,6 +400,38 @@ def test_a_trickling_metadata_reply_does_not_hold_up_the_constructor():
         assert time.monotonic() - t0 < 5
 
 
+def test_reply_headers_trickled_a_byte_at_a_time_time_out():
+    # uvicorn cannot trickle headers: a bare socket server does, one byte every 0.2 s (~10 s)
+    import threading
+
+    listener = bind_socket("127.0.0.1", 0)
+    listener.listen(4)
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)  # the request (small enough to come in one read)
+            body = json.dumps({"predictions": X.tolist()}).encode()
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            try:
+                for ch in head.encode():
+                    conn.sendall(bytes([ch]))
+                    time.sleep(0.2)
+                conn.sendall(body)
+            except OSError:
+                pass  # the client gave up
+
+    threading.Thread(target=answer, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/models/m"
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ServingError, match=r"No reply from .* within timeout=1 s"):
+            predictor(url, timeout=1.0, payload_format="RAW_JSON")({"array": X})
+        assert time.monotonic() - t0 < 5
+    finally:
+        listener.close()
+
+
 def test_an_endless_reply_is_refused_before_it_fills_memory():
     from starlette.responses import StreamingResponse
 
