@@ -291,6 +291,8 @@ class RestPredictor:
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         self._private_headers = frozenset(headers or ())  # not sent on to another host by a redirect
         if token:
+            if not re.fullmatch(r"[\x21-\x7e]+", str(token)):  # http.client would fail at the first request
+                raise InputError("token may only contain visible ASCII characters (no spaces).")
             self._headers["Authorization"] = f"Bearer {token}"
         if auth is None and not token and _needs_google_auth(self.url):
             auth = GoogleAuth().headers
