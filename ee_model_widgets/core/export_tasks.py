@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -52,6 +51,7 @@ from .output_file import (
     check_target,
     create_temp,
     describe_os_error,
+    free_bytes,
     output_file,
     remove_leftovers,
 )
@@ -181,7 +181,8 @@ def export_tasks(
         _remove(side)
     except BaseException as exc:
         # Measured before the partial file goes: a write that failed on a full disk says so.
-        full = not isinstance(exc, EEModelWidgetsError) and shutil.disk_usage(directory).free < _FULL_BYTES
+        free = None if isinstance(exc, EEModelWidgetsError) else free_bytes(directory)
+        full = free is not None and free < _FULL_BYTES
         keep = resume and tmp is not None and os.path.exists(tmp) and not finished
         if keep:
             _write_sidecar(side, job, tmp, done)
