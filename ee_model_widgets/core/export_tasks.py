@@ -112,6 +112,7 @@ def export_tasks(
 
         resampling = resolve_resampling(resampling)
     grid = grid_for(image, region, proj)
+    _warn_if_pixels_outsize_the_image(image, grid)
     bands = image.band_names
     directory = os.path.dirname(path)
     check_target(path)  # a folder, a missing or read-only folder: refused before the work
@@ -201,6 +202,36 @@ def export_tasks(
     finally:
         bar.close()
     return path
+
+
+def _warn_if_pixels_outsize_the_image(image, grid) -> None:
+    """Warn before the work when one output pixel is wider or taller than the whole image.
+
+    Such a `proj` scale (a slip of units: degrees for metres, 1e6 for 10) gives a file of a
+    pixel or two, each the image's value at the pixel's centre, often NaN: legal, rarely meant."""
+    import warnings
+
+    from .region import _to_crs
+
+    try:
+        b = _to_crs(image.grid.bounds, image.grid.crs, grid.crs)
+    except Exception:  # noqa: BLE001 - an image without a bounded extent: nothing to compare
+        return
+    if b is None:
+        return
+    (px, py), (w, h) = grid.res, (b[2] - b[0], b[3] - b[1])
+    if px <= w and py <= h:
+        return
+    hint = ""
+    if image.grid.crs == grid.crs:
+        own = image.grid.res
+        hint = f" (the image's own pixels are {own[0]:g} x {own[1]:g}: proj=emw.Projection(crs).at_scale({own[0]:g}))"
+    warnings.warn(
+        f"The export's pixels ({px:g} x {py:g} in {grid.crs.to_string()} units) are larger than the whole "
+        f"image ({w:g} x {h:g}): the file will be {grid.width} x {grid.height} pixel(s), each the image's "
+        f"value at the pixel's centre (NaN where the centre misses the image). Give a finer scale{hint}.",
+        stacklevel=5,  # the user's image.export(...) line
+    )
 
 
 # ---- running the chunks ------------------------------------------------------------------------
