@@ -276,6 +276,12 @@ def _cluster_results(image, grid, todo, client, resampling, cancel):
 
     from .portable import dumps, token
 
+    if _closed(client):
+        raise ExportError(
+            "Cannot export on this dask client: it is closed. Connect a new one "
+            "(distributed.Client(...)) or export without client=."
+        )
+
     blob = dumps(image)
     key = token(blob)
     # Every worker gets the pickled image once; tasks only name it. Broadcast, so a killed
@@ -306,9 +312,23 @@ def _cluster_results(image, grid, todo, client, resampling, cancel):
             for fut in ready:
                 k = pending.pop(fut)
                 yield k, fut.result()
+    except Exception as exc:
+        if _closed(client):  # distributed then only says "Client is closed" or "cancelled"
+            raise ExportError(_CLOSED_CLIENT) from exc
+        raise
     finally:
-        if pending:
+        if pending and not _closed(client):  # a closed client cannot cancel (its tasks went with it)
             client.cancel(list(pending))
+
+
+_CLOSED_CLIENT = (
+    "Export failed: the dask client was closed while the export ran, which cancelled its tasks "
+    "(nothing was written at the target). Keep the client open until export() returns, then export again."
+)
+
+
+def _closed(client) -> bool:
+    return getattr(client, "status", "running") in ("closing", "closed")
 
 
 def _remote_chunk(blob, key, grid, window, resampling):

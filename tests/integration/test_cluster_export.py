@@ -21,6 +21,7 @@ from affine import Affine
 
 from ee_model_widgets import Image, Model, demo
 from ee_model_widgets.core.export_tasks import ExportCancelled, sidecar_path
+from ee_model_widgets.errors import ExportError
 from tests.conftest import UTM_TRANSFORM
 
 distributed = pytest.importorskip("distributed")
@@ -337,3 +338,38 @@ def test_export_tab_runs_on_the_cluster_shows_tasks_and_cancels(client, tmp_path
         assert sorted(os.listdir(tmp_path)) == ["calls.log", "local.tif", "tab.tif"]
     finally:
         panel.close()
+
+
+def test_a_client_closed_mid_export_says_so_and_leaves_nothing(tmp_path):
+    # Its own one-worker cluster: closing the shared client would end the other tests.
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1"
+    )
+    own = distributed.Client(cluster)
+    try:
+        _, img = array_scene(512)
+        log, model = counting_prediction(tmp_path, delay=0.2)
+        pred = model.predict_image(img)
+        out = tmp_path / "out"
+        out.mkdir()
+
+        def close_after_the_first_window(done, total):
+            if done == 1:
+                own.close()  # what a user does from another cell, or a notebook restart of the client
+
+        with pytest.raises(ExportError, match="client was closed while the export ran") as info:
+            pred.export(
+                str(out / "c.tif"),
+                client=own,
+                block_size=256,
+                progress=False,
+                on_progress=close_after_the_first_window,
+            )
+        assert "Keep the client open" in str(info.value)
+        assert os.listdir(out) == []  # neither the file nor a temporary
+        with pytest.raises(ExportError, match="it is closed"):
+            pred.export(str(out / "c.tif"), client=own, progress=False)
+        assert os.listdir(out) == []
+    finally:
+        own.close()
+        cluster.close()
