@@ -7,7 +7,7 @@ cache, so the written values are the same bit for bit with threads, one worker o
 
 - Without a client, tasks run on a local thread pool (reads overlap the serialised model).
 - With a `distributed.Client`, the image is pickled once by `core/portable.py` (models travel
-  as their spec, never as TensorFlow objects) and scattered to every worker; each worker loads
+  as their spec, never as TensorFlow objects) and sent to every worker; each worker loads
   it once, reads its own input windows and sends back its chunk. At most a few chunks per
   worker thread are in flight, so the sender's memory stays bounded; a task lost with its
   worker is rerun by the scheduler.
@@ -31,6 +31,7 @@ import math
 import os
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from concurrent.futures import wait as wait_threads
@@ -209,8 +210,6 @@ def _warn_if_pixels_outsize_the_image(image, grid) -> None:
 
     Such a `proj` scale (a slip of units: degrees for metres, 1e6 for 10) gives a file of a
     pixel or two, each the image's value at the pixel's centre, often NaN: legal, rarely meant."""
-    import warnings
-
     from .region import _to_crs
 
     try:
@@ -284,9 +283,14 @@ def _cluster_results(image, grid, todo, client, resampling, cancel):
 
     blob = dumps(image)
     key = token(blob)
-    # Every worker gets the pickled image once; tasks only name it. Broadcast, so a killed
-    # worker does not take the only copy with it.
-    shared = client.scatter(blob, broadcast=True, hash=False)
+    # The pickled image as a task's result, not scattered data: each worker fetches it once and
+    # tasks only name it, and since the scheduler keeps the task, a copy lost with its worker(s)
+    # is recomputed. Scattered data lost with its last worker is gone for good: the scheduler
+    # then cancels every pending chunk ("already forgotten") and the export fails.
+    # (The scheduler holds the pickle; an in-memory image makes it large, on purpose: not warned.)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sending large graph")
+        shared = client.submit(_pickled_image, blob, key=f"emw-image-{key}-{uuid4().hex}")
     slots = max(1, sum(client.nthreads().values())) * INFLIGHT_PER_THREAD
     queue = list(reversed(todo))
     pending: dict = {}
@@ -315,6 +319,12 @@ def _cluster_results(image, grid, todo, client, resampling, cancel):
     except Exception as exc:
         if _closed(client):  # distributed then only says "Client is closed" or "cancelled"
             raise ExportError(_CLOSED_CLIENT) from exc
+        if type(exc).__name__ == "KilledWorker":  # distributed's; its text names no cause
+            raise ExportError(
+                f"Export failed: each worker that ran its task {exc.args[0] if exc.args else ''} died. "
+                "The model crashed the worker process or the chunk ran it out of memory: give the workers "
+                "more memory (memory_limit=), use a smaller block_size=, or check the workers' logs."
+            ) from exc
         raise
     finally:
         if pending and not _closed(client):  # a closed client cannot cancel (its tasks went with it)
@@ -329,6 +339,11 @@ _CLOSED_CLIENT = (
 
 def _closed(client) -> bool:
     return getattr(client, "status", "running") in ("closing", "closed")
+
+
+def _pickled_image(blob: bytes) -> bytes:
+    """Runs on a worker: the image's pickle, as the one task every chunk depends on."""
+    return blob
 
 
 def _remote_chunk(blob, key, grid, window, resampling):
