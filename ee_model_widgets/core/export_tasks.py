@@ -108,6 +108,7 @@ def export_tasks(
     ):
         raise InputError(f"block_size must be a positive multiple of {_BLOCK}, got {block_size!r}.")
     compress = _check_compress(compress)
+    _check_callers_objects(client, cancel, on_progress)
     if resampling is not None:
         from .resampling import resolve_resampling
 
@@ -354,6 +355,27 @@ def _remote_chunk(blob, key, grid, window, resampling):
     col, row, w, h = window
     with bounded_block_cache():  # input windows are read about once: the worker stays flat
         return read_chunk(image, grid, col, row, w, h, resampling)
+
+
+def _check_callers_objects(client, cancel, on_progress) -> None:
+    """Refuse, before the work, a `client=` that is not a `distributed.Client` (a cluster, or the
+    scheduler's address), a `cancel=` that is not an Event, an `on_progress=` that is not callable."""
+    if client is not None and not (callable(getattr(client, "submit", None)) and hasattr(client, "nthreads")):
+        if isinstance(client, str):
+            fix = f"distributed.Client({client!r})"
+        elif hasattr(client, "scheduler_address"):  # a LocalCluster, KubeCluster, SLURMCluster...
+            fix = "distributed.Client(cluster)"
+        else:
+            fix = "a distributed.Client"
+        raise InputError(
+            f"client= takes a distributed.Client, got {type(client).__name__} {client!r:.80}: pass {fix}."
+        )
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise InputError(
+            f"cancel= takes a threading.Event (set it to stop the export), got {type(cancel).__name__}."
+        )
+    if on_progress is not None and not callable(on_progress):
+        raise InputError(f"on_progress= takes a function f(done, total), got {type(on_progress).__name__}.")
 
 
 # ---- files -------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from affine import Affine
 
 from ee_model_widgets import Image, Model, demo
 from ee_model_widgets.core.export_tasks import ExportCancelled, sidecar_path
-from ee_model_widgets.errors import ExportError
+from ee_model_widgets.errors import ExportError, InputError
 from tests.conftest import UTM_TRANSFORM
 
 distributed = pytest.importorskip("distributed")
@@ -425,3 +425,11 @@ def test_a_client_closed_mid_export_says_so_and_leaves_nothing(solo_cluster, tmp
         assert os.listdir(out) == []
     finally:
         own.close()
+
+
+def test_a_cluster_given_as_client_is_refused_with_the_fix(solo_cluster, tmp_path):
+    # The usual slip: client=cluster (LocalCluster, KubeCluster...) instead of Client(cluster).
+    _, img = array_scene(256)
+    with pytest.raises(InputError, match=r"got LocalCluster.*pass distributed\.Client\(cluster\)"):
+        img.export(tmp_path / "o.tif", client=solo_cluster, progress=False)
+    assert os.listdir(tmp_path) == []

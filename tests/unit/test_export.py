@@ -207,3 +207,18 @@ def test_a_one_pixel_region_at_the_image_scale_does_not_warn_and_holds_that_pixe
     with rasterio.open(path) as src:
         assert (src.width, src.height) == (1, 1)
         np.testing.assert_array_equal(src.read()[:, 0, 0], data[:, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"client": "tcp://127.0.0.1:8786"}, r"pass distributed\.Client\('tcp://127\.0\.0\.1:8786'\)"),
+        ({"cancel": True}, r"cancel= takes a threading\.Event"),
+        ({"on_progress": 5}, r"on_progress= takes a function f\(done, total\)"),
+    ],
+)
+def test_a_wrong_client_cancel_or_callback_is_refused_before_the_work(scene, tmp_path, option, message):
+    img, _, _ = scene
+    with pytest.raises(InputError, match=message):
+        img.export(str(tmp_path / "o.tif"), progress=False, **option)
+    assert os.listdir(tmp_path) == []
