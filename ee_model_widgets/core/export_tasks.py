@@ -7,7 +7,7 @@ cache, so the written values are the same bit for bit with threads, one worker o
 
 - Without a client, tasks run on a local thread pool (reads overlap the serialised model).
 - With a `distributed.Client`, the image is pickled once by `core/portable.py` (models travel
-  as their spec, never as TensorFlow objects) and scattered to every worker; each worker loads
+  as their spec, never as TensorFlow objects) and sent to every worker; each worker loads
   it once, reads its own input windows and sends back its chunk. At most a few chunks per
   worker thread are in flight, so the sender's memory stays bounded; a task lost with its
   worker is rerun by the scheduler.
@@ -29,9 +29,9 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from concurrent.futures import wait as wait_threads
@@ -52,6 +52,7 @@ from .output_file import (
     check_target,
     create_temp,
     describe_os_error,
+    free_bytes,
     output_file,
     remove_leftovers,
 )
@@ -107,11 +108,13 @@ def export_tasks(
     ):
         raise InputError(f"block_size must be a positive multiple of {_BLOCK}, got {block_size!r}.")
     compress = _check_compress(compress)
+    _check_callers_objects(client, cancel, on_progress)
     if resampling is not None:
         from .resampling import resolve_resampling
 
         resampling = resolve_resampling(resampling)
     grid = grid_for(image, region, proj)
+    _warn_if_pixels_outsize_the_image(image, grid)
     bands = image.band_names
     directory = os.path.dirname(path)
     check_target(path)  # a folder, a missing or read-only folder: refused before the work
@@ -181,7 +184,8 @@ def export_tasks(
         _remove(side)
     except BaseException as exc:
         # Measured before the partial file goes: a write that failed on a full disk says so.
-        full = not isinstance(exc, EEModelWidgetsError) and shutil.disk_usage(directory).free < _FULL_BYTES
+        free = None if isinstance(exc, EEModelWidgetsError) else free_bytes(directory)
+        full = free is not None and free < _FULL_BYTES
         keep = resume and tmp is not None and os.path.exists(tmp) and not finished
         if keep:
             _write_sidecar(side, job, tmp, done)
@@ -200,6 +204,34 @@ def export_tasks(
     finally:
         bar.close()
     return path
+
+
+def _warn_if_pixels_outsize_the_image(image, grid) -> None:
+    """Warn before the work when one output pixel is wider or taller than the whole image.
+
+    Such a `proj` scale (a slip of units: degrees for metres, 1e6 for 10) gives a file of a
+    pixel or two, each the image's value at the pixel's centre, often NaN: legal, rarely meant."""
+    from .region import _to_crs
+
+    try:
+        b = _to_crs(image.grid.bounds, image.grid.crs, grid.crs)
+    except Exception:  # noqa: BLE001 - an image without a bounded extent: nothing to compare
+        return
+    if b is None:
+        return
+    (px, py), (w, h) = grid.res, (b[2] - b[0], b[3] - b[1])
+    if px <= w and py <= h:
+        return
+    hint = ""
+    if image.grid.crs == grid.crs:
+        own = image.grid.res
+        hint = f" (the image's own pixels are {own[0]:g} x {own[1]:g}: proj=emw.Projection(crs).at_scale({own[0]:g}))"
+    warnings.warn(
+        f"The export's pixels ({px:g} x {py:g} in {grid.crs.to_string()} units) are larger than the whole "
+        f"image ({w:g} x {h:g}): the file will be {grid.width} x {grid.height} pixel(s), each the image's "
+        f"value at the pixel's centre (NaN where the centre misses the image). Give a finer scale{hint}.",
+        stacklevel=5,  # the user's image.export(...) line
+    )
 
 
 # ---- running the chunks ------------------------------------------------------------------------
@@ -244,11 +276,22 @@ def _cluster_results(image, grid, todo, client, resampling, cancel):
 
     from .portable import dumps, token
 
+    if _closed(client):
+        raise ExportError(
+            "Cannot export on this dask client: it is closed. Connect a new one "
+            "(distributed.Client(...)) or export without client=."
+        )
+
     blob = dumps(image)
     key = token(blob)
-    # Every worker gets the pickled image once; tasks only name it. Broadcast, so a killed
-    # worker does not take the only copy with it.
-    shared = client.scatter(blob, broadcast=True, hash=False)
+    # The pickled image as a task's result, not scattered data: each worker fetches it once and
+    # tasks only name it, and since the scheduler keeps the task, a copy lost with its worker(s)
+    # is recomputed. Scattered data lost with its last worker is gone for good: the scheduler
+    # then cancels every pending chunk ("already forgotten") and the export fails.
+    # (The scheduler holds the pickle; an in-memory image makes it large, on purpose: not warned.)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sending large graph")
+        shared = client.submit(_pickled_image, blob, key=f"emw-image-{key}-{uuid4().hex}")
     slots = max(1, sum(client.nthreads().values())) * INFLIGHT_PER_THREAD
     queue = list(reversed(todo))
     pending: dict = {}
@@ -274,9 +317,34 @@ def _cluster_results(image, grid, todo, client, resampling, cancel):
             for fut in ready:
                 k = pending.pop(fut)
                 yield k, fut.result()
+    except Exception as exc:
+        if _closed(client):  # distributed then only says "Client is closed" or "cancelled"
+            raise ExportError(_CLOSED_CLIENT) from exc
+        if type(exc).__name__ == "KilledWorker":  # distributed's; its text names no cause
+            raise ExportError(
+                f"Export failed: each worker that ran its task {exc.args[0] if exc.args else ''} died. "
+                "The model crashed the worker process or the chunk ran it out of memory: give the workers "
+                "more memory (memory_limit=), use a smaller block_size=, or check the workers' logs."
+            ) from exc
+        raise
     finally:
-        if pending:
+        if pending and not _closed(client):  # a closed client cannot cancel (its tasks went with it)
             client.cancel(list(pending))
+
+
+_CLOSED_CLIENT = (
+    "Export failed: the dask client was closed while the export ran, which cancelled its tasks "
+    "(nothing was written at the target). Keep the client open until export() returns, then export again."
+)
+
+
+def _closed(client) -> bool:
+    return getattr(client, "status", "running") in ("closing", "closed")
+
+
+def _pickled_image(blob: bytes) -> bytes:
+    """Runs on a worker: the image's pickle, as the one task every chunk depends on."""
+    return blob
 
 
 def _remote_chunk(blob, key, grid, window, resampling):
@@ -287,6 +355,27 @@ def _remote_chunk(blob, key, grid, window, resampling):
     col, row, w, h = window
     with bounded_block_cache():  # input windows are read about once: the worker stays flat
         return read_chunk(image, grid, col, row, w, h, resampling)
+
+
+def _check_callers_objects(client, cancel, on_progress) -> None:
+    """Refuse, before the work, a `client=` that is not a `distributed.Client` (a cluster, or the
+    scheduler's address), a `cancel=` that is not an Event, an `on_progress=` that is not callable."""
+    if client is not None and not (callable(getattr(client, "submit", None)) and hasattr(client, "nthreads")):
+        if isinstance(client, str):
+            fix = f"distributed.Client({client!r})"
+        elif hasattr(client, "scheduler_address"):  # a LocalCluster, KubeCluster, SLURMCluster...
+            fix = "distributed.Client(cluster)"
+        else:
+            fix = "a distributed.Client"
+        raise InputError(
+            f"client= takes a distributed.Client, got {type(client).__name__} {client!r:.80}: pass {fix}."
+        )
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise InputError(
+            f"cancel= takes a threading.Event (set it to stop the export), got {type(cancel).__name__}."
+        )
+    if on_progress is not None and not callable(on_progress):
+        raise InputError(f"on_progress= takes a function f(done, total), got {type(on_progress).__name__}.")
 
 
 # ---- files -------------------------------------------------------------------------------------

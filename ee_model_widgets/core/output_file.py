@@ -150,10 +150,24 @@ def _no_space(directory: str) -> str:
     )
 
 
+def free_bytes(directory: str) -> int | None:
+    """Free space on `directory`'s disk, or None when it cannot be measured (the folder is gone)."""
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
 def describe_os_error(exc: BaseException, directory: str) -> str:
     """A user-facing reason for a failed write: a full disk, a read-only folder, or the error."""
     code = _errno_in_chain(exc)
     text = str(exc)
+    if not os.path.isdir(directory):
+        # Removed (or renamed) while the export ran: GDAL and the rename then only say "no such file".
+        return (
+            f"the folder {directory} was removed or renamed during the export. "
+            "Create it again (or choose another folder) and export again."
+        )
     if code == errno.ENOSPC or "No space left" in text or "Free disk space" in text:
         return _no_space(directory)
     if code == errno.EROFS:
@@ -190,7 +204,8 @@ def output_file(path: str | os.PathLike) -> Iterator[str]:
         os.replace(tmp, path)
     except BaseException as exc:
         # Measured before the partial file goes: that is what filled the disk.
-        full = not isinstance(exc, EEModelWidgetsError) and shutil.disk_usage(directory).free < _FULL_BYTES
+        free = None if isinstance(exc, EEModelWidgetsError) else free_bytes(directory)
+        full = free is not None and free < _FULL_BYTES
         remove_quietly(tmp)
         if full and isinstance(exc, Exception):
             raise ExportError(

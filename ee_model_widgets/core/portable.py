@@ -12,7 +12,7 @@ image, a band view its parent...). To run part of it on a worker we pickle that 
 - a REST predictor travels as its settings, without its open connections.
 
 Everything else (file paths, in-memory arrays, synthetic scenes) pickles as is: the blob is
-sent to each worker once (`client.scatter`), and `load_image` unpickles it once per worker
+sent to each worker once (as one task's result), and `load_image` unpickles it once per worker
 process, so in-memory arrays and models are not re-sent or re-loaded per task.
 """
 

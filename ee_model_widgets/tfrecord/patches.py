@@ -140,6 +140,9 @@ def export_image(
     bands = image.band_names
     stored_w, stored_h = pw + 2 * mx, ph + 2 * my
     per_chunk = max(1, STRIP_BYTES // (4 * len(bands) * stored_h * max(pw, 1)))
+    if masked_threshold == 1:  # otherwise patches may be dropped: no lower bound on the size
+        per_pixel = sum(1 if b in as_bytes else 4 for b in bands)
+        _check_free_space(prefix, mixer.total_patches * stored_w * stored_h * per_pixel, compressed)
 
     files = records.AtomicFiles()
     writer = records.ShardWriter(prefix, files, compressed, max_file_size)
@@ -199,6 +202,28 @@ def export_image(
         if bar is not None:
             bar.close()
     return written
+
+
+def _check_free_space(prefix: str, raw: int, compressed: bool) -> None:
+    """Refuse (uncompressed) or warn about (gzip) an export whose values alone exceed the free
+    space, before any patch is read: a too fine scale or too large region would otherwise run
+    for hours and then fail on a full disk."""
+    from ..core.output_file import free_bytes
+
+    folder = os.path.dirname(os.path.abspath(prefix))
+    free = free_bytes(folder)
+    if free is None or raw <= free:
+        return
+    sizes = f"{raw / 2**20:,.1f} MiB of values, and {free / 2**20:,.1f} MiB are free on the disk of {folder}"
+    fix = "Export a smaller region or a coarser scale, or choose another folder"
+    if not compressed:
+        raise ExportError(f"Cannot export TFRecords to {prefix!r}: the patches hold {sizes}. {fix}.")
+    warnings.warn(
+        f"export_image: the patches hold {sizes}; gzip rarely shrinks float values that much, so the "
+        f"export will likely fail on a full disk. {fix}.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 # ---- predictions back -------------------------------------------------------------------------

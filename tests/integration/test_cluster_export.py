@@ -21,6 +21,7 @@ from affine import Affine
 
 from ee_model_widgets import Image, Model, demo
 from ee_model_widgets.core.export_tasks import ExportCancelled, sidecar_path
+from ee_model_widgets.errors import ExportError, InputError
 from tests.conftest import UTM_TRANSFORM
 
 distributed = pytest.importorskip("distributed")
@@ -337,3 +338,98 @@ def test_export_tab_runs_on_the_cluster_shows_tasks_and_cancels(client, tmp_path
         assert sorted(os.listdir(tmp_path)) == ["calls.log", "local.tif", "tab.tif"]
     finally:
         panel.close()
+
+
+@pytest.fixture(scope="module")
+def solo_cluster():
+    """One worker: faults that would end the shared client, or that only one worker shows."""
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1"
+    )
+    yield cluster
+    cluster.close()
+
+
+class DiesOnce:
+    """Kills its own worker process (SIGKILL, as the OOM killer does) on the first call of the
+    cluster's life (a marker file), then computes NDVI."""
+
+    def __init__(self, marker: str, always: bool = False):
+        self.marker, self.always = marker, always
+
+    def __call__(self, batch):
+        if self.always or not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        x = batch["array"]
+        return (x[..., 1:2] - x[..., 0:1]) / (x[..., 1:2] + x[..., 0:1])
+
+
+def test_the_only_worker_killed_mid_export_leaves_an_identical_file(solo_cluster, tmp_path):
+    # The image travels once per worker; lost with the only worker holding it, it must come back
+    # (scattered data did not: every pending chunk was cancelled, "already forgotten").
+    _, img = array_scene(512)
+    params = dict(input_tile_size=64, output_bands={"ndvi": {"type": "float"}})
+    pred = Model.from_callable(DiesOnce(str(tmp_path / "died")), **params).predict_image(img, cache=None)
+    with distributed.Client(solo_cluster) as own:
+        pred.export(tmp_path / "out.tif", client=own, block_size=256, progress=False)
+        own.wait_for_workers(1, timeout=60)
+    assert os.path.exists(tmp_path / "died"), "the worker was not killed"
+    reference = np.ma.filled(pred.to_numpy().astype(np.float32), np.nan)  # computed here, in this process
+    np.testing.assert_array_equal(read(tmp_path / "out.tif"), reference)
+    assert sorted(os.listdir(tmp_path)) == ["died", "out.tif"]
+
+
+def test_a_model_that_kills_every_worker_names_the_cause_and_the_fix(solo_cluster, tmp_path):
+    _, img = array_scene(256)
+    model = Model.from_callable(
+        DiesOnce(str(tmp_path / "died"), always=True),
+        input_tile_size=64,
+        output_bands={"ndvi": {"type": "float"}},
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    with distributed.Client(solo_cluster) as own:
+        with pytest.raises(ExportError, match=r"died\. The model crashed the worker.*memory.*block_size"):
+            model.predict_image(img, cache=None).export(out / "o.tif", client=own, progress=False)
+        own.wait_for_workers(1, timeout=60)
+    assert os.listdir(out) == []
+
+
+def test_a_client_closed_mid_export_says_so_and_leaves_nothing(solo_cluster, tmp_path):
+    # Its own client: closing the shared one would end the other tests.
+    own = distributed.Client(solo_cluster)
+    try:
+        _, img = array_scene(512)
+        log, model = counting_prediction(tmp_path, delay=0.2)
+        pred = model.predict_image(img)
+        out = tmp_path / "out"
+        out.mkdir()
+
+        def close_after_the_first_window(done, total):
+            if done == 1:
+                own.close()  # what a user does from another cell, or a notebook restart of the client
+
+        with pytest.raises(ExportError, match="client was closed while the export ran") as info:
+            pred.export(
+                str(out / "c.tif"),
+                client=own,
+                block_size=256,
+                progress=False,
+                on_progress=close_after_the_first_window,
+            )
+        assert "Keep the client open" in str(info.value)
+        assert os.listdir(out) == []  # neither the file nor a temporary
+        with pytest.raises(ExportError, match="it is closed"):
+            pred.export(str(out / "c.tif"), client=own, progress=False)
+        assert os.listdir(out) == []
+    finally:
+        own.close()
+
+
+def test_a_cluster_given_as_client_is_refused_with_the_fix(solo_cluster, tmp_path):
+    # The usual slip: client=cluster (LocalCluster, KubeCluster...) instead of Client(cluster).
+    _, img = array_scene(256)
+    with pytest.raises(InputError, match=r"got LocalCluster.*pass distributed\.Client\(cluster\)"):
+        img.export(tmp_path / "o.tif", client=solo_cluster, progress=False)
+    assert os.listdir(tmp_path) == []

@@ -319,3 +319,24 @@ def test_concurrent_exports_to_one_prefix_leave_one_consistent_export(tmp_path):
         mixer = load_mixer(prefix + "-mixer.json")
         shards = [f for f in os.listdir(tmp_path) if f.endswith(".tfrecord.gz")]
         assert len(shards) == mixer.total_patches  # one record per shard here
+
+
+def test_an_export_larger_than_the_disk_is_refused_or_warned_before_any_patch(tmp_path):
+    # A slip of scale (1e-5 m for 10 m): exabytes of patches. Uncompressed, their size is known:
+    # refused; gzip: a warning. Either way before any read (a read here would run for days).
+    img = make_image()
+    reads = []
+
+    def no_read(*args, **kwargs):
+        reads.append(1)
+        raise RuntimeError("the export read a patch before checking its size")
+
+    img.read = no_read
+    tiny = emw.Projection(CRS).at_scale(1e-5)
+    prefix = str(tmp_path / "huge")
+    with pytest.raises(ExportError, match=r"MiB of values.*are free on the disk.*coarser scale"):
+        export_image(img, prefix, proj=tiny, compressed=False)
+    with pytest.warns(UserWarning, match="likely fail on a full disk"), pytest.raises(RuntimeError):
+        export_image(img, prefix, proj=tiny, compressed=True)
+    assert len(reads) == 1  # only the gzip export, once warned, went on to read
+    assert os.listdir(tmp_path) == []

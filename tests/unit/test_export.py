@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -174,3 +175,50 @@ def test_overviews_are_built_on_request(tmp_path):
     out = img.export(tmp_path / "ov.tif", overviews=True, progress=False)
     with rasterio.open(out) as ds:
         assert ds.overviews(1) == [2, 4]
+
+
+def test_a_scale_coarser_than_the_whole_image_warns_before_any_pixel(scene, tmp_path):
+    # A slip of units (1e6 for 10 m): the file would be one NaN pixel, silently.
+    img, _, _ = scene
+    path = tmp_path / "coarse.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning stops the export: it came before the work
+        with pytest.raises(UserWarning, match=r"larger than the whole image.*1 x 1 pixel.*at_scale\(10\)"):
+            img.export(str(path), proj=Projection("EPSG:32719").at_scale(1e6), progress=False)
+    assert os.listdir(tmp_path) == []
+    with pytest.warns(UserWarning, match="finer scale"):
+        img.export(str(path), proj=Projection("EPSG:32719").at_scale(1e6), progress=False)
+    with rasterio.open(path) as src:
+        assert (src.width, src.height) == (1, 1)
+
+
+def test_a_one_pixel_region_at_the_image_scale_does_not_warn_and_holds_that_pixel(scene, tmp_path):
+    img, data, _ = scene
+    west, north = img.grid.transform @ (0, 0)
+    pixel = img.grid.transform.a
+    from pyproj import Transformer
+
+    to_lonlat = Transformer.from_crs("EPSG:32719", "EPSG:4326", always_xy=True)
+    lon, lat = to_lonlat.transform(west + pixel / 2, north - pixel / 2)  # the centre of pixel (0, 0)
+    path = tmp_path / "one.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        img.export(str(path), region=(lon - 1e-7, lat - 1e-7, lon + 1e-7, lat + 1e-7), progress=False)
+    with rasterio.open(path) as src:
+        assert (src.width, src.height) == (1, 1)
+        np.testing.assert_array_equal(src.read()[:, 0, 0], data[:, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"client": "tcp://127.0.0.1:8786"}, r"pass distributed\.Client\('tcp://127\.0\.0\.1:8786'\)"),
+        ({"cancel": True}, r"cancel= takes a threading\.Event"),
+        ({"on_progress": 5}, r"on_progress= takes a function f\(done, total\)"),
+    ],
+)
+def test_a_wrong_client_cancel_or_callback_is_refused_before_the_work(scene, tmp_path, option, message):
+    img, _, _ = scene
+    with pytest.raises(InputError, match=message):
+        img.export(str(tmp_path / "o.tif"), progress=False, **option)
+    assert os.listdir(tmp_path) == []

@@ -301,3 +301,25 @@ def test_a_resumed_export_interrupted_at_once_keeps_its_windows_and_no_orphan(tm
     assert os.listdir(tmp_path) == ["out.tif"]
     with rasterio.open(target) as ds:
         assert np.array_equal(ds.read(1), arr[0])
+
+
+@pytest.mark.parametrize("cog", [True, False])
+def test_a_folder_removed_during_the_export_is_named_in_the_error(tmp_path, cog):
+    # Real removal of the output folder after two windows were written (GDAL keeps writing
+    # the unlinked temporary; the final copy or rename then fails).
+    folder = tmp_path / "out"
+    folder.mkdir()
+    arr = np.random.default_rng(0).random((1, 512, 512)).astype("float32")
+    img = Image.from_array(arr, transform=TRANSFORM, crs="EPSG:32719")
+
+    def remove_folder(done, total):
+        if done == 2 and folder.is_dir():
+            shutil.rmtree(folder)
+
+    with pytest.raises(ExportError, match="was removed or renamed during the export") as info:
+        img.export(
+            str(folder / "out.tif"), cog=cog, block_size=256, progress=False, on_progress=remove_folder
+        )
+    assert str(folder) in str(info.value)
+    assert "Create it again" in str(info.value)
+    assert not folder.exists()  # nothing recreated it
