@@ -13,7 +13,8 @@ One `RestPredictor` turns a batch of model inputs (dict name -> (N, H, W, C) arr
   concurrently (at most `max_concurrency` at once, shared by every caller of the predictor);
 - connection errors, 429, 502, 503 and 504 are retried by urllib3's `Retry`, with its
   exponential backoff (honouring `Retry-After`, at most 30 s); a reply slower than `timeout`
-  seconds fails at once with a clear error;
+  seconds fails at once with a clear error, and so does one whose body takes longer than
+  `timeout` to arrive (a trickling server) or grows past `max_reply_bytes`;
 - any other failure raises `ServingError` carrying the server's own error text.
 
 `endpoint` is any TF-Serving-compatible URL (ours, TF Serving, KServe v1:
@@ -32,10 +33,10 @@ from typing import Any
 
 import numpy as np
 from urllib3 import exceptions as http_errors
-from urllib3.util.retry import Retry
 
 from ..errors import InputError, ServingError
 from . import codec, protocol
+from .transport import RETRY_STATUSES, _pool_manager, _retry, _text, _transport_error, read_reply
 
 PAYLOAD_FORMATS = ("SERIALIZED_TF_TENSORS", "RAW_JSON", "ND_ARRAYS")
 GRPC_FORMATS = (
@@ -44,7 +45,6 @@ GRPC_FORMATS = (
     "GRPC_TF_EXAMPLES",
     "GRPC_SERIALIZED_TF_EXAMPLES",
 )
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 DEFAULT_MAX_PAYLOAD_BYTES = 1_500_000
 # Requests in flight per predictor. A batching server is kept busy when twice what one model
 # call takes is in flight: one batch runs while the next arrives and is parsed. With 4, our
@@ -54,6 +54,11 @@ DEFAULT_MAX_CONCURRENCY = 8
 # broken endpoint could make a few bytes allocate gigabytes in the user's kernel: each decoded
 # output instance is capped at 2**25 elements (128 MiB of float32, a 4096 x 4096 x 2 tile).
 MAX_REPLY_ELEMENTS = 1 << 25
+# A reply is expected to be about max_payload_bytes (EE's outputMultiplier sizes requests so);
+# one of more than 16 times that (at least 64 MiB) is refused while it arrives, so that a broken
+# or hostile endpoint cannot fill the kernel's memory with one endless reply.
+REPLY_BYTES_PER_PAYLOAD_BYTE = 16
+MIN_MAX_REPLY_BYTES = 64 << 20
 _VERTEX_RESOURCE = re.compile(r"^projects/([^/]+)/locations/([^/]+)/endpoints/([^/:]+)$")
 _ENVELOPE = len(b'{"instances":[]}')
 _CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -116,74 +121,6 @@ class GoogleAuth:
                 except Exception as exc:  # RefreshError, transport errors
                     raise ServingError(f"Could not refresh Google credentials: {exc}.") from None
             return {"Authorization": f"Bearer {self._creds.token}"}
-
-
-# ---- transport ----------------------------------------------------------------------------------
-
-
-def _pool_manager(connections: int, timeout: float):
-    """Keep-alive HTTP(S) connections, at most `connections` per host (callers wait for a free one).
-
-    urllib3 rather than httpx: http.client reads a megabyte body in a few C-level reads where
-    httpx's pure-Python h11 parser takes 64 KB steps; measured on 16 one-tile requests
-    (1.4 MB up, 0.7 MB down) to our server, 12 ms against 30 ms. Retries: `_retry`, per request."""
-    import urllib3
-
-    try:
-        import certifi  # the CA bundle requests/httpx use; the system's store when it is missing
-
-        ca = {"ca_certs": certifi.where()}
-    except ImportError:
-        ca = {}
-    return urllib3.PoolManager(
-        num_pools=4,
-        maxsize=connections,
-        block=True,
-        timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
-        **ca,
-    )
-
-
-class _Retry(Retry):
-    """urllib3's `Retry` with two rules of ours: a read timeout is not retried (the model is slow,
-    not unreachable: retrying would make the caller wait `timeout` once per retry), and a
-    `Retry-After` waits at most 30 s (one that is neither seconds nor an HTTP date: the backoff)."""
-
-    RETRY_AFTER_STATUS_CODES = RETRY_STATUSES
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        if isinstance(error, http_errors.ReadTimeoutError):
-            raise error
-        return super().increment(method, url, response, error, _pool, _stacktrace)
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        try:
-            return min(super().parse_retry_after(retry_after), 30.0)
-        except http_errors.InvalidHeader:
-            return 0.0  # no wait of the server's: the backoff applies
-
-
-def _retry(max_retries: int, backoff: float) -> Retry:
-    """Connection errors and RETRY_STATUSES retried `max_retries` times (POST included: a
-    prediction has no side effect); the last answer is returned when retries run out."""
-    return _Retry(
-        total=max_retries,
-        allowed_methods=None,  # every method, POST included
-        status_forcelist=RETRY_STATUSES,
-        backoff_factor=backoff,
-        backoff_max=8.0,
-        backoff_jitter=backoff,
-        raise_on_status=False,
-    )
-
-
-def _transport_error(exc: Exception) -> str:
-    reason = getattr(exc, "reason", None) or exc
-    return f"{type(exc).__name__}: {reason}"
-
-
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", "replace").strip()
 
 
 # ---- payloads ------------------------------------------------------------------------------------
@@ -352,7 +289,10 @@ class RestPredictor:
         self.max_retries = max_retries
         self.backoff = backoff
         self._headers = {"Content-Type": "application/json", **(headers or {})}
+        self._private_headers = frozenset(headers or ())  # not sent on to another host by a redirect
         if token:
+            if not re.fullmatch(r"[\x21-\x7e]+", str(token)):  # http.client would fail at the first request
+                raise InputError("token may only contain visible ASCII characters (no spaces).")
             self._headers["Authorization"] = f"Bearer {token}"
         if auth is None and not token and _needs_google_auth(self.url):
             auth = GoogleAuth().headers
@@ -463,7 +403,12 @@ class RestPredictor:
             headers.update(self._auth())
         try:
             resp = client.request(
-                "POST", self.url, body=body, headers=headers, retries=_retry(self.max_retries, self.backoff)
+                "POST",
+                self.url,
+                body=body,
+                headers=headers,
+                retries=_retry(self.max_retries, self.backoff, self._private_headers),
+                preload_content=False,  # read by `_read_reply`, under a deadline and a size limit
             )
         except http_errors.ReadTimeoutError:
             self._count(requests=1, bytes_sent=len(body))
@@ -474,24 +419,46 @@ class RestPredictor:
         except http_errors.HTTPError as exc:  # refused, connect timeout, reset, closed without answer
             attempts = self.max_retries + 1  # urllib3 gives up only when every retry is spent
             self._count(requests=attempts, retries=self.max_retries, bytes_sent=attempts * len(body))
+            if "WRONG_VERSION_NUMBER" in str(exc) or "record layer failure" in str(exc):
+                raise ServingError(  # OpenSSL's words for a plain-HTTP answer to a TLS hello
+                    f"{self.url} answered in plain HTTP, not HTTPS ({_transport_error(exc)}): "
+                    "write the endpoint with http://."
+                ) from None
             raise ServingError(
                 f"Cannot reach {self.url} ({_transport_error(exc)}) after {attempts} attempt(s). "
                 "Is the server running and the URL right? (start one with `ee-model serve MODEL_DIR --name NAME`)"
             ) from None
         retries = len(resp.retries.history) if resp.retries is not None else 0
         self._count(requests=1 + retries, retries=retries, bytes_sent=(1 + retries) * len(body))
-        return [self._decode(p) for p in self._predictions(resp, n, len(body), retries)]
+        data = self._read_reply(resp, len(body))
+        return [self._decode(p) for p in self._predictions(resp, data, n, len(body), retries)]
 
-    def _predictions(self, resp, n: int, body_bytes: int, attempt: int) -> list:
+    @property
+    def max_reply_bytes(self) -> int:
+        """Largest reply body read: REPLY_BYTES_PER_PAYLOAD_BYTE x max_payload_bytes, at least 64 MiB."""
+        return max(MIN_MAX_REPLY_BYTES, REPLY_BYTES_PER_PAYLOAD_BYTE * self.max_payload_bytes)
+
+    def _read_reply(self, resp, body_bytes: int) -> bytes:
+        return read_reply(
+            resp,
+            self.url,
+            self.timeout,
+            self.max_reply_bytes,
+            f"for a request of {body_bytes} bytes; refused before it fills memory. Check that the endpoint "
+            "serves the model you meant; if replies this large are expected, raise max_payload_bytes "
+            f"(replies may be {REPLY_BYTES_PER_PAYLOAD_BYTE} times it, at least 64 MiB).",
+        )
+
+    def _predictions(self, resp, data: bytes, n: int, body_bytes: int, attempt: int) -> list:
         try:
-            obj = protocol.loads(resp.data)
+            obj = protocol.loads(data)
         except ValueError:
             obj = None
         if resp.status != 200:
             detail = (
                 obj.get("error")
                 if isinstance(obj, dict) and "error" in obj
-                else _text(resp.data)[:500] or "(empty body)"
+                else _text(data)[:500] or "(empty body)"
             )
             if isinstance(detail, dict):  # Google APIs: {"error": {"code", "message", "status"}}
                 detail = detail.get("message") or json.dumps(detail)
@@ -502,13 +469,15 @@ class RestPredictor:
         if obj is None:
             ctype = resp.headers.get("content-type", "no content-type")
             raise ServingError(
-                f"{self.url} answered something that is not JSON ({ctype}): {_text(resp.data)[:200]!r}."
+                f"{self.url} answered something that is not JSON ({ctype}): {_text(data)[:200]!r}."
             )
         if not isinstance(obj, dict) or "predictions" not in obj:
             if isinstance(obj, dict) and "error" in obj:
                 raise ServingError(f"{self.url} answered an error: {obj['error']}")
             keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
             raise ServingError(f"{self.url} answered JSON without 'predictions' (got {keys}).")
+        if obj.get("error"):  # predictions next to an error may be placeholders (zeros): not used
+            raise ServingError(f"{self.url} answered an error next to its predictions: {obj['error']}")
         preds = obj["predictions"]
         if not isinstance(preds, list) or len(preds) != n:
             got = len(preds) if isinstance(preds, list) else type(preds).__name__

@@ -19,8 +19,10 @@ from .client import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     RestPredictor,
     _needs_google_auth,
-    _pool_manager,
 )
+from .transport import _pool_manager, read_reply
+
+MAX_METADATA_BYTES = 16 << 20  # a model's signature takes kilobytes
 
 # ---- Model constructors ------------------------------------------------------------------------------
 
@@ -32,10 +34,12 @@ def discover_signature(
     base = url.rsplit(":", 1)[0] if url.rsplit("/", 1)[-1].count(":") else url
     try:
         with _pool_manager(1, timeout) as http:
-            resp = http.request("GET", base + "/metadata", headers=dict(headers or {}))
+            resp = http.request("GET", base + "/metadata", headers=dict(headers or {}), preload_content=False)
+            # a trickling or endless reply must not hold up the constructor, nor fill memory
+            data = read_reply(resp, base, timeout, MAX_METADATA_BYTES)
         if resp.status != 200:
             return None
-        defs = protocol.loads(resp.data)["metadata"]["signature_def"]["signature_def"]
+        defs = protocol.loads(data)["metadata"]["signature_def"]["signature_def"]
         sig = defs.get("serving_default") or next(iter(defs.values()))
         return {"inputs": list(sig["inputs"]), "outputs": list(sig["outputs"])}
     except Exception:  # noqa: BLE001 - any endpoint without TF Serving metadata

@@ -115,7 +115,7 @@ def create_app(
     counters.update({"http_requests": 0, "predict_requests": 0, "errors": 0, "largest_request_bytes": 0})
     counters["batcher"] = batcher.stats
     drops = drops or DropLog()
-    expected_token = token.encode() if token else None
+    expected_token = check_token(token).encode() if token else None
 
     def json_response(body: bytes, status: int = 200, headers: dict | None = None) -> Response:
         return Response(body, status_code=status, media_type="application/json", headers=headers)
@@ -584,3 +584,12 @@ def _check_name(name: str) -> None:
         raise InputError(
             f"Model name {name!r} may only contain letters, digits, '.', '_' and '-' (it goes in the URL)."
         )
+
+
+def check_token(token: str) -> str:
+    """A bearer token is visible ASCII: HTTP clients cannot send others (or strip spaces)."""
+    if not isinstance(token, str) or not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise InputError(
+            "The token may only contain visible ASCII characters (no spaces): HTTP headers carry it."
+        )
+    return token

@@ -277,6 +277,10 @@ def test_nan_and_infinity_tokens_in_a_reply_are_numbers():
         (Response(json.dumps({"outputs": []})), "without 'predictions'"),
         (Response(json.dumps({"predictions": ["!!", "!!"]})), "not a base64 serialized TensorProto"),
         (Response(json.dumps({"error": "Prediction failed"})), "answered an error: Prediction failed"),
+        (
+            Response(json.dumps({"predictions": [[0.0], [0.0]], "error": "model failed, zeros sent"})),
+            "answered an error next to its predictions: model failed, zeros sent",
+        ),
     ],
 )
 def test_garbage_replies(reply, message):
@@ -323,6 +327,183 @@ def test_slow_reply_times_out_without_hanging():
         with pytest.raises(ServingError, match=r"No reply from .* within timeout=0.5 s"):
             predictor(url, timeout=0.5)({"array": X})
         assert time.monotonic() - t0 < 2  # gave up before the server answered
+
+
+def test_a_reply_trickled_a_byte_at_a_time_times_out():
+    # the socket timeout bounds each read only: a server sending one byte every 0.2 s never
+    # trips it, and held the tile for as long as its reply lasted
+    import asyncio
+
+    from starlette.responses import StreamingResponse
+
+    async def handler(body, n):
+        if n > 1:
+            return echo_predictions(body)
+        payload = b" " * 100 + echo_predictions(body).body  # ~20 s of trickle for a 1 s timeout
+
+        async def trickle():
+            for i in range(len(payload)):
+                yield payload[i : i + 1]
+                await asyncio.sleep(0.2)
+
+        return StreamingResponse(trickle(), media_type="application/json")
+
+    with scripted_server(handler) as (url, _):
+        p = predictor(url, timeout=1.0, max_concurrency=1)
+        t0 = time.monotonic()
+        with pytest.raises(ServingError, match=r"did not finish its reply within timeout=1 s"):
+            p({"array": X})
+        assert time.monotonic() - t0 < 5
+        # the abandoned connection went back to the pool: the next call gets one and its answer
+        np.testing.assert_array_equal(p({"array": X}), X)
+
+
+def test_a_503_whose_body_never_ends_is_retried_without_reading_it():
+    import asyncio
+
+    from starlette.responses import StreamingResponse
+
+    async def handler(body, n):
+        if n > 1:
+            return echo_predictions(body)
+
+        async def trickle():
+            for _ in range(100):  # ~20 s
+                yield b" "
+                await asyncio.sleep(0.2)
+
+        return StreamingResponse(trickle(), status_code=503, headers={"Retry-After": "0"})
+
+    with scripted_server(handler) as (url, count):
+        t0 = time.monotonic()
+        np.testing.assert_array_equal(predictor(url, timeout=1.0)({"array": X}), X)
+        assert time.monotonic() - t0 < 5 and count["n"] == 2
+
+
+def test_a_trickling_metadata_reply_does_not_hold_up_the_constructor():
+    import asyncio
+
+    from starlette.responses import StreamingResponse
+
+    async def metadata(request: Request):
+        async def trickle():
+            for _ in range(100):  # ~20 s of whitespace before a (never sent) signature
+                yield b" "
+                await asyncio.sleep(0.2)
+
+        return StreamingResponse(trickle(), media_type="application/json")
+
+    app = Starlette(routes=[Route("/v1/models/m/metadata", metadata)])
+    with serve_app(app) as port:
+        t0 = time.monotonic()
+        Model.from_vertex_ai(f"http://127.0.0.1:{port}/v1/models/m", timeout=1.0, input_tile_size=[8, 8])
+        assert time.monotonic() - t0 < 5
+
+
+def test_reply_headers_trickled_a_byte_at_a_time_time_out():
+    # uvicorn cannot trickle headers: a bare socket server does, one byte every 0.2 s (~10 s)
+    import threading
+
+    listener = bind_socket("127.0.0.1", 0)
+    listener.listen(4)
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)  # the request (small enough to come in one read)
+            body = json.dumps({"predictions": X.tolist()}).encode()
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            try:
+                for ch in head.encode():
+                    conn.sendall(bytes([ch]))
+                    time.sleep(0.2)
+                conn.sendall(body)
+            except OSError:
+                pass  # the client gave up
+
+    threading.Thread(target=answer, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/models/m"
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ServingError, match=r"No reply from .* within timeout=1 s"):
+            predictor(url, timeout=1.0, payload_format="RAW_JSON")({"array": X})
+        assert time.monotonic() - t0 < 5
+    finally:
+        listener.close()
+
+
+def test_an_endless_reply_is_refused_before_it_fills_memory():
+    from starlette.responses import StreamingResponse
+
+    async def handler(body, n):
+        async def endless():  # chunked: no Content-Length to refuse up front
+            for _ in range(100):
+                yield b" " * (1 << 20)
+            yield echo_predictions(body).body  # valid JSON after 100 MiB of whitespace
+
+        return StreamingResponse(endless(), media_type="application/json")
+
+    with scripted_server(handler) as (url, _):
+        p = predictor(url, max_payload_bytes=100_000)  # replies up to max(16 x 100 kB, 64 MiB)
+        with pytest.raises(
+            ServingError, match=r"sent a reply of more than 67108864 bytes.*raise max_payload_bytes"
+        ):
+            p({"array": X})
+    assert p.max_reply_bytes == 64 << 20
+
+
+def test_a_declared_enormous_reply_is_refused_without_reading_it():
+    async def handler(body, n):
+        return Response(b"{}", headers={"Content-Length": str(10**12)})
+
+    with scripted_server(handler) as (url, _):
+        with pytest.raises(ServingError, match=r"sent a reply of more than \d+ bytes"):
+            predictor(url, timeout=2.0)({"array": X})
+
+
+def test_a_server_closing_mid_reply_is_named_as_such():
+    from starlette.responses import StreamingResponse
+
+    async def handler(body, n):
+        async def half():
+            yield echo_predictions(body).body[:40]
+            raise RuntimeError("worker died")
+
+        return StreamingResponse(half(), media_type="application/json")
+
+    with scripted_server(handler) as (url, _):
+        with pytest.raises(ServingError, match=r"broke off its reply .*closed the connection mid-reply"):
+            predictor(url, max_retries=0)({"array": X})
+
+
+def test_a_redirect_to_another_host_does_not_carry_the_callers_secrets():
+    seen = []
+
+    async def other(request: Request):
+        seen.append(dict(request.headers))
+        return echo_predictions(json.loads(await request.body()))
+
+    other_app = Starlette(routes=[Route("/v1/models/{rest:path}", other, methods=["POST"])])
+    with serve_app(other_app) as other_port:
+
+        async def handler(body, n):  # "localhost" is another host than 127.0.0.1 to a client
+            where = f"http://localhost:{other_port}/v1/models/m:predict"
+            return Response(status_code=307, headers={"Location": where})
+
+        with scripted_server(handler) as (url, _):
+            p = predictor(url, token="tok", headers={"X-Api-Key": "secret"}, payload_format="RAW_JSON")
+            np.testing.assert_array_equal(p({"array": X}), X)
+    assert len(seen) == 1 and "x-api-key" not in seen[0] and "authorization" not in seen[0]
+
+
+def test_https_to_a_plain_http_server_says_to_use_http():
+    async def handler(body, n):
+        return echo_predictions(body)
+
+    with scripted_server(handler) as (url, count):
+        with pytest.raises(ServingError, match=r"answered in plain HTTP, not HTTPS.*endpoint with http://"):
+            predictor(url.replace("http://", "https://"), max_retries=0)({"array": X})
+        assert count["n"] == 0
 
 
 def test_server_down():

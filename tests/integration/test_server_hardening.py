@@ -556,3 +556,22 @@ def test_sigterm_drains_and_exits_0_with_server_stopped(plain):
     assert any("more dropped clients" in ln for ln in drops)
     assert "no complete request headers within 2 s" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("token", ["t0k\u20acn", "t0k en", "t0ken\n"])
+def test_a_token_no_client_can_send_is_refused_at_start(token):
+    # a token outside visible ASCII could never match: HTTP clients cannot send it (http.client
+    # fails on the euro sign) and servers strip the spaces around it; the server used to start
+    # and answer 401 to every request
+    r = cli(
+        "serve", str(demo.model_path("fcn")), "--name", "fcn", "--port", "0", "--token", token, timeout=60
+    )
+    assert r.returncode != 0 and "token may only contain visible ASCII characters" in r.stderr, r.stderr
+
+
+def test_the_client_refuses_a_token_it_cannot_send():
+    from ee_model_widgets.core.model import Model
+    from ee_model_widgets.errors import InputError
+
+    with pytest.raises(InputError, match="token may only contain visible ASCII"):
+        Model.from_vertex_ai("http://127.0.0.1:9/v1/models/m", token="t0k\u20acn", discover=False)
